@@ -1,0 +1,46 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both install what they need into .venv from the pinned lockfile.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install demo test lint typecheck schemas lock clean
+
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml | $(UV)
+	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(PY) requirements-dev.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m ops.demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install lint typecheck
+	$(PY) -m pytest
+
+schemas: install
+	$(PY) -m schemas.export
+
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements-dev.lock --quiet
+
+clean:
+	rm -rf $(VENV) $(UV_VENV) .mypy_cache .pytest_cache .ruff_cache
