@@ -1,0 +1,55 @@
+"""Wire contracts of the scribe pipeline: pydantic models, the errorType catalogue, JSON Schema."""
+
+from schemas.errors import ERROR_CATALOGUE, ErrorType, is_documented_by_vendor
+from schemas.events import (
+    DeadLetterInfo,
+    JobCompleted,
+    JobFailed,
+    StageProgress,
+)
+from schemas.jobs import (
+    AudioRef,
+    ClinicalNoteField,
+    DocumentRef,
+    IntronOptions,
+    JobRequest,
+    NoteMessage,
+    PollMessage,
+    Providers,
+    SoapField,
+    Summary,
+    SummarizeMessage,
+    SummaryOptions,
+    Template,
+    TemplateField,
+    Transcript,
+    TranscriptSegment,
+    TranscriptionHandle,
+)
+
+__all__ = [
+    "ERROR_CATALOGUE",
+    "AudioRef",
+    "ClinicalNoteField",
+    "DeadLetterInfo",
+    "DocumentRef",
+    "ErrorType",
+    "IntronOptions",
+    "JobCompleted",
+    "JobFailed",
+    "JobRequest",
+    "NoteMessage",
+    "PollMessage",
+    "Providers",
+    "SoapField",
+    "StageProgress",
+    "Summary",
+    "SummarizeMessage",
+    "SummaryOptions",
+    "Template",
+    "TemplateField",
+    "Transcript",
+    "TranscriptSegment",
+    "TranscriptionHandle",
+    "is_documented_by_vendor",
+]

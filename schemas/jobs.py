@@ -1,0 +1,196 @@
+"""The job request an upstream system publishes, and the message each later stage consumes.
+
+Every stage message embeds the original job, so a dead letter can be replayed on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from schemas.base import WireModel
+
+SCHEMA_VERSION = 1
+
+TranscriberName = Literal["intron", "invox", "local"]
+SummarizerName = Literal["intron", "invox", "local"]
+NoteProviderName = Literal["invox", "local"]
+OutputFormat = Literal["SUMMARY", "SOAP_TEMPLATE"]
+NoteLanguage = Literal["es", "en", "ca", "pt-BR", "pt-PT"]
+IntronCategory = Literal[
+    "file_category_general",
+    "file_category_telehealth",
+    "file_category_procedure",
+    "file_category_call_center",
+]
+IntronPostProcessing = Literal[
+    "get_summary",
+    "get_entity_list",
+    "get_treatment_plan",
+    "get_soap_note",
+    "get_clerking",
+    "get_op_note",
+    "get_icd_codes",
+    "get_suggestions",
+    "get_call_center_results",
+    "get_call_center_agent_score",
+    "get_call_center_product_insights",
+]
+ShortText = Annotated[str, Field(min_length=1, max_length=512)]
+LanguageCode = Annotated[str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+
+
+class BlobRef(WireModel):
+    """Where the worker reads bytes from: an https URL or a path under its storage root."""
+
+    url: Annotated[str, Field(max_length=4096)] | None = None
+    path: Annotated[str, Field(max_length=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_location(self) -> BlobRef:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give exactly one of url or path")
+        return self
+
+
+class AudioRef(BlobRef):
+    mime_type: ShortText | None = None
+    file_name: ShortText | None = None
+
+
+class DocumentRef(BlobRef):
+    document_type: Literal["PDF", "TXT"]
+    document_name: ShortText
+
+
+class Providers(WireModel):
+    transcriber: TranscriberName = "intron"
+    summarizer: SummarizerName = "invox"
+    note: NoteProviderName = "invox"
+
+
+class SummaryOptions(WireModel):
+    output_format: OutputFormat = "SUMMARY"
+    output_language: LanguageCode = "en"
+
+
+class IntronOptions(WireModel):
+    upload_mode: Literal["auto", "url", "file"] = "auto"
+    use_diarization: bool = True
+    category: IntronCategory = "file_category_telehealth"
+    post_processing: tuple[IntronPostProcessing, ...] = ()
+    # Which post-processing output becomes the summary when summarizer is "intron".
+    summary_source: Literal["get_summary", "get_soap_note", "get_clerking"] = "get_summary"
+
+
+class TemplateField(WireModel):
+    """One field of an Invox IAPITemplate (APITemplateField)."""
+
+    id: ShortText
+    name: ShortText
+    description: Annotated[str, Field(max_length=4096)] = ""
+    type: Literal["string", "number", "array", "boolean", "enum"]
+    enumerable_options: tuple[str, ...] | None = None
+    value: str | list[str] | float | bool = ""
+
+
+class Template(WireModel):
+    """An Invox IAPITemplate; field names keep Invox's snake_case spelling."""
+
+    id: ShortText
+    template_name: ShortText = Field(alias="template_name")
+    template_description: str = Field(default="", alias="template_description")
+    template_language: ShortText = Field(alias="template_language")
+    fields: tuple[TemplateField, ...] = Field(min_length=1, max_length=200)
+
+
+class JobRequest(WireModel):
+    """Published by upstream systems to <prefix>.jobs with routing key "transcribe"."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: UUID
+    consultation_session_id: ShortText | None = None
+    audio: AudioRef
+    providers: Providers = Providers()
+    summary: SummaryOptions = SummaryOptions()
+    template: Template | None = None
+    note_language: NoteLanguage | None = None
+    documents: tuple[DocumentRef, ...] = Field(default=(), max_length=20)
+    intron: IntronOptions = IntronOptions()
+    submitted_at: datetime | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.consultation_session_id or str(self.job_id)
+
+
+class TranscriptionHandle(WireModel):
+    provider: TranscriberName
+    handle: ShortText
+    submitted_at: datetime
+
+
+class TranscriptSegment(WireModel):
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+
+
+class Transcript(WireModel):
+    provider: TranscriberName
+    text: str
+    segments: tuple[TranscriptSegment, ...] = ()
+    duration_s: float | None = None
+    # Intron post-processing outputs (Markdown), keyed by the option that asked for them.
+    post_processing: dict[str, str] = Field(default_factory=dict)
+
+
+class SoapField(WireModel):
+    name: str
+    description: str = ""
+    value: str
+
+
+class Summary(WireModel):
+    provider: SummarizerName
+    output_format: OutputFormat
+    text: str | None = None
+    fields: tuple[SoapField, ...] | None = None
+
+
+class ClinicalNoteField(WireModel):
+    id: str
+    name: str
+    description: str = ""
+    type: Literal["string", "number", "array", "boolean", "enum"]
+    enumerable_options: tuple[str, ...] | None = None
+    value: str | list[str] | float | bool
+
+
+class _StageMessage(WireModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: UUID
+    job: JobRequest
+
+    @model_validator(mode="after")
+    def _same_job(self) -> _StageMessage:
+        if self.job.job_id != self.job_id:
+            raise ValueError("jobId differs from job.jobId")
+        return self
+
+
+class PollMessage(_StageMessage):
+    transcription: TranscriptionHandle
+
+
+class SummarizeMessage(_StageMessage):
+    transcript: Transcript
+
+
+class NoteMessage(_StageMessage):
+    transcript: Transcript
+    summary: Summary

@@ -1,0 +1,1 @@
+"""Clinical scribe pipeline worker: RabbitMQ consumers driving transcribe, poll, summarize, note."""

@@ -1,0 +1,64 @@
+"""Wire names and defaults, in one place so that every module and tool agrees on them."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+SCHEMA_VERSION: Final = 1
+
+Stage = Literal["transcribe", "poll", "summarize", "note"]
+STAGES: Final[tuple[Stage, ...]] = ("transcribe", "poll", "summarize", "note")
+
+# Exchange and queue suffixes appended to the configured prefix (DESIGN.md, Topology).
+JOBS_EXCHANGE: Final = "jobs"
+DEAD_EXCHANGE: Final = "dead"
+EVENTS_EXCHANGE: Final = "events"
+DELAY_EXCHANGE: Final = "delay"
+DEAD_LETTER_QUEUE: Final = "dead-letters"
+DELAY_QUEUE_PREFIX: Final = "delay"
+
+# Event routing keys on <prefix>.events.
+EVENT_COMPLETED: Final = "job.completed"
+EVENT_FAILED: Final = "job.failed"
+EVENT_STAGE_PREFIX: Final = "job.stage."
+
+# Message headers written by the worker.
+HEADER_ATTEMPTS: Final = "x-scribe-attempts"
+HEADER_POLLS: Final = "x-scribe-polls"
+HEADER_DELAY_TIER_MS: Final = "x-scribe-delay-ms"
+HEADER_REPLAYS: Final = "x-scribe-replays"
+HEADER_FIRST_FAILURE_AT: Final = "x-first-failure-at"
+HEADER_LAST_FAILURE_AT: Final = "x-last-failure-at"
+HEADER_ERROR_TYPE: Final = "x-error-type"
+HEADER_ERROR_MESSAGE: Final = "x-error-message"
+HEADER_HTTP_STATUS: Final = "x-http-status"
+HEADER_STAGE: Final = "x-stage"
+HEADER_JOB_ID: Final = "x-job-id"
+HEADER_TRACEPARENT: Final = "traceparent"
+
+# Defaults for settings (worker/settings.py reads the SCRIBE_* overrides).
+DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_PREFIX: Final = "scribe"
+DEFAULT_INTRON_BASE_URL: Final = "https://infer.intron.health"
+DEFAULT_INTRON_UPLOAD_PATH: Final = "/file/v1/upload"
+DEFAULT_INTRON_STATUS_PATH: Final = "/file/v1/status/{file_id}"
+DEFAULT_INVOX_API_VERSION: Final = "2026-03-01"
+INVOX_API_VERSION_HEADER: Final = "X-Invox-Medical-Api-Version"
+INVOX_TOKEN_LIFETIME_S: Final = 7200
+DEFAULT_DELAY_TIERS_MS: Final = (1_000, 5_000, 30_000, 120_000, 600_000)
+DEFAULT_POLL_INTERVAL_MS: Final = 5_000
+DEFAULT_POLL_DEADLINE_S: Final = 3_600
+DEFAULT_MAX_ATTEMPTS: Final = 5
+DEFAULT_RETRY_BASE_MS: Final = 1_000
+DEFAULT_DELIVERY_LIMIT: Final = 10
+DEFAULT_PREFETCH: Final = 16
+DEFAULT_HTTP_TIMEOUT_S: Final = 30.0
+DEFAULT_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
+DEFAULT_MAX_AUDIO_DURATION_S: Final = 600.0
+DEFAULT_MAX_DOCUMENT_BYTES: Final = 20 * 1024 * 1024
+DEFAULT_HTTP_PORT: Final = 8080
+DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
+
+# Vendor error messages are copied into dead-letter headers; cap them so that an echoing
+# vendor cannot smuggle a body's worth of text into headers and logs.
+MAX_ERROR_MESSAGE_CHARS: Final = 200

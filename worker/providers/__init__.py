@@ -1,0 +1,1 @@
+"""Providers: the small interfaces each stage calls, and their intron, invox and local implementations."""

@@ -1,0 +1,267 @@
+"""Typed, frozen settings read from SCRIBE_* environment variables.
+
+Every parse failure raises SettingsError naming the variable, so a bad deployment fails at start
+instead of at the first job. Secrets may also come from a file named by <VARIABLE>_FILE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from worker import constants as c
+from worker.constants import STAGES, Stage
+from worker.errors import SettingsError
+
+T = TypeVar("T")
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+_API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True, repr=False)
+class Secret:
+    """A credential that never prints itself."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class IntronSettings:
+    base_url: str
+    api_key: Secret | None
+    upload_path: str
+    status_path: str
+
+
+@dataclass(frozen=True)
+class InvoxSettings:
+    base_url: str | None
+    api_version: str
+    access_token: Secret | None
+    token_url: str | None
+    app_id: str | None
+    app_key: Secret | None
+
+    @property
+    def configured(self) -> bool:
+        return self.base_url is not None and (
+            self.access_token is not None or self.token_url is not None
+        )
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    delay_tiers_ms: tuple[int, ...]
+    max_attempts: int
+    retry_base_ms: int
+    poll_interval_ms: int
+    poll_deadline_s: float
+    delivery_limit: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_url: Secret
+    prefix: str
+    intron: IntronSettings
+    invox: InvoxSettings
+    retry: RetrySettings
+    stages: tuple[Stage, ...]
+    prefetch: dict[Stage, int]
+    http_timeout_s: float
+    max_audio_bytes: int
+    max_audio_duration_s: float
+    max_document_bytes: int
+    url_allowlist: frozenset[str]
+    storage_root: Path | None
+    redis_url: Secret | None
+    http_port: int
+    shutdown_grace_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return _Reader(env).settings()
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def parse(self, name: str, default: T, convert: Callable[[str], T], problem: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(name, f"{problem} (got {value[:40]!r})") from exc
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        value = self.parse(name, default, int, "expected an integer")
+        if value < minimum:
+            raise SettingsError(name, f"must be >= {minimum}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self.parse(name, default, float, "expected a number")
+        if value < minimum:
+            raise SettingsError(name, f"must be >= {minimum}")
+        return value
+
+    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name) or default
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise SettingsError(name, f"expected a {'/'.join(schemes)} URL with a host")
+        return value.rstrip("/")
+
+    def secret(self, name: str) -> Secret | None:
+        file_name = self.raw(f"{name}_FILE")
+        if file_name is not None:
+            try:
+                text = Path(file_name).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError(f"{name}_FILE", f"cannot read the file ({exc.strerror})") from exc
+            if not text:
+                raise SettingsError(f"{name}_FILE", "the file is empty")
+            return Secret(text)
+        value = self.raw(name)
+        return Secret(value) if value is not None else None
+
+    def stages(self) -> tuple[Stage, ...]:
+        value = self.raw("SCRIBE_STAGES")
+        if value is None:
+            return STAGES
+        chosen: list[Stage] = []
+        for name in (part.strip() for part in value.split(",")):
+            matches = [stage for stage in STAGES if stage == name]
+            if not matches:
+                raise SettingsError("SCRIBE_STAGES", f"unknown stage {name!r}; use {STAGES}")
+            chosen.append(matches[0])
+        return tuple(chosen)
+
+    def delay_tiers(self) -> tuple[int, ...]:
+        def convert(text: str) -> tuple[int, ...]:
+            tiers = tuple(sorted({int(part) for part in text.split(",")}))
+            if not tiers or tiers[0] <= 0:
+                raise ValueError("tiers must be positive")
+            return tiers
+
+        return self.parse(
+            "SCRIBE_DELAY_TIERS_MS",
+            c.DEFAULT_DELAY_TIERS_MS,
+            convert,
+            "expected comma-separated positive milliseconds",
+        )
+
+    def settings(self) -> Settings:
+        prefix = self.raw("SCRIBE_PREFIX") or c.DEFAULT_PREFIX
+        if not _PREFIX_RE.match(prefix):
+            raise SettingsError("SCRIBE_PREFIX", "use letters, digits, '.', '_' or '-'")
+        api_version = self.raw("SCRIBE_INVOX_API_VERSION") or c.DEFAULT_INVOX_API_VERSION
+        if not _API_VERSION_RE.match(api_version):
+            raise SettingsError("SCRIBE_INVOX_API_VERSION", "expected a date like 2026-03-01")
+        log_level = (self.raw("SCRIBE_LOG_LEVEL") or "info").lower()
+        if log_level not in {"debug", "info", "warning", "error"}:
+            raise SettingsError("SCRIBE_LOG_LEVEL", "use debug, info, warning or error")
+        storage_root = self.raw("SCRIBE_STORAGE_ROOT")
+        if storage_root is not None and not Path(storage_root).is_dir():
+            raise SettingsError("SCRIBE_STORAGE_ROOT", "not a readable directory")
+        stages = self.stages()
+        default_prefetch = self.integer("SCRIBE_PREFETCH", c.DEFAULT_PREFETCH, minimum=1)
+        return Settings(
+            amqp_url=Secret(
+                self.url("SCRIBE_AMQP_URL", c.DEFAULT_AMQP_URL, ("amqp", "amqps")) or ""
+            ),
+            prefix=prefix,
+            intron=IntronSettings(
+                base_url=self.url(
+                    "SCRIBE_INTRON_BASE_URL", c.DEFAULT_INTRON_BASE_URL, ("https", "http")
+                )
+                or c.DEFAULT_INTRON_BASE_URL,
+                api_key=self.secret("SCRIBE_INTRON_API_KEY"),
+                upload_path=self.raw("SCRIBE_INTRON_UPLOAD_PATH") or c.DEFAULT_INTRON_UPLOAD_PATH,
+                status_path=self._status_path(),
+            ),
+            invox=self._invox(api_version),
+            retry=RetrySettings(
+                delay_tiers_ms=self.delay_tiers(),
+                max_attempts=self.integer("SCRIBE_MAX_ATTEMPTS", c.DEFAULT_MAX_ATTEMPTS, 1),
+                retry_base_ms=self.integer("SCRIBE_RETRY_BASE_MS", c.DEFAULT_RETRY_BASE_MS, 1),
+                poll_interval_ms=self.integer(
+                    "SCRIBE_POLL_INTERVAL_MS", c.DEFAULT_POLL_INTERVAL_MS, 1
+                ),
+                poll_deadline_s=self.number("SCRIBE_POLL_DEADLINE_S", c.DEFAULT_POLL_DEADLINE_S),
+                delivery_limit=self.integer("SCRIBE_DELIVERY_LIMIT", c.DEFAULT_DELIVERY_LIMIT, 1),
+            ),
+            stages=stages,
+            prefetch={
+                stage: self.integer(f"SCRIBE_PREFETCH_{stage.upper()}", default_prefetch, 1)
+                for stage in stages
+            },
+            http_timeout_s=self.number("SCRIBE_HTTP_TIMEOUT_S", c.DEFAULT_HTTP_TIMEOUT_S, 0.001),
+            max_audio_bytes=self.integer("SCRIBE_MAX_AUDIO_BYTES", c.DEFAULT_MAX_AUDIO_BYTES, 1),
+            max_audio_duration_s=self.number(
+                "SCRIBE_MAX_AUDIO_DURATION_S", c.DEFAULT_MAX_AUDIO_DURATION_S, 0.001
+            ),
+            max_document_bytes=self.integer(
+                "SCRIBE_MAX_DOCUMENT_BYTES", c.DEFAULT_MAX_DOCUMENT_BYTES, 1
+            ),
+            url_allowlist=frozenset(
+                host.strip().lower()
+                for host in (self.raw("SCRIBE_URL_ALLOWLIST") or "").split(",")
+                if host.strip()
+            ),
+            storage_root=Path(storage_root).resolve() if storage_root else None,
+            redis_url=self._redis_url(),
+            http_port=self.integer("SCRIBE_HTTP_PORT", c.DEFAULT_HTTP_PORT),
+            shutdown_grace_s=self.number("SCRIBE_SHUTDOWN_GRACE_S", c.DEFAULT_SHUTDOWN_GRACE_S),
+            log_level=log_level,
+        )
+
+    def _status_path(self) -> str:
+        path = self.raw("SCRIBE_INTRON_STATUS_PATH") or c.DEFAULT_INTRON_STATUS_PATH
+        if "{file_id}" not in path:
+            raise SettingsError("SCRIBE_INTRON_STATUS_PATH", "must contain {file_id}")
+        return path
+
+    def _redis_url(self) -> Secret | None:
+        url = self.url("SCRIBE_REDIS_URL", None, ("redis", "rediss", "unix"))
+        return Secret(url) if url else None
+
+    def _invox(self, api_version: str) -> InvoxSettings:
+        token_url = self.url("SCRIBE_INVOX_TOKEN_URL", None, ("https", "http"))
+        app_id = self.raw("SCRIBE_INVOX_APP_ID")
+        app_key = self.secret("SCRIBE_INVOX_APP_KEY")
+        if token_url is not None and (app_id is None or app_key is None):
+            raise SettingsError(
+                "SCRIBE_INVOX_TOKEN_URL",
+                "needs SCRIBE_INVOX_APP_ID and SCRIBE_INVOX_APP_KEY to fetch tokens",
+            )
+        return InvoxSettings(
+            base_url=self.url("SCRIBE_INVOX_BASE_URL", None, ("https", "http")),
+            api_version=api_version,
+            access_token=self.secret("SCRIBE_INVOX_ACCESS_TOKEN"),
+            token_url=token_url,
+            app_id=app_id,
+            app_key=app_key,
+        )
