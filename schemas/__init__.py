@@ -17,14 +17,14 @@ from schemas.jobs import (
     PollMessage,
     Providers,
     SoapField,
-    Summary,
     SummarizeMessage,
+    Summary,
     SummaryOptions,
     Template,
     TemplateField,
     Transcript,
-    TranscriptSegment,
     TranscriptionHandle,
+    TranscriptSegment,
 )
 
 __all__ = [
@@ -43,8 +43,8 @@ __all__ = [
     "Providers",
     "SoapField",
     "StageProgress",
-    "Summary",
     "SummarizeMessage",
+    "Summary",
     "SummaryOptions",
     "Template",
     "TemplateField",

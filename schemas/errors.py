@@ -62,7 +62,7 @@ _VENDOR_DOCUMENTED = frozenset(
 
 ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.INVALID_REQUEST_BODY: "Invox rejected the request body (400).",
-    ErrorType.INCONSISTENT_INPUT: "Invox found the request fields inconsistent with each other (400).",
+    ErrorType.INCONSISTENT_INPUT: "Invox found the request fields inconsistent (400).",
     ErrorType.INVALID_API_VERSION_FOR_ENDPOINT: (
         "The configured Invox API version does not serve this endpoint (400)."
     ),
@@ -92,7 +92,7 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.MALFORMED_RESPONSE: "The vendor answered with a body we cannot parse.",
     ErrorType.TRANSCRIPTION_FAILED: "The vendor reported the transcription as failed.",
     ErrorType.TRANSCRIPTION_TIMED_OUT: "The transcription was still pending at the poll deadline.",
-    ErrorType.UNKNOWN_VENDOR_STATUS: "The vendor reported a status we do not know (never polled on).",
+    ErrorType.UNKNOWN_VENDOR_STATUS: "The vendor reported a status we do not know (not polled again).",
     ErrorType.DELIVERY_LIMIT_EXCEEDED: (
         "The broker dead-lettered a message redelivered too often (a crash loop)."
     ),

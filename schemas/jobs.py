@@ -40,7 +40,9 @@ IntronPostProcessing = Literal[
     "get_call_center_product_insights",
 ]
 ShortText = Annotated[str, Field(min_length=1, max_length=512)]
-LanguageCode = Annotated[str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+LanguageCode = Annotated[
+    str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+]
 
 
 class BlobRef(WireModel):
@@ -110,7 +112,7 @@ class Template(WireModel):
 class JobRequest(WireModel):
     """Published by upstream systems to <prefix>.jobs with routing key "transcribe"."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     job_id: UUID
     consultation_session_id: ShortText | None = None
     audio: AudioRef
@@ -172,7 +174,7 @@ class ClinicalNoteField(WireModel):
 
 
 class _StageMessage(WireModel):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     job_id: UUID
     job: JobRequest
 

@@ -140,7 +140,9 @@ class _Reader:
             try:
                 text = Path(file_name).read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise SettingsError(f"{name}_FILE", f"cannot read the file ({exc.strerror})") from exc
+                raise SettingsError(
+                    f"{name}_FILE", f"cannot read the file ({exc.strerror})"
+                ) from exc
             if not text:
                 raise SettingsError(f"{name}_FILE", "the file is empty")
             return Secret(text)

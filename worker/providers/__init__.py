@@ -1,1 +1,1 @@
-"""Providers: the small interfaces each stage calls, and their intron, invox and local implementations."""
+"""Providers: the small interfaces each stage calls, and their vendor and local implementations."""

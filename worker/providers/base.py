@@ -19,7 +19,7 @@ from schemas.jobs import (
 
 @dataclass(frozen=True)
 class PreparedAudio:
-    """Audio the worker has checked against the limits, in a local file it owns until the stage ends.
+    """Audio checked against the limits, in a local file the worker owns until the stage ends.
 
     source_url is the job's own URL (if it gave one), for vendors that can fetch it themselves.
     It is patient data: never log it.

@@ -1,0 +1,386 @@
+"""The one place that decides what happens to a consumed message: advance, poll later, complete,
+retry through a delay tier, or dead-letter, and only then ack.
+
+Rule: a message is acked only after everything it caused is confirmed by the broker. If any of
+that fails, it is nacked back to its queue (or, if the channel is gone, redelivered by the
+broker); the quorum queue's delivery limit turns an endless loop into deliveryLimitExceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError
+
+from schemas.errors import ErrorType
+from schemas.events import JobCompleted, JobFailed, StageProgress
+from worker import constants as c
+from worker.broker import Publisher, build_message, copy_headers
+from worker.constants import Stage
+from worker.errors import ScribeError, TransientError
+from worker.ledger import JobLedger
+from worker.metrics import Metrics
+from worker.settings import RetrySettings
+from worker.topology import Names
+
+log = structlog.get_logger("scribe.delivery")
+
+EVENT_NAMESPACE = uuid.UUID("6f1d3f0e-93a4-4c8e-9b0a-3f1c5e2d7a10")
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Publish body to the next stage's queue now."""
+
+    next_stage: Stage
+    body: bytes
+    provider: str
+
+
+@dataclass(frozen=True)
+class PollLater:
+    """Not ready: send the same message back through the poll delay tier."""
+
+    provider: str
+
+
+@dataclass(frozen=True)
+class Complete:
+    event: JobCompleted
+    provider: str
+
+
+Outcome = Advance | PollLater | Complete
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    stage: Stage
+    job_id: str | None
+    attempts: int
+    polls: int
+    replays: int
+    redelivered: bool
+
+
+Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One consumed message, once its handler has returned or raised."""
+
+    message: AbstractIncomingMessage
+    headers: dict[str, Any]
+    ctx: DeliveryContext
+    log: structlog.typing.FilteringBoundLogger
+    duration_ms: float
+
+
+Action = Callable[[_Run], Awaitable[None]]
+
+
+def stable_event_id(job_id: str, kind: str) -> uuid.UUID:
+    return uuid.uuid5(EVENT_NAMESPACE, f"{job_id}/{kind}")
+
+
+def _int_header(headers: dict[str, Any], name: str) -> int:
+    value = headers.get(name, 0)
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def job_id_of(message: AbstractIncomingMessage) -> str | None:
+    """The jobId, from correlation_id or, failing that, a best-effort look into the body."""
+    if message.correlation_id:
+        return str(message.correlation_id)[:64]
+    try:
+        decoded = json.loads(message.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    job_id = decoded.get("jobId") if isinstance(decoded, dict) else None
+    return job_id[:64] if isinstance(job_id, str) else None
+
+
+def choose_tier_ms(tiers_ms: tuple[int, ...], wanted_ms: float) -> int:
+    """The smallest tier that waits at least wanted_ms (the largest if none does)."""
+    for tier in tiers_ms:
+        if tier >= wanted_ms:
+            return tier
+    return tiers_ms[-1]
+
+
+def retry_delay_ms(
+    retry: RetrySettings, attempts: int, retry_after_s: float | None, rng: random.Random
+) -> int:
+    """Exponential backoff with jitter, never shorter than the vendor's Retry-After."""
+    backoff = retry.retry_base_ms * (2 ** max(0, attempts - 1))
+    jittered = backoff * rng.uniform(0.5, 1.0)
+    floor_ms = (retry_after_s or 0.0) * 1000
+    return choose_tier_ms(retry.delay_tiers_ms, max(jittered, floor_ms))
+
+
+def _failure_location(exc: BaseException) -> str:
+    """file:line of a bug, without the exception's text (which may quote patient data)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown location"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+class Delivery:
+    def __init__(
+        self,
+        publisher: Publisher,
+        names: Names,
+        retry: RetrySettings,
+        ledger: JobLedger,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._names = names
+        self._retry = retry
+        self._ledger = ledger
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+
+    async def process(
+        self, stage: Stage, handler: Handler, message: AbstractIncomingMessage
+    ) -> None:
+        headers = copy_headers(message.headers)
+        ctx = DeliveryContext(
+            stage=stage,
+            job_id=job_id_of(message),
+            attempts=_int_header(headers, c.HEADER_ATTEMPTS),
+            polls=_int_header(headers, c.HEADER_POLLS),
+            replays=_int_header(headers, c.HEADER_REPLAYS),
+            redelivered=bool(message.redelivered),
+        )
+        bound = log.bind(job_id=ctx.job_id, stage=stage, attempt=ctx.attempts + 1)
+        self._metrics.consumed.labels(stage).inc()
+        if ctx.job_id and await self._ledger.is_done(ctx.job_id, stage):
+            self._metrics.duplicates.labels(stage).inc()
+            bound.info("stage.duplicate_dropped", outcome="duplicate")
+            await message.ack()
+            return
+        started = time.monotonic()
+        self._metrics.in_flight.labels(stage).inc()
+        try:
+            action = await self._decide(handler, message.body, ctx)
+        finally:
+            self._metrics.in_flight.labels(stage).dec()
+        duration_s = time.monotonic() - started
+        self._metrics.stage_duration.labels(stage).observe(duration_s)
+        try:
+            duration_ms = round(duration_s * 1000, 1)
+            await action(
+                _Run(message, headers, ctx, bound.bind(duration_ms=duration_ms), duration_ms)
+            )
+            await message.ack()
+        except (TimeoutError, AMQPError, ConnectionError) as exc:
+            bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
+            await self._requeue(message)
+
+    async def _decide(self, handler: Handler, body: bytes, ctx: DeliveryContext) -> Action:
+        try:
+            outcome = await handler(body, ctx)
+        except ScribeError as exc:
+            return self._failure_action(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: keep the message, retry, then dead-letter
+            internal = TransientError(
+                ErrorType.INTERNAL_ERROR, f"{type(exc).__name__} at {_failure_location(exc)}"
+            )
+            return self._failure_action(internal)
+        return self._outcome_action(outcome)
+
+    def _outcome_action(self, outcome: Outcome) -> Action:
+        async def act(run: _Run) -> None:
+            ctx, bound = run.ctx, run.log
+            if isinstance(outcome, PollLater):
+                await self._poll_later(run.message, run.headers, ctx)
+                bound.info(
+                    "stage.pending",
+                    provider=outcome.provider,
+                    outcome="poll_later",
+                    polls=ctx.polls + 1,
+                )
+                return
+            if isinstance(outcome, Advance):
+                await self._advance(outcome, run.headers, ctx)
+            else:
+                await self._complete(outcome, ctx)
+            await self._progress(ctx, outcome.provider, run.duration_ms)
+            if ctx.stage == "poll":
+                self._metrics.polls_per_job.observe(ctx.polls + 1)
+            if ctx.job_id:
+                await self._ledger.mark_done(ctx.job_id, ctx.stage)
+            self._metrics.completed.labels(ctx.stage, type(outcome).__name__.lower()).inc()
+            bound.info(
+                "stage.done",
+                provider=outcome.provider,
+                outcome="completed" if isinstance(outcome, Complete) else "advanced",
+            )
+
+        return act
+
+    def _failure_action(self, error: ScribeError) -> Action:
+        async def act(run: _Run) -> None:
+            message, headers, ctx, bound = run.message, run.headers, run.ctx, run.log
+            attempts = ctx.attempts + 1
+            now = datetime.now(UTC).isoformat()
+            headers.setdefault(c.HEADER_FIRST_FAILURE_AT, now)
+            headers[c.HEADER_LAST_FAILURE_AT] = now
+            headers[c.HEADER_ATTEMPTS] = attempts
+            fields = {"error_type": error.error_type, "http_status": error.http_status}
+            if error.retryable and attempts < self._retry.max_attempts:
+                tier = retry_delay_ms(self._retry, attempts, error.retry_after_s, self._rng)
+                headers[c.HEADER_ERROR_TYPE] = error.error_type
+                await self._to_delay(message, headers, ctx, tier)
+                self._metrics.retried.labels(ctx.stage, error.error_type).inc()
+                bound.warning("stage.retry", outcome="retry", delay_ms=tier, **fields)
+                return
+            await self._dead_letter(message, headers, ctx, error, attempts)
+            self._metrics.dead_lettered.labels(ctx.stage, error.error_type).inc()
+            bound.warning("stage.dead_lettered", outcome="dead_letter", **fields)
+
+        return act
+
+    async def _advance(
+        self, outcome: Advance, headers: dict[str, Any], ctx: DeliveryContext
+    ) -> None:
+        for name in (
+            c.HEADER_ATTEMPTS,
+            c.HEADER_POLLS,
+            c.HEADER_FIRST_FAILURE_AT,
+            c.HEADER_LAST_FAILURE_AT,
+            c.HEADER_ERROR_TYPE,
+            c.HEADER_DELAY_TIER_MS,
+        ):
+            headers.pop(name, None)
+        next_message = build_message(outcome.body, correlation_id=ctx.job_id, headers=headers)
+        await self._publisher.publish(self._names.jobs_exchange, outcome.next_stage, next_message)
+
+    async def _poll_later(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: DeliveryContext
+    ) -> None:
+        for name in (
+            c.HEADER_ATTEMPTS,
+            c.HEADER_FIRST_FAILURE_AT,
+            c.HEADER_LAST_FAILURE_AT,
+            c.HEADER_ERROR_TYPE,
+        ):
+            headers.pop(name, None)
+        headers[c.HEADER_POLLS] = ctx.polls + 1
+        tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
+        await self._to_delay(message, headers, ctx, tier)
+
+    async def _to_delay(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        tier_ms: int,
+    ) -> None:
+        headers[c.HEADER_DELAY_TIER_MS] = str(tier_ms)
+        delayed = build_message(
+            message.body, correlation_id=ctx.job_id, headers=headers, message_id=message.message_id
+        )
+        await self._publisher.publish(self._names.delay_exchange, ctx.stage, delayed)
+
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        error: ScribeError,
+        attempts: int,
+    ) -> None:
+        headers.pop(c.HEADER_DELAY_TIER_MS, None)
+        headers.update(
+            {
+                c.HEADER_ERROR_TYPE: error.error_type,
+                c.HEADER_STAGE: ctx.stage,
+                c.HEADER_ERROR_MESSAGE: error.message,
+                c.HEADER_ATTEMPTS: attempts,
+                c.HEADER_JOB_ID: ctx.job_id or "",
+            }
+        )
+        if error.http_status is not None:
+            headers[c.HEADER_HTTP_STATUS] = error.http_status
+        dead = build_message(
+            message.body,
+            correlation_id=ctx.job_id,
+            headers=headers,
+            message_id=message.message_id,
+            content_type=message.content_type or "application/json",
+        )
+        await self._publisher.publish(
+            self._names.dead_exchange, f"{ctx.stage}.{error.error_type}", dead
+        )
+        if ctx.job_id is None:
+            return
+        event = JobFailed(
+            event_id=stable_event_id(ctx.job_id, f"failed/{ctx.replays}"),
+            job_id=_as_uuid(ctx.job_id),
+            stage=ctx.stage,
+            error_type=error.error_type,
+            message=error.message,
+            http_status=error.http_status,
+            attempts=attempts,
+            occurred_at=datetime.now(UTC),
+        )
+        await self._publish_event(c.EVENT_FAILED, event.to_wire(), ctx.job_id)
+
+    async def _complete(self, outcome: Complete, ctx: DeliveryContext) -> None:
+        await self._publish_event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx.job_id)
+
+    async def _progress(self, ctx: DeliveryContext, provider: str, duration_ms: float) -> None:
+        if ctx.job_id is None:
+            return
+        event = StageProgress(
+            event_id=stable_event_id(ctx.job_id, f"stage/{ctx.stage}"),
+            job_id=_as_uuid(ctx.job_id),
+            stage=ctx.stage,
+            provider=provider,
+            duration_ms=duration_ms,
+            occurred_at=datetime.now(UTC),
+        )
+        await self._publish_event(f"{c.EVENT_STAGE_PREFIX}{ctx.stage}", event.to_wire(), ctx.job_id)
+
+    async def _publish_event(self, routing_key: str, body: bytes, job_id: str | None) -> None:
+        # Events may have no subscriber yet, so they are not mandatory; they are still confirmed.
+        event = build_message(body, correlation_id=job_id)
+        await self._publisher.publish(
+            self._names.events_exchange, routing_key, event, mandatory=False
+        )
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.nack(requeue=True)
+        except (AMQPError, ConnectionError, RuntimeError) as exc:
+            # The channel is gone; the broker redelivers unacked messages by itself.
+            log.warning("stage.nack_failed", error=type(exc).__name__)
+
+
+def _as_uuid(job_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        return uuid.uuid5(EVENT_NAMESPACE, job_id)

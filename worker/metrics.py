@@ -1,0 +1,65 @@
+"""Prometheus metrics, on a registry the app owns (no hidden global state). Labels never carry
+patient data: stage, provider, vendor, endpoint, errorType and outcome only."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "scribe_messages_consumed", "Messages taken from a stage queue.", ["stage"], registry=r
+        )
+        self.completed = Counter(
+            "scribe_stage_completed",
+            "Messages whose stage finished and moved the job on.",
+            ["stage", "outcome"],
+            registry=r,
+        )
+        self.retried = Counter(
+            "scribe_stage_retried",
+            "Transient failures sent to a delay tier.",
+            ["stage", "error_type"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "scribe_dead_lettered", "Messages dead-lettered.", ["stage", "error_type"], registry=r
+        )
+        self.duplicates = Counter(
+            "scribe_duplicates_dropped",
+            "Deliveries of a stage already done.",
+            ["stage"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "scribe_in_flight", "Messages being processed now.", ["stage"], registry=r
+        )
+        self.stage_duration = Histogram(
+            "scribe_stage_duration_seconds", "Time to handle one message.", ["stage"], registry=r
+        )
+        self.vendor_latency = Histogram(
+            "scribe_vendor_call_seconds",
+            "Vendor HTTP call latency.",
+            ["vendor", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.polls_per_job = Histogram(
+            "scribe_poll_attempts_per_job",
+            "Status calls a job needed before its transcript was ready.",
+            buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.consumers_active = Gauge(
+            "scribe_consumers_active",
+            "Stage consumers currently registered.",
+            ["stage"],
+            registry=r,
+        )
+
+    def observe_vendor_call(
+        self, vendor: str, endpoint: str, outcome: str, duration_s: float
+    ) -> None:
+        self.vendor_latency.labels(vendor, endpoint, outcome).observe(duration_s)

@@ -1,0 +1,122 @@
+"""Exchange and queue names under the prefix and their idempotent declaration (DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+from worker import constants as c
+from worker.constants import STAGES, Stage
+from worker.settings import RetrySettings
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str
+
+    @property
+    def jobs_exchange(self) -> str:
+        return f"{self.prefix}.{c.JOBS_EXCHANGE}"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.{c.DEAD_EXCHANGE}"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.{c.EVENTS_EXCHANGE}"
+
+    @property
+    def delay_exchange(self) -> str:
+        return f"{self.prefix}.{c.DELAY_EXCHANGE}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.{c.DEAD_LETTER_QUEUE}"
+
+    def stage_queue(self, stage: Stage) -> str:
+        return f"{self.prefix}.{stage}"
+
+    def delay_queue(self, delay_ms: int) -> str:
+        return f"{self.prefix}.{c.DELAY_QUEUE_PREFIX}.{delay_ms}ms"
+
+    def all_queues(self, delay_tiers_ms: tuple[int, ...]) -> list[str]:
+        return [
+            *(self.stage_queue(stage) for stage in STAGES),
+            *(self.delay_queue(ms) for ms in delay_tiers_ms),
+            self.dead_letter_queue,
+        ]
+
+    def all_exchanges(self) -> list[str]:
+        return [self.jobs_exchange, self.dead_exchange, self.events_exchange, self.delay_exchange]
+
+
+def _quorum_args(**extra: Any) -> dict[str, Any]:
+    return {"x-queue-type": "quorum", **extra}
+
+
+def _at_least_once_dead_lettering(exchange: str, **extra: Any) -> dict[str, Any]:
+    # at-least-once dead-lettering requires reject-publish overflow (RabbitMQ >= 3.10).
+    return _quorum_args(
+        **{
+            "x-dead-letter-exchange": exchange,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            **extra,
+        }
+    )
+
+
+def stage_queue_arguments(names: Names, stage: Stage, retry: RetrySettings) -> dict[str, Any]:
+    """Redelivered more than delivery_limit times: dead-letter as <stage>.deliveryLimitExceeded."""
+    return _at_least_once_dead_lettering(
+        names.dead_exchange,
+        **{
+            "x-delivery-limit": retry.delivery_limit,
+            "x-dead-letter-routing-key": f"{stage}.deliveryLimitExceeded",
+        },
+    )
+
+
+def delay_queue_arguments(names: Names, delay_ms: int) -> dict[str, Any]:
+    """Per-queue TTL; expired messages go back to <prefix>.jobs keeping their routing key."""
+    return _at_least_once_dead_lettering(names.jobs_exchange, **{"x-message-ttl": delay_ms})
+
+
+def delay_binding_arguments(delay_ms: int) -> dict[str, Any]:
+    return {"x-match": "all", c.HEADER_DELAY_TIER_MS: str(delay_ms)}
+
+
+async def declare_topology(channel: AbstractChannel, names: Names, retry: RetrySettings) -> None:
+    """Declare everything; safe to run from every replica at every start."""
+    jobs = await channel.declare_exchange(
+        names.jobs_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    dead = await channel.declare_exchange(
+        names.dead_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    delay = await channel.declare_exchange(
+        names.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
+    )
+    for stage in STAGES:
+        queue = await channel.declare_queue(
+            names.stage_queue(stage),
+            durable=True,
+            arguments=stage_queue_arguments(names, stage, retry),
+        )
+        await queue.bind(jobs, routing_key=stage)
+    for delay_ms in retry.delay_tiers_ms:
+        queue = await channel.declare_queue(
+            names.delay_queue(delay_ms),
+            durable=True,
+            arguments=delay_queue_arguments(names, delay_ms),
+        )
+        await queue.bind(delay, arguments=delay_binding_arguments(delay_ms))
+    dead_letters = await channel.declare_queue(
+        names.dead_letter_queue, durable=True, arguments=_quorum_args()
+    )
+    await dead_letters.bind(dead, routing_key="#")
