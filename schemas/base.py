@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 
@@ -17,3 +19,16 @@ class WireModel(BaseModel):
 
     def to_wire(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+_SAFE_LOCATION = re.compile(r"[^A-Za-z0-9_.\[\]-]")
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
+    """Where and how a message is wrong, without echoing any of its values (patient data)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False)[:limit]:
+        location = ".".join(str(part) for part in error["loc"]) or "(root)"
+        problems.append(f"{_SAFE_LOCATION.sub('?', location)[:80]}: {error['type']}")
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")

@@ -92,7 +92,7 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.MALFORMED_RESPONSE: "The vendor answered with a body we cannot parse.",
     ErrorType.TRANSCRIPTION_FAILED: "The vendor reported the transcription as failed.",
     ErrorType.TRANSCRIPTION_TIMED_OUT: "The transcription was still pending at the poll deadline.",
-    ErrorType.UNKNOWN_VENDOR_STATUS: "The vendor reported a status we do not know (not polled again).",
+    ErrorType.UNKNOWN_VENDOR_STATUS: "The vendor sent a status we do not know (not polled again).",
     ErrorType.DELIVERY_LIMIT_EXCEEDED: (
         "The broker dead-lettered a message redelivered too often (a crash loop)."
     ),

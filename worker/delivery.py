@@ -46,6 +46,7 @@ class Advance:
     next_stage: Stage
     body: bytes
     provider: str
+    delay_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,9 +225,10 @@ class Delivery:
                 return
             if isinstance(outcome, Advance):
                 await self._advance(outcome, run.headers, ctx)
-            else:
+                await self._progress(ctx, outcome.provider, run.duration_ms)
+            else:  # progress first, so job.completed is the last event a job emits
+                await self._progress(ctx, outcome.provider, run.duration_ms)
                 await self._complete(outcome, ctx)
-            await self._progress(ctx, outcome.provider, run.duration_ms)
             if ctx.stage == "poll":
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
             if ctx.job_id:
@@ -274,8 +276,14 @@ class Delivery:
             c.HEADER_DELAY_TIER_MS,
         ):
             headers.pop(name, None)
+        if outcome.delay_ms is not None:
+            tier = choose_tier_ms(self._retry.delay_tiers_ms, outcome.delay_ms)
+            headers[c.HEADER_DELAY_TIER_MS] = str(tier)
+            exchange = self._names.delay_exchange
+        else:
+            exchange = self._names.jobs_exchange
         next_message = build_message(outcome.body, correlation_id=ctx.job_id, headers=headers)
-        await self._publisher.publish(self._names.jobs_exchange, outcome.next_stage, next_message)
+        await self._publisher.publish(exchange, outcome.next_stage, next_message)
 
     async def _poll_later(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: DeliveryContext

@@ -59,7 +59,7 @@ class Metrics:
             registry=r,
         )
 
-    def observe_vendor_call(
-        self, vendor: str, endpoint: str, outcome: str, duration_s: float
+    async def observe_vendor_call(
+        self, vendor: str, endpoint: str, outcome: int | str, duration_s: float
     ) -> None:
-        self.vendor_latency.labels(vendor, endpoint, outcome).observe(duration_s)
+        self.vendor_latency.labels(vendor, endpoint, str(outcome)).observe(duration_s)

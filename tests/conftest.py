@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ops.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+from tests.harness import INTRON_KEY, INVOX_TOKEN, delete_topology, unique_prefix, write_wav
+
+
+@pytest.fixture
+def storage_root(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def audio_file(storage_root: Path) -> Path:
+    return write_wav(storage_root / "consultation.wav", seconds=2.0)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = unique_prefix()
+    yield name
+    await delete_topology(name)
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(
+        intron_api_key=INTRON_KEY, invox_static_token=INVOX_TOKEN, polls_before_ready=1
+    )
+
+
+@pytest.fixture
+async def sandbox(sandbox_config: SandboxConfig) -> AsyncIterator[RunningSandbox]:
+    async with running_sandbox(sandbox_config) as running:
+        yield running

@@ -1,0 +1,174 @@
+"""The worker's lifecycle: start (connect, declare, consume), readiness, and a graceful stop.
+
+Nothing happens at import; every resource is created in start() and released in stop().
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from worker.broker import Publisher, connect
+from worker.constants import Stage
+from worker.delivery import Delivery, Handler
+from worker.ledger import JobLedger, MemoryLedger, RedisLedger
+from worker.media import FetchPolicy, MediaFetcher
+from worker.metrics import Metrics
+from worker.providers.registry import ProviderRegistry
+from worker.settings import Settings
+from worker.stages import Stages
+from worker.topology import Names, declare_topology
+
+log = structlog.get_logger("scribe.app")
+
+RegistryFactory = Callable[[Settings, aiohttp.ClientSession, Metrics], ProviderRegistry]
+
+
+@dataclass
+class _Consumer:
+    stage: Stage
+    channel: AbstractChannel
+    queue: AbstractQueue
+    tag: str
+
+
+class WorkerApp:
+    def __init__(self, settings: Settings, registry_factory: RegistryFactory) -> None:
+        self.settings = settings
+        self.names = Names(settings.prefix)
+        self.metrics = Metrics()
+        self._registry_factory = registry_factory
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: Publisher | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ledger: JobLedger | None = None
+        self._consumers: list[_Consumer] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._http_runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._session = aiohttp.ClientSession()
+        self._ledger = (
+            RedisLedger.from_url(settings.redis_url.value, settings.prefix)
+            if settings.redis_url
+            else MemoryLedger()
+        )
+        self._connection = await connect(settings.amqp_url.value)
+        setup_channel = await self._connection.channel()
+        await declare_topology(setup_channel, self.names, settings.retry)
+        await setup_channel.close()
+        self._publisher = await Publisher.open(self._connection, self.names)
+        delivery = Delivery(self._publisher, self.names, settings.retry, self._ledger, self.metrics)
+        media = MediaFetcher(
+            self._session,
+            FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s),
+            settings.max_audio_bytes,
+            settings.max_audio_duration_s,
+            settings.max_document_bytes,
+        )
+        stages = Stages(
+            self._registry_factory(settings, self._session, self.metrics),
+            media,
+            self._ledger,
+            settings.retry,
+        )
+        for stage in settings.stages:
+            await self._consume(stage, stages.handler(stage), delivery)
+        await self._start_http()
+        log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
+
+    async def _consume(self, stage: Stage, handler: Handler, delivery: Delivery) -> None:
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.prefetch[stage])
+        queue = await channel.get_queue(self.names.stage_queue(stage), ensure=False)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._in_flight.add(task)
+            try:
+                await delivery.process(stage, handler, message)
+            finally:
+                if task is not None:
+                    self._in_flight.discard(task)
+
+        tag = await queue.consume(on_message)
+        self._consumers.append(_Consumer(stage, channel, queue, tag))
+        self.metrics.consumers_active.labels(stage).set(1)
+
+    def ready(self) -> bool:
+        """Connected, and every configured stage has an open channel with its consumer."""
+        if self._connection is None or self._connection.is_closed:
+            return False
+        consumers = {c.stage for c in self._consumers if not c.channel.is_closed}
+        return consumers == set(self.settings.stages)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight work finish within the grace period, requeue the rest."""
+        for consumer in self._consumers:
+            if not consumer.channel.is_closed:
+                await consumer.queue.cancel(consumer.tag)
+            self.metrics.consumers_active.labels(consumer.stage).set(0)
+        if self._in_flight:
+            log.info("worker.draining", in_flight=len(self._in_flight))
+            _done, pending = await asyncio.wait(
+                set(self._in_flight), timeout=self.settings.shutdown_grace_s
+            )
+            for task in pending:
+                task.cancel()
+        for consumer in self._consumers:
+            if not consumer.channel.is_closed:
+                await consumer.channel.close()  # unacked messages return to their queues
+        self._consumers.clear()
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._connection is not None:
+            await self._connection.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._ledger is not None:
+            await self._ledger.close()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        log.info("worker.stopped")
+
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, "0.0.0.0", self.settings.http_port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready = self.ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )

@@ -1,0 +1,175 @@
+"""scribe-submit: publish one job with publisher confirms and, with --wait, print its outcome.
+
+Exit codes: 0 completed (or published without --wait), 1 dead-lettered, 2 timeout or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from schemas.base import describe_validation_error
+from schemas.jobs import (
+    AudioRef,
+    DocumentRef,
+    IntronOptions,
+    JobRequest,
+    Providers,
+    SummaryOptions,
+    Template,
+)
+from worker import constants as c
+from worker.broker import Publisher, build_message
+from worker.errors import SettingsError
+from worker.settings import Settings
+from worker.topology import Names, declare_topology
+
+EXIT_COMPLETED, EXIT_DEAD_LETTERED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scribe-submit", description=__doc__)
+    audio = p.add_mutually_exclusive_group(required=True)
+    audio.add_argument("--audio-url", help="https URL the worker downloads the audio from")
+    audio.add_argument("--audio-file", help="audio path on storage the worker can read")
+    p.add_argument("--mime-type", help="audio MIME type (default: guessed from the name)")
+    p.add_argument("--transcriber", choices=["intron", "invox", "local"], default="intron")
+    p.add_argument("--summarizer", choices=["invox", "intron", "local"], default="invox")
+    p.add_argument("--note-provider", choices=["invox", "local"], default="invox")
+    p.add_argument(
+        "--template", help="Invox IAPITemplate JSON file; without it the job ends after the summary"
+    )
+    p.add_argument("--output-format", choices=["SUMMARY", "SOAP_TEMPLATE"], default="SUMMARY")
+    p.add_argument("--output-language", default="en")
+    p.add_argument("--note-language", choices=["es", "en", "ca", "pt-BR", "pt-PT"])
+    p.add_argument("--document", action="append", default=[], help="PDF or TXT (repeatable)")
+    p.add_argument(
+        "--intron-post-processing",
+        action="append",
+        default=[],
+        help="Intron option such as get_summary (repeatable)",
+    )
+    p.add_argument("--job-id", help="UUID; default: a new one")
+    p.add_argument("--consultation-session-id")
+    p.add_argument("--wait", action="store_true", help="wait for job.completed or job.failed")
+    p.add_argument("--timeout-s", type=float, default=300.0)
+    return p
+
+
+def _document(path_text: str) -> DocumentRef:
+    path = Path(path_text).resolve()
+    kinds = {".pdf": "PDF", ".txt": "TXT"}
+    kind = kinds.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"--document {path.name}: only .pdf and .txt files are accepted")
+    if not path.is_file():
+        raise UsageError(f"--document {path.name}: no such file")
+    return DocumentRef(path=str(path), document_type=kind, document_name=path.name)
+
+
+def _template(path_text: str) -> Template:
+    try:
+        return Template.model_validate_json(Path(path_text).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"--template: cannot read the file ({exc.strerror})") from exc
+    except ValidationError as exc:
+        raise UsageError(
+            f"--template: not an Invox IAPITemplate ({exc.error_count()} errors)"
+        ) from exc
+
+
+def build_job(args: argparse.Namespace) -> JobRequest:
+    try:
+        job_id = uuid.UUID(args.job_id) if args.job_id else uuid.uuid4()
+    except ValueError as exc:
+        raise UsageError("--job-id must be a UUID") from exc
+    if args.audio_file:
+        audio_path = Path(args.audio_file).resolve()
+        if not audio_path.is_file():
+            raise UsageError("--audio-file: no such file")
+        audio = AudioRef(path=str(audio_path), mime_type=args.mime_type)
+    else:
+        audio = AudioRef(url=args.audio_url, mime_type=args.mime_type)
+    try:
+        return JobRequest(
+            job_id=job_id,
+            consultation_session_id=args.consultation_session_id,
+            audio=audio,
+            providers=Providers(
+                transcriber=args.transcriber, summarizer=args.summarizer, note=args.note_provider
+            ),
+            summary=SummaryOptions(
+                output_format=args.output_format, output_language=args.output_language
+            ),
+            template=_template(args.template) if args.template else None,
+            note_language=args.note_language,
+            documents=tuple(_document(d) for d in args.document),
+            intron=IntronOptions(post_processing=tuple(args.intron_post_processing)),
+        )
+    except ValidationError as exc:
+        raise UsageError(f"invalid job: {describe_validation_error(exc)}") from exc
+
+
+async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: float) -> int:
+    names = Names(settings.prefix)
+    connection = await aio_pika.connect_robust(settings.amqp_url.value)
+    async with connection:
+        channel = await connection.channel()
+        await declare_topology(channel, names, settings.retry)
+        outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        job_id = str(job.job_id)
+        if wait:
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            events = await channel.get_exchange(names.events_exchange)
+            for key in (c.EVENT_COMPLETED, c.EVENT_FAILED):
+                await queue.bind(events, routing_key=key)
+
+            async def on_event(message: AbstractIncomingMessage) -> None:
+                async with message.process():
+                    if message.correlation_id == job_id and not outcome.done():
+                        outcome.set_result(json.loads(message.body))
+
+            await queue.consume(on_event)
+        publisher = await Publisher.open(connection, names)
+        await publisher.publish(
+            names.jobs_exchange, "transcribe", build_message(job.to_wire(), correlation_id=job_id)
+        )
+        if not wait:
+            print(json.dumps({"jobId": job_id, "published": True}))
+            return EXIT_COMPLETED
+        try:
+            event = await asyncio.wait_for(outcome, timeout_s)
+        except TimeoutError:
+            print(json.dumps({"jobId": job_id, "outcome": "timeout", "timeoutS": timeout_s}))
+            return EXIT_USAGE
+        print(json.dumps(event))
+        return EXIT_COMPLETED if event.get("type") == c.EVENT_COMPLETED else EXIT_DEAD_LETTERED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        job = build_job(args)
+    except (SettingsError, UsageError) as exc:
+        print(f"scribe-submit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(submit(settings, job, args.wait, args.timeout_s))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Reading the bytes a job points at (audio, supporting documents) safely and within limits.
+
+Remote fetches follow a fetch policy (scheme allow list, no private/loopback/link-local
+addresses unless the host is in SCRIBE_URL_ALLOWLIST) and stream with a size cap. Local paths
+must resolve under SCRIBE_STORAGE_ROOT. Error messages name the problem, never the URL or path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import mimetypes
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import mutagen
+
+from schemas.errors import ErrorType
+from schemas.jobs import AudioRef, BlobRef, DocumentRef
+from worker.errors import PermanentError, TransientError
+from worker.providers.base import PreparedAudio, PreparedDocument
+
+MAX_REDIRECTS = 3
+CHUNK_BYTES = 64 * 1024
+DOCUMENT_MIME_TYPES = {"PDF": "application/pdf", "TXT": "text/plain"}
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allowlist: frozenset[str]
+    storage_root: Path | None
+    timeout_s: float
+
+
+async def check_url(url: str, policy: FetchPolicy, error_type: ErrorType) -> None:
+    """Refuse schemes other than https, and private addresses, unless the host is allow-listed."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise PermanentError(error_type, "the URL has no host")
+    allowed = host in policy.allowlist
+    if parts.scheme != "https" and not (allowed and parts.scheme == "http"):
+        raise PermanentError(ErrorType.URL_NOT_ALLOWED, f"scheme {parts.scheme!r} is not allowed")
+    if allowed:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
+    except socket.gaierror as exc:
+        raise TransientError(ErrorType.CONNECTION_FAILED, "the URL's host did not resolve") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise PermanentError(
+                ErrorType.URL_NOT_ALLOWED,
+                "the URL resolves to a private, loopback or link-local address",
+            )
+
+
+async def _download(
+    session: aiohttp.ClientSession,
+    url: str,
+    policy: FetchPolicy,
+    limit_bytes: int,
+    target: Path,
+    unavailable: ErrorType,
+) -> int:
+    """Stream url into target, re-checking the policy at each redirect; returns the size."""
+    timeout = aiohttp.ClientTimeout(total=policy.timeout_s)
+    for _ in range(MAX_REDIRECTS + 1):
+        await check_url(url, policy, unavailable)
+        try:
+            async with session.get(url, allow_redirects=False, timeout=timeout) as response:
+                if response.status in {301, 302, 303, 307, 308} and "Location" in response.headers:
+                    url = urljoin(url, response.headers["Location"])
+                    continue
+                if response.status >= 500 or response.status == 429:
+                    raise TransientError(
+                        unavailable,
+                        f"download answered HTTP {response.status}",
+                        http_status=response.status,
+                    )
+                if response.status != 200:
+                    raise PermanentError(
+                        unavailable,
+                        f"download answered HTTP {response.status}",
+                        http_status=response.status,
+                    )
+                if (response.content_length or 0) > limit_bytes:
+                    raise PermanentError(
+                        ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes"
+                    )
+                size = 0
+                with target.open("wb") as sink:
+                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                        size += len(chunk)
+                        if size > limit_bytes:
+                            raise PermanentError(
+                                ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes"
+                            )
+                        sink.write(chunk)
+                return size
+        except TimeoutError as exc:
+            raise TransientError(ErrorType.UPSTREAM_TIMEOUT, "download timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise TransientError(
+                ErrorType.CONNECTION_FAILED, f"download failed ({type(exc).__name__})"
+            ) from exc
+    raise PermanentError(unavailable, "too many redirects")
+
+
+def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> Path:
+    if policy.storage_root is None:
+        raise PermanentError(unavailable, "local paths are disabled (set SCRIBE_STORAGE_ROOT)")
+    assert ref.path is not None
+    path = (policy.storage_root / ref.path).resolve()
+    if not path.is_relative_to(policy.storage_root):
+        raise PermanentError(ErrorType.URL_NOT_ALLOWED, "the path leaves the storage root")
+    if not path.is_file():
+        raise PermanentError(unavailable, "no readable file at the given path")
+    return path
+
+
+def audio_duration_s(path: Path) -> float:
+    try:
+        parsed = mutagen.File(path)
+    except (mutagen.MutagenError, OSError, ValueError) as exc:
+        raise PermanentError(ErrorType.UNSUPPORTED_AUDIO, "the audio could not be parsed") from exc
+    length = getattr(getattr(parsed, "info", None), "length", None)
+    if not isinstance(length, int | float) or length <= 0:
+        raise PermanentError(ErrorType.UNSUPPORTED_AUDIO, "the audio duration is unknown")
+    return float(length)
+
+
+def _mime_type(ref: AudioRef, path: Path) -> str:
+    if ref.mime_type:
+        return ref.mime_type
+    guessed, _ = mimetypes.guess_type(path.name)
+    return guessed or "application/octet-stream"
+
+
+class MediaFetcher:
+    """Prepares audio and documents for providers; owns the temporary files it creates."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: FetchPolicy,
+        max_audio_bytes: int,
+        max_audio_duration_s: float,
+        max_document_bytes: int,
+    ) -> None:
+        self._session = session
+        self._policy = policy
+        self._max_audio_bytes = max_audio_bytes
+        self._max_audio_duration_s = max_audio_duration_s
+        self._max_document_bytes = max_document_bytes
+
+    @contextlib.asynccontextmanager
+    async def _materialise(
+        self, ref: BlobRef, limit_bytes: int, unavailable: ErrorType
+    ) -> AsyncIterator[tuple[Path, int]]:
+        if ref.path is not None:
+            path = local_path(ref, self._policy, unavailable)
+            size = path.stat().st_size
+            if size > limit_bytes:
+                raise PermanentError(ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes")
+            yield path, size
+            return
+        assert ref.url is not None
+        with tempfile.TemporaryDirectory(prefix="scribe-") as folder:
+            name = Path(urlsplit(ref.url).path).name or "download"
+            target = Path(folder) / name[-100:]
+            size = await _download(
+                self._session, ref.url, self._policy, limit_bytes, target, unavailable
+            )
+            yield target, size
+
+    @contextlib.asynccontextmanager
+    async def audio(self, ref: AudioRef) -> AsyncIterator[PreparedAudio]:
+        """Checks the documented limits (size, duration) before any vendor sees the audio."""
+        async with self._materialise(ref, self._max_audio_bytes, ErrorType.AUDIO_UNAVAILABLE) as (
+            path,
+            size,
+        ):
+            duration_s = await asyncio.to_thread(audio_duration_s, path)
+            if duration_s > self._max_audio_duration_s:
+                raise PermanentError(
+                    ErrorType.AUDIO_TOO_LONG,
+                    f"{duration_s:.0f} s is over the {self._max_audio_duration_s:.0f} s limit",
+                )
+            yield PreparedAudio(
+                path=path,
+                size_bytes=size,
+                duration_s=duration_s,
+                mime_type=_mime_type(ref, path),
+                file_name=ref.file_name or path.name,
+                source_url=ref.url,
+            )
+
+    async def document(self, ref: DocumentRef) -> PreparedDocument:
+        async with self._materialise(
+            ref, self._max_document_bytes, ErrorType.DOCUMENT_UNAVAILABLE
+        ) as (path, _size):
+            content = await asyncio.to_thread(path.read_bytes)
+        return PreparedDocument(
+            document_type=ref.document_type,
+            document_name=ref.document_name,
+            mime_type=DOCUMENT_MIME_TYPES[ref.document_type],
+            content=content,
+        )
