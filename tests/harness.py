@@ -34,14 +34,29 @@ SAMPLE_TEMPLATE: dict[str, Any] = {
     "template_description": "Structured outpatient note",
     "template_language": "en",
     "fields": [
-        {"id": "f1", "name": "Chief complaint", "description": "Main reason for the visit",
-         "type": "string", "value": ""},
-        {"id": "f2", "name": "Pain score", "description": "0 to 10", "type": "number",
-         "value": 0},
-        {"id": "f3", "name": "Follow-up needed", "description": "", "type": "boolean",
-         "value": False},
-        {"id": "f4", "name": "Side", "description": "Affected side", "type": "enum",
-         "enumerableOptions": ["left", "right", "both"], "value": ""},
+        {
+            "id": "f1",
+            "name": "Chief complaint",
+            "description": "Main reason for the visit",
+            "type": "string",
+            "value": "",
+        },
+        {"id": "f2", "name": "Pain score", "description": "0 to 10", "type": "number", "value": 0},
+        {
+            "id": "f3",
+            "name": "Follow-up needed",
+            "description": "",
+            "type": "boolean",
+            "value": False,
+        },
+        {
+            "id": "f4",
+            "name": "Side",
+            "description": "Affected side",
+            "type": "enum",
+            "enumerableOptions": ["left", "right", "both"],
+            "value": "",
+        },
         {"id": "f5", "name": "Medications", "description": "", "type": "array", "value": []},
     ],
 }
@@ -143,16 +158,21 @@ class Watcher:
 
         return await asyncio.wait_for(wait(), timeout_s)
 
-    async def publish(self, body: bytes, routing_key: str = "transcribe", **kw: Any) -> None:
+    async def publish(
+        self, body: bytes, routing_key: str = "transcribe", correlation_id: str | None = None
+    ) -> None:
         exchange = await self.channel.get_exchange(self.names.jobs_exchange)
-        await exchange.publish(build_message(body, **kw), routing_key=routing_key)
+        message = build_message(body, correlation_id=correlation_id)
+        await exchange.publish(message, routing_key=routing_key)
 
     async def submit(self, job: JobRequest) -> str:
         job_id = str(job.job_id)
         await self.publish(job.to_wire(), correlation_id=job_id)
         return job_id
 
-    async def dead_letters(self, expected: int, timeout_s: float = 20.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    async def dead_letters(
+        self, expected: int, timeout_s: float = 20.0
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
         """Take `expected` messages from <prefix>.dead-letters (acking them)."""
         queue = await self.channel.get_queue(self.names.dead_letter_queue)
         found: list[AbstractIncomingMessage] = []
@@ -190,17 +210,19 @@ async def running_worker(env: dict[str, str]) -> AsyncIterator[WorkerApp]:
 
 
 async def sandbox_control(base_url: str, path: str, payload: Any) -> Any:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{base_url}/_sandbox/{path}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base_url}/_sandbox/{path}", json=payload) as response,
+    ):
         response.raise_for_status()
         return await response.json()
 
 
 async def sandbox_stats(base_url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{base_url}/_sandbox/stats"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base_url}/_sandbox/stats") as response,
+    ):
         response.raise_for_status()
         result: dict[str, Any] = await response.json()
         return result

@@ -23,10 +23,11 @@ EVENT_FAILED: Final = "job.failed"
 EVENT_STAGE_PREFIX: Final = "job.stage."
 
 # Message headers written by the worker.
-HEADER_ATTEMPTS: Final = "x-scribe-attempts"
-HEADER_POLLS: Final = "x-scribe-polls"
-HEADER_DELAY_TIER_MS: Final = "x-scribe-delay-ms"
-HEADER_REPLAYS: Final = "x-scribe-replays"
+HEADER_ATTEMPTS: Final = "x-attempts"
+HEADER_POLLS: Final = "x-polls"
+# Not "x-" prefixed: headers exchanges ignore x- arguments when matching bindings.
+HEADER_DELAY_TIER_MS: Final = "scribe-delay-ms"
+HEADER_REPLAYS: Final = "x-replays"
 HEADER_FIRST_FAILURE_AT: Final = "x-first-failure-at"
 HEADER_LAST_FAILURE_AT: Final = "x-last-failure-at"
 HEADER_ERROR_TYPE: Final = "x-error-type"

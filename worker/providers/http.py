@@ -27,7 +27,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import IO, Any, Final
@@ -52,6 +52,8 @@ _TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
 _ERROR_TYPE_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _URL_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 _BEARER_RE: Final = re.compile(r"(?i)bearer\s+\S+")
+# JWTs and other long opaque strings (keys, signatures): no clinical word looks like one.
+_OPAQUE_RE: Final = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9._-]+|[A-Za-z0-9_+/=.-]{32,}")
 _SPACE_RE: Final = re.compile(r"\s+")
 _MAX_VENDOR_MESSAGE_CHARS: Final = 120
 
@@ -63,18 +65,22 @@ async def _no_hook(vendor: str, endpoint: str, outcome: int | str, duration_s: f
 class AuthenticationRejected(PermanentError):
     """The vendor answered 401. Permanent unless the caller refreshes its token and retries once."""
 
-    def __init__(self, endpoint: str, vendor_message: str | None) -> None:
-        super().__init__(
-            ErrorType.UNAUTHORIZED,
-            _describe(endpoint, 401, vendor_message),
-            http_status=401,
-        )
+    def __init__(self, endpoint: str) -> None:
+        # No vendor text: a 401 message is about credentials, the one thing that must not leak.
+        super().__init__(ErrorType.UNAUTHORIZED, _describe(endpoint, 401, None), http_status=401)
 
 
-def scrub_vendor_text(text: str) -> str:
-    """A vendor's short message, safe for headers and logs: no URLs, no tokens, one line, capped."""
+def scrub_vendor_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """A vendor's short message, safe for headers and logs: no URLs, no tokens, one line, capped.
+
+    `secrets` (the credential the request carried) are removed verbatim, whatever their shape.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
     text = _URL_RE.sub("<url>", text)
     text = _BEARER_RE.sub("Bearer <redacted>", text)
+    text = _OPAQUE_RE.sub("<redacted>", text)
     text = _SPACE_RE.sub(" ", text).strip()
     return text[:_MAX_VENDOR_MESSAGE_CHARS]
 
@@ -130,7 +136,7 @@ def _describe(endpoint: str, status: int, vendor_message: str | None) -> str:
     return f"{base}: {vendor_message}" if vendor_message else base
 
 
-def _error_body(body: bytes) -> tuple[str | None, str | None]:
+def _error_body(body: bytes, secrets: Sequence[str]) -> tuple[str | None, str | None]:
     """(errorType, message) from a vendor error body; (None, None) when it is not a JSON object."""
     try:
         parsed = json.loads(body)
@@ -148,7 +154,7 @@ def _error_body(body: bytes) -> tuple[str | None, str | None]:
         None,
     )
     return safe_error_type(parsed.get("errorType")), (
-        scrub_vendor_text(message) if message is not None else None
+        scrub_vendor_text(message, secrets) if message is not None else None
     )
 
 
@@ -158,12 +164,13 @@ def error_for_status(
     body: bytes,
     headers: Mapping[str, str],
     status_errors: Mapping[int, str] | None = None,
+    secrets: Sequence[str] = (),
 ) -> ScribeError:
     """The exception a non-2xx answer means. Pure, so that the mapping is testable on its own."""
-    error_type, message = _error_body(body)
-    text = _describe(endpoint, status, message)
     if status == 401:
-        return AuthenticationRejected(endpoint, message)
+        return AuthenticationRejected(endpoint)
+    error_type, message = _error_body(body, secrets)
+    text = _describe(endpoint, status, message)
     if status == 403:
         return PermanentError(error_type or ErrorType.FORBIDDEN, text, http_status=status)
     if status in _TRANSIENT_STATUSES or 500 <= status <= 599:
@@ -179,6 +186,15 @@ def error_for_status(
         )
         return PermanentError(error_type or fallback, text, http_status=status)
     return TransientError(ErrorType.UPSTREAM_UNAVAILABLE, text, http_status=status)
+
+
+def _credentials(headers: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The credential a request carried, so that a vendor echoing it cannot leak it."""
+    value = next(
+        (v for k, v in (headers or {}).items() if k.lower() == "authorization"), ""
+    ).strip()
+    scheme, _, credential = value.partition(" ")
+    return tuple(secret for secret in (value, credential.strip() or scheme) if secret)
 
 
 class VendorHttp:
@@ -302,7 +318,9 @@ class VendorHttp:
             await self._report(vendor, endpoint, outcome, time.monotonic() - started)
         if 200 <= status <= 299:
             return body
-        raise error_for_status(endpoint, status, body, response_headers, status_errors)
+        raise error_for_status(
+            endpoint, status, body, response_headers, status_errors, _credentials(headers)
+        )
 
     async def _report(
         self, vendor: str, endpoint: str, outcome: int | str, duration: float

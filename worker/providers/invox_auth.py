@@ -29,7 +29,7 @@ from worker.errors import PermanentError
 from worker.providers.http import AuthenticationRejected, JsonObject, VendorHttp, malformed
 from worker.settings import InvoxSettings
 
-TOKEN_ENDPOINT: Final = "invox.token"
+TOKEN_ENDPOINT: Final = "invox.token"  # noqa: S105 - an endpoint name, not a secret
 DEFAULT_REFRESH_MARGIN_S: Final = 300.0
 
 

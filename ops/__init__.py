@@ -1,0 +1,1 @@
+"""Operational programs: the vendor emulator, demo and benchmarks."""

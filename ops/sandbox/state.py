@@ -1,0 +1,195 @@
+"""Everything the emulator remembers: knobs, jobs, tokens, rate windows, stats.
+
+One object per app, reachable from tests (`RunningSandbox.state`) so they can
+inspect uploads or swap the clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ops.sandbox.config import SandboxConfig, parse_knobs
+from ops.sandbox.faults import FaultSet
+
+RATE_WINDOW_S = 60.0
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison that also copes with non-ASCII input."""
+    return secrets.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
+@dataclass
+class Knobs:
+    """The runtime-changeable settings (see config.KNOB_PARSERS)."""
+
+    polls_before_ready: int
+    latency_ms: int
+    invox_status_key: str
+    forbidden: frozenset[str]
+    forbidden_error_type: str
+    intron_upload_rate_per_min: int
+    intron_status_rate_per_min: int
+    token_ttl_s: float
+
+    @classmethod
+    def from_config(cls, config: SandboxConfig) -> Knobs:
+        return cls(**config.knobs())
+
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Apply a validated partial update: all of it or, on error, none of it."""
+        for name, value in parse_knobs(changes).items():
+            setattr(self, name, value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "polls_before_ready": self.polls_before_ready,
+            "latency_ms": self.latency_ms,
+            "invox_status_key": self.invox_status_key,
+            "forbidden": sorted(self.forbidden),
+            "forbidden_error_type": self.forbidden_error_type,
+            "intron_upload_rate_per_min": self.intron_upload_rate_per_min,
+            "intron_status_rate_per_min": self.intron_status_rate_per_min,
+            "token_ttl_s": self.token_ttl_s,
+        }
+
+
+@dataclass
+class IntronFile:
+    file_id: str
+    name: str
+    diarize: bool
+    category: str
+    post_processing: tuple[str, ...]
+    source: str
+    size_bytes: int
+    polls: int = 0
+
+
+@dataclass
+class InvoxTranscription:
+    request_id: str
+    mime_type: str
+    callback_url: str | None
+    uploaded: bool = False
+    size_bytes: int = 0
+    polls: int = 0
+
+
+@dataclass
+class InvoxDocument:
+    document_id: str
+    session_id: str
+    document_type: str
+    document_name: str
+    uploaded: bool = False
+    size_bytes: int = 0
+
+
+@dataclass
+class Stats:
+    calls: Counter[str] = field(default_factory=Counter)
+    responses: dict[str, Counter[int]] = field(default_factory=dict)
+    rate_limited: int = 0
+    tokens_issued: int = 0
+
+    def record(self, endpoint: str, status: int) -> None:
+        self.responses.setdefault(endpoint, Counter())[status] += 1
+        if status == 429:
+            self.rate_limited += 1
+
+
+class SlidingWindow:
+    """Per-key sliding-window limiter that answers with the seconds until a slot frees."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def acquire(self, key: str, limit: int) -> int | None:
+        """Take a slot and return None, or return the Retry-After in whole seconds."""
+        if limit <= 0:
+            return None
+        now = self._clock()
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - RATE_WINDOW_S:
+            hits.popleft()
+        if len(hits) >= limit:
+            return max(1, math.ceil(hits[-limit] + RATE_WINDOW_S - now))
+        hits.append(now)
+        return None
+
+
+class SandboxState:
+    """Mutable state of one emulator instance."""
+
+    def __init__(self, config: SandboxConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self.reset()
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        """Swap the time source (tests advance a fake clock instead of sleeping)."""
+        self._clock = clock
+        self.rate_windows = SlidingWindow(lambda: self._clock())
+
+    def reset(self) -> None:
+        """Back to the start-up config: no jobs, tokens, faults or stats."""
+        self.knobs = Knobs.from_config(self.config)
+        self.faults = FaultSet(self.config.seed)
+        self.stats = Stats()
+        self.intron_files: dict[str, IntronFile] = {}
+        self.transcriptions: dict[str, InvoxTranscription] = {}
+        self.documents: dict[str, InvoxDocument] = {}
+        self.tokens: dict[str, float] = {}
+        self.rate_windows = SlidingWindow(lambda: self._clock())
+
+    def issue_token(self) -> str:
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = self._clock() + self.knobs.token_ttl_s
+        self.stats.tokens_issued += 1
+        return token
+
+    def token_valid(self, token: str) -> bool:
+        static = self.config.invox_static_token
+        if static is not None and same_secret(token, static):
+            return True
+        expiry = self.tokens.get(token)
+        return expiry is not None and self._clock() < expiry
+
+    def revoke_tokens(self) -> None:
+        self.tokens.clear()
+
+    def stats_json(self) -> dict[str, Any]:
+        per_session: Counter[str] = Counter(
+            doc.session_id for doc in self.documents.values() if doc.uploaded
+        )
+        return {
+            "calls": dict(self.stats.calls),
+            "responses": {
+                endpoint: {str(status): n for status, n in counts.items()}
+                for endpoint, counts in self.stats.responses.items()
+            },
+            "rate_limited": self.stats.rate_limited,
+            "faults_injected": self.faults.injected,
+            "uploads_recorded": {
+                "intron": len(self.intron_files),
+                "invox_audio": sum(t.uploaded for t in self.transcriptions.values()),
+                "invox_documents": sum(per_session.values()),
+            },
+            "documents_uploaded": dict(per_session),
+            "tokens_issued": self.stats.tokens_issued,
+        }

@@ -1,0 +1,200 @@
+"""Intron Health file API: upload audio -> file_id, then poll its status.
+
+Decisions the vendor pages leave open (documented here and in the tests):
+
+- Upload mode "auto" sends audio_file_url when the job's audio came from an https URL (Intron
+  fetches it), otherwise streams the prepared local file as audio_file_blob.
+- 404 on the status endpoint -> PermanentError(transcriptionNotFound): Intron does not know the
+  file_id, exactly what Invox's documented errorType means. 404 on upload -> badRequest.
+- FILE_PROCESSING_TIMEOUT -> PermanentError(transcriptionFailed): polling the same file_id again
+  cannot change a vendor-side timeout; a replay of the dead letter resubmits the audio.
+- Any status we do not know -> PermanentError(unknownVendorStatus), never "still pending".
+- Diarized transcripts ("SPEAKER_01: ..." lines) become segments with the speaker set and
+  start = end = 0.0, because Intron gives no timings; 0.0/0.0 means "untimed". Undiarized
+  transcripts have no segments.
+- The Intron summarizer makes no HTTP call: it returns the post-processing output the transcriber
+  already fetched (job.intron.summary_source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Final
+from urllib.parse import quote
+
+import aiohttp
+
+from schemas.errors import ErrorType
+from schemas.jobs import JobRequest, Summary, Transcript, TranscriptionHandle, TranscriptSegment
+from worker.errors import PermanentError
+from worker.providers.base import PreparedAudio, Submitted, Transcribed
+from worker.providers.http import JsonObject, VendorHttp, expect_dict, expect_str, malformed
+from worker.settings import IntronSettings
+
+VENDOR: Final = "intron"
+UPLOAD_ENDPOINT: Final = "intron.upload"
+STATUS_ENDPOINT: Final = "intron.status"
+
+PENDING_STATUSES: Final = frozenset({"FILE_QUEUED", "FILE_PENDING", "FILE_PROCESSING"})
+DONE_STATUS: Final = "FILE_TRANSCRIBED"
+FAILED_STATUSES: Final[dict[str, ErrorType]] = {
+    "FILE_PROCESSING_FAILED": ErrorType.TRANSCRIPTION_FAILED,
+    "FILE_INVALID": ErrorType.TRANSCRIPTION_FAILED,
+    "FILE_PROCESSING_CANCELLED": ErrorType.TRANSCRIPTION_FAILED,
+    "FILE_PROCESSING_TIMEOUT": ErrorType.TRANSCRIPTION_FAILED,
+    "FILE_INVALID_SIZE": ErrorType.FILE_TOO_LARGE,
+    "FILE_INVALID_DURATION": ErrorType.AUDIO_TOO_LONG,
+}
+
+_POST_PROCESSING_PREFIX: Final = "transcript_"
+_SPEAKER_LINE_RE: Final = re.compile(r"^(SPEAKER_[A-Za-z0-9]+)\s*:\s*(.*)$")
+_STATUS_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _status_name(value: object) -> str:
+    """A vendor status, safe to put in a message (it is vendor text, so keep it a short word)."""
+    if not isinstance(value, str):
+        return "<missing>"
+    return _STATUS_NAME_RE.sub("?", value)[:40] or "<empty>"
+
+
+class IntronTranscriber:
+    name = "intron"
+
+    def __init__(self, settings: IntronSettings, http: VendorHttp) -> None:
+        self._settings = settings
+        self._http = http
+
+    def _headers(self) -> dict[str, str]:
+        if self._settings.api_key is None:
+            raise PermanentError(ErrorType.PROVIDER_NOT_CONFIGURED, "intron: no API key configured")
+        return {"Authorization": f"Bearer {self._settings.api_key.value}"}
+
+    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+        headers = self._headers()
+        options = job.intron
+        mode = options.upload_mode
+        url = audio.source_url
+        has_https_url = url is not None and url.lower().startswith("https://")
+        if mode == "url" and not has_https_url:
+            raise PermanentError(
+                ErrorType.INVALID_MESSAGE, "intron upload_mode 'url' needs an https audio url"
+            )
+        use_url = mode == "url" or (mode == "auto" and has_https_url)
+
+        # The vendor documents multipart form-data (curl --form), also when no file is attached.
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("audio_file_name", audio.file_name)
+        blob = None
+        if use_url and url is not None:
+            form.add_field("audio_file_url", url)
+        else:
+            blob = await asyncio.to_thread(audio.path.open, "rb")
+            form.add_field(
+                "audio_file_blob", blob, filename=audio.file_name, content_type=audio.mime_type
+            )
+        form.add_field("use_diarization", "TRUE" if options.use_diarization else "FALSE")
+        form.add_field("use_category", options.category)
+        for flag in dict.fromkeys(options.post_processing):
+            form.add_field(flag, "TRUE")
+        try:
+            body = await self._http.request_json(
+                VENDOR,
+                UPLOAD_ENDPOINT,
+                "POST",
+                f"{self._settings.base_url}{self._settings.upload_path}",
+                headers=headers,
+                data=form,
+            )
+        finally:
+            if blob is not None:
+                blob.close()
+        file_id = expect_str(expect_dict(body, "data", UPLOAD_ENDPOINT), "file_id", UPLOAD_ENDPOINT)
+        if len(file_id) > 512:
+            raise malformed(UPLOAD_ENDPOINT, "file_id is too long")
+        return Submitted(
+            TranscriptionHandle(provider="intron", handle=file_id, submitted_at=datetime.now(UTC))
+        )
+
+    async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
+        headers = self._headers()
+        path = self._settings.status_path.replace("{file_id}", quote(handle.handle, safe=""))
+        body = await self._http.request_json(
+            VENDOR,
+            STATUS_ENDPOINT,
+            "GET",
+            f"{self._settings.base_url}{path}",
+            headers=headers,
+            params={"get_structured_post_processing": "f"},
+            status_errors={404: ErrorType.TRANSCRIPTION_NOT_FOUND},
+        )
+        data = expect_dict(body, "data", STATUS_ENDPOINT)
+        status = data.get("processing_status")
+        if status in PENDING_STATUSES:
+            return None
+        if status == DONE_STATUS:
+            return _transcript(job, data)
+        if isinstance(status, str) and status in FAILED_STATUSES:
+            raise PermanentError(FAILED_STATUSES[status], f"{STATUS_ENDPOINT}: {status}")
+        raise PermanentError(
+            ErrorType.UNKNOWN_VENDOR_STATUS,
+            f"{STATUS_ENDPOINT}: unknown processing_status {_status_name(status)}",
+        )
+
+
+def _transcript(job: JobRequest, data: JsonObject) -> Transcript:
+    raw = expect_str(data, "audio_transcript", STATUS_ENDPOINT, allow_empty=True)
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    segments = _speaker_segments(lines) if job.intron.use_diarization else ()
+    duration = data.get("processed_audio_duration_in_seconds")
+    post_processing = {
+        "get_" + key.removeprefix(_POST_PROCESSING_PREFIX): value
+        for key, value in data.items()
+        if key.startswith(_POST_PROCESSING_PREFIX) and isinstance(value, str)
+    }
+    return Transcript(
+        provider="intron",
+        text="\n".join(lines),
+        segments=segments,
+        duration_s=float(duration)
+        if isinstance(duration, int | float) and not isinstance(duration, bool)
+        else None,
+        post_processing=post_processing,
+    )
+
+
+def _speaker_segments(lines: list[str]) -> tuple[TranscriptSegment, ...]:
+    """Untimed segments from "SPEAKER_01: text" lines; other lines continue the previous turn."""
+    turns: list[tuple[str | None, str]] = []
+    for line in lines:
+        match = _SPEAKER_LINE_RE.match(line)
+        if match:
+            turns.append((match.group(1), match.group(2).strip()))
+        elif turns:
+            speaker, text = turns[-1]
+            turns[-1] = (speaker, f"{text} {line}".strip())
+        else:
+            turns.append((None, line))
+    if not any(speaker for speaker, _ in turns):
+        return ()
+    return tuple(
+        TranscriptSegment(start=0.0, end=0.0, text=text, speaker=speaker) for speaker, text in turns
+    )
+
+
+class IntronSummarizer:
+    """Returns the summary Intron's post-processing produced alongside the transcript."""
+
+    name = "intron"
+
+    async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
+        source = job.intron.summary_source
+        markdown = transcript.post_processing.get(source)
+        if transcript.provider != "intron" or markdown is None or not markdown.strip():
+            raise PermanentError(
+                ErrorType.INCONSISTENT_INPUT,
+                f"intron summarizer needs the intron transcriber with {source} requested",
+            )
+        return Summary(provider="intron", output_format="SUMMARY", text=markdown)

@@ -1,0 +1,378 @@
+"""Invox Medical API: batch transcription, consultation summary, clinical note, documents.
+
+`InvoxClient` owns everything every endpoint shares (configuration check, bearer token, API
+version header, one token refresh on a 401); the provider classes are thin and only build
+payloads and read answers. Uploads to pre-signed URLs go through `VendorHttp.upload`, which sends
+only Content-Type: the signed URL carries its own credentials and may be on another host.
+
+Decisions the vendor pages leave open:
+- The status key is `processingStatus` in the type and `transcriptionStatus` in the example: both
+  are read. COMPLETED -> transcript, PENDING -> None, ERROR -> transcriptionFailed (with the
+  vendor's errorMessage, scrubbed and capped), anything else or missing -> unknownVendorStatus.
+- 404 on get-transcription without an errorType is still transcriptionNotFound.
+- A summary asked for as SOAP_TEMPLATE that comes back as a string is parsed as JSON
+  {"fields": [...]} when it is one; otherwise it is kept as SUMMARY text.
+- The note call gets the summary text, or for SOAP summaries one "Name: value" line per field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from schemas.errors import ErrorType
+from schemas.jobs import (
+    ClinicalNoteField,
+    JobRequest,
+    SoapField,
+    Summary,
+    Template,
+    Transcript,
+    TranscriptionHandle,
+    TranscriptSegment,
+)
+from worker.constants import INVOX_API_VERSION_HEADER
+from worker.errors import PermanentError
+from worker.providers.base import PreparedAudio, PreparedDocument, Submitted, Transcribed
+from worker.providers.http import (
+    AuthenticationRejected,
+    JsonObject,
+    VendorHttp,
+    expect_str,
+    malformed,
+    scrub_vendor_text,
+)
+from worker.providers.invox_auth import InvoxTokenSource
+from worker.settings import InvoxSettings
+
+VENDOR: Final = "invox"
+PRESIGNED_URL_ENDPOINT: Final = "invox.presign"
+AUDIO_UPLOAD_ENDPOINT: Final = "invox.audio_put"
+TRANSCRIPTION_ENDPOINT: Final = "invox.transcription"
+SUMMARY_ENDPOINT: Final = "invox.summary"
+NOTE_ENDPOINT: Final = "invox.note"
+DOCUMENTS_ENDPOINT: Final = "invox.documents"
+DOCUMENT_UPLOAD_ENDPOINT: Final = "invox.document_put"
+
+DOCUMENT_CONTENT_TYPES: Final = {"PDF": "application/pdf", "TXT": "text/plain"}
+
+
+@dataclass(frozen=True)
+class InvoxPaths:
+    """Endpoint paths, relative to the base URL (the documents path really has no /api)."""
+
+    presigned_url: str = "/api/v1/generate-presigned-url"
+    transcription: str = "/api/v1/get-transcription"
+    summary: str = "/api/v1/generate-consultation-summary"
+    note: str = "/api/v1/generate-clinical-note-from-summary"
+    documents: str = "/v1/generate-signed-urls-for-documents"
+
+
+class InvoxClient:
+    def __init__(
+        self,
+        settings: InvoxSettings,
+        http: VendorHttp,
+        tokens: InvoxTokenSource,
+        *,
+        paths: InvoxPaths | None = None,
+    ) -> None:
+        self._settings = settings
+        self._http = http
+        self._tokens = tokens
+        self.paths = paths or InvoxPaths()
+
+    def __repr__(self) -> str:
+        return "InvoxClient()"
+
+    async def post(
+        self,
+        endpoint: str,
+        path: str,
+        payload: JsonObject,
+        *,
+        status_errors: dict[int, str] | None = None,
+    ) -> JsonObject:
+        """POST JSON to an Invox endpoint; on a 401 refresh the token once and try again."""
+        if not self._settings.configured or self._settings.base_url is None:
+            raise PermanentError(ErrorType.PROVIDER_NOT_CONFIGURED, "invox is not configured")
+        url = f"{self._settings.base_url}{path}"
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        token = await self._tokens.token()
+        try:
+            return await self._http.request_json(
+                VENDOR,
+                endpoint,
+                "POST",
+                url,
+                headers=self._headers(token),
+                data=body,
+                status_errors=status_errors,
+            )
+        except AuthenticationRejected:
+            token = await self._tokens.refresh(token)
+        # A second 401 propagates: AuthenticationRejected is PermanentError(unauthorized).
+        return await self._http.request_json(
+            VENDOR,
+            endpoint,
+            "POST",
+            url,
+            headers=self._headers(token),
+            data=body,
+            status_errors=status_errors,
+        )
+
+    async def upload(
+        self, endpoint: str, signed_url: str, content: bytes | PreparedAudio, content_type: str
+    ) -> None:
+        """PUT to a pre-signed URL, without our Authorization header."""
+        if isinstance(content, bytes):
+            await self._http.upload(
+                VENDOR, endpoint, signed_url, content, content_type=content_type
+            )
+            return
+        stream = await asyncio.to_thread(content.path.open, "rb")
+        try:
+            await self._http.upload(VENDOR, endpoint, signed_url, stream, content_type=content_type)
+        finally:
+            stream.close()
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            INVOX_API_VERSION_HEADER: self._settings.api_version,
+        }
+
+
+def _signed_url(entry: JsonObject, key: str, endpoint: str) -> str:
+    url = expect_str(entry, key, endpoint)
+    if not url.lower().startswith(("https://", "http://")):
+        raise malformed(endpoint, f"{key} is not an http(s) URL")
+    return url
+
+
+class InvoxTranscriber:
+    name = "invox"
+
+    def __init__(self, client: InvoxClient) -> None:
+        self._client = client
+
+    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+        body = await self._client.post(
+            PRESIGNED_URL_ENDPOINT, self._client.paths.presigned_url, {"mimeType": audio.mime_type}
+        )
+        signed_url = _signed_url(body, "presignedUrl", PRESIGNED_URL_ENDPOINT)
+        request_id = expect_str(body, "requestId", PRESIGNED_URL_ENDPOINT)
+        if len(request_id) > 512:
+            raise malformed(PRESIGNED_URL_ENDPOINT, "requestId is too long")
+        await self._client.upload(AUDIO_UPLOAD_ENDPOINT, signed_url, audio, audio.mime_type)
+        return Submitted(
+            TranscriptionHandle(provider="invox", handle=request_id, submitted_at=datetime.now(UTC))
+        )
+
+    async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
+        body = await self._client.post(
+            TRANSCRIPTION_ENDPOINT,
+            self._client.paths.transcription,
+            {"requestId": handle.handle},
+            status_errors={404: ErrorType.TRANSCRIPTION_NOT_FOUND},
+        )
+        status = body.get("processingStatus", body.get("transcriptionStatus"))
+        if status == "PENDING":
+            return None
+        if status == "COMPLETED":
+            return _transcript(body)
+        if status == "ERROR":
+            detail = body.get("errorMessage")
+            message = f"{TRANSCRIPTION_ENDPOINT}: ERROR"
+            if isinstance(detail, str) and detail.strip():
+                message = f"{message}: {scrub_vendor_text(detail)}"
+            raise PermanentError(ErrorType.TRANSCRIPTION_FAILED, message)
+        name = status[:40] if isinstance(status, str) else "<missing>"
+        raise PermanentError(
+            ErrorType.UNKNOWN_VENDOR_STATUS,
+            f"{TRANSCRIPTION_ENDPOINT}: unknown status {scrub_vendor_text(name) or '<empty>'}",
+        )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _transcript(body: JsonObject) -> Transcript:
+    raw_segments = body.get("transcription")
+    if not isinstance(raw_segments, list):
+        raise malformed(TRANSCRIPTION_ENDPOINT, "response has no list 'transcription'")
+    segments: list[TranscriptSegment] = []
+    for entry in raw_segments:
+        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+            raise malformed(TRANSCRIPTION_ENDPOINT, "a transcription segment has no text")
+        start = _number(entry.get("start"))
+        end = _number(entry.get("end"))
+        segments.append(
+            TranscriptSegment(
+                start=start or 0.0,
+                end=end if end is not None else (start or 0.0),
+                text=entry["text"].strip(),
+            )
+        )
+    return Transcript(
+        provider="invox",
+        text=" ".join(segment.text for segment in segments if segment.text),
+        segments=tuple(segments),
+        duration_s=max((segment.end for segment in segments), default=None),
+    )
+
+
+class InvoxSummarizer:
+    name = "invox"
+
+    def __init__(self, client: InvoxClient) -> None:
+        self._client = client
+
+    async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
+        body = await self._client.post(
+            SUMMARY_ENDPOINT,
+            self._client.paths.summary,
+            {
+                "transcript": transcript.text,
+                "outputFormat": job.summary.output_format,
+                "outputLanguage": job.summary.output_language,
+            },
+        )
+        note = body.get("clinicalNote")
+        if isinstance(note, str) and job.summary.output_format == "SOAP_TEMPLATE":
+            try:
+                decoded = json.loads(note)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, dict) and "fields" in decoded:
+                note = decoded
+        if isinstance(note, str):
+            return Summary(provider="invox", output_format="SUMMARY", text=note)
+        if isinstance(note, dict):
+            return Summary(
+                provider="invox", output_format="SOAP_TEMPLATE", fields=_soap_fields(note)
+            )
+        raise malformed(SUMMARY_ENDPOINT, "response has no clinicalNote")
+
+
+def _soap_fields(note: JsonObject) -> tuple[SoapField, ...]:
+    fields = note.get("fields")
+    if not isinstance(fields, list):
+        raise malformed(SUMMARY_ENDPOINT, "clinicalNote has no list 'fields'")
+    result: list[SoapField] = []
+    for entry in fields:
+        if not isinstance(entry, dict):
+            raise malformed(SUMMARY_ENDPOINT, "a clinicalNote field is not an object")
+        name, value = entry.get("name"), entry.get("value")
+        description = entry.get("description", "")
+        if not isinstance(name, str) or not isinstance(description, str):
+            raise malformed(SUMMARY_ENDPOINT, "a clinicalNote field has no name")
+        if value is None:
+            value = ""
+        result.append(
+            SoapField(
+                name=name,
+                description=description,
+                value=value if isinstance(value, str) else json.dumps(value, ensure_ascii=False),
+            )
+        )
+    return tuple(result)
+
+
+def summary_text(summary: Summary) -> str:
+    """What the note endpoint receives as `summary`: the text, or one line per SOAP field."""
+    if summary.text is not None and summary.text.strip():
+        return summary.text
+    return "\n".join(f"{field.name}: {field.value}" for field in summary.fields or ())
+
+
+_NOTE_FIELD_KEYS: Final = ("id", "name", "description", "type", "enumerableOptions", "value")
+
+
+class InvoxNoteWriter:
+    name = "invox"
+
+    def __init__(self, client: InvoxClient) -> None:
+        self._client = client
+
+    async def write_note(
+        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
+    ) -> tuple[ClinicalNoteField, ...]:
+        text = summary_text(summary)
+        if not text.strip():
+            raise PermanentError(ErrorType.SUMMARY_IS_REQUIRED, f"{NOTE_ENDPOINT}: empty summary")
+        payload: JsonObject = {
+            "template": template.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "summary": text,
+        }
+        if job.note_language is not None:
+            payload["language"] = job.note_language
+        body = await self._client.post(NOTE_ENDPOINT, self._client.paths.note, payload)
+        fields = body.get("clinicalNote")
+        if not isinstance(fields, list):
+            raise malformed(NOTE_ENDPOINT, "response has no list 'clinicalNote'")
+        return tuple(_note_field(entry) for entry in fields)
+
+    async def attach_documents(
+        self, job: JobRequest, documents: Sequence[PreparedDocument]
+    ) -> None:
+        if not documents:
+            return
+        if any(doc.document_type not in DOCUMENT_CONTENT_TYPES for doc in documents):
+            raise PermanentError(
+                ErrorType.INVALID_MESSAGE, f"{DOCUMENTS_ENDPOINT}: a document is not PDF or TXT"
+            )
+        body = await self._client.post(
+            DOCUMENTS_ENDPOINT,
+            self._client.paths.documents,
+            {
+                "consultationSessionId": job.session_id,
+                "documents": [
+                    {"documentType": doc.document_type, "documentName": doc.document_name}
+                    for doc in documents
+                ],
+            },
+        )
+        entries = body.get("documents")
+        if (
+            not isinstance(entries, list)
+            or len(entries) != len(documents)
+            or not all(isinstance(entry, dict) for entry in entries)
+        ):
+            raise malformed(DOCUMENTS_ENDPOINT, "response 'documents' does not match the request")
+        by_name: dict[str, JsonObject] = {}
+        for entry in entries:
+            name = entry.get("documentName")
+            if isinstance(name, str):
+                by_name.setdefault(name, entry)
+        names = [doc.document_name for doc in documents]
+        for index, doc in enumerate(documents):
+            unique = names.count(doc.document_name) == 1
+            entry = by_name.get(doc.document_name) if unique else None
+            signed_url = _signed_url(entry or entries[index], "signedUrl", DOCUMENTS_ENDPOINT)
+            content_type = DOCUMENT_CONTENT_TYPES[doc.document_type]
+            await self._client.upload(
+                DOCUMENT_UPLOAD_ENDPOINT, signed_url, doc.content, content_type
+            )
+
+
+def _note_field(entry: Any) -> ClinicalNoteField:
+    if not isinstance(entry, dict):
+        raise malformed(NOTE_ENDPOINT, "a clinicalNote field is not an object")
+    known = {key: entry[key] for key in _NOTE_FIELD_KEYS if entry.get(key) is not None}
+    try:
+        return ClinicalNoteField.model_validate(known)
+    except ValidationError:
+        # The validation message would quote the note's values: say only which endpoint.
+        raise malformed(NOTE_ENDPOINT, "a clinicalNote field does not match the schema") from None
