@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -14,7 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aioresponses import aioresponses
-from aioresponses import core as aioresponses_core
 from yarl import URL
 
 from schemas.errors import ErrorType
@@ -31,21 +29,6 @@ AUDIO_URL = "https://storage.test/MARKER-AUDIO-URL.wav?sig=MARKER-AUDIO-SIG"
 TRANSCRIPT = "MARKER-TRANSCRIPT patient says chest pain"
 AUDIO_BYTES = b"RIFF....WAVEfmt MARKER-AUDIO-BYTES" * 100
 STATUS_URL = re.compile(r"^https://infer\.intron\.test/file/v1/status/.*$")
-
-
-class _Aiohttp314Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 predates aiohttp 3.14's required stream_writer (its issue 289)."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _Aiohttp314Response)
-    with aioresponses() as m:
-        yield m
 
 
 @pytest.fixture

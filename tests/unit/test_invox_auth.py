@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aioresponses import aioresponses
-from aioresponses import core as aioresponses_core
 from yarl import URL
 
 from schemas.errors import ErrorType
@@ -24,21 +21,6 @@ TOKEN_URL = "https://auth.invox.test/oauth/token"
 STATIC = "MARKER-STATIC-TOKEN"
 FETCHED = "MARKER-FETCHED-TOKEN"
 APP_KEY = "MARKER-APP-KEY"
-
-
-class _Aiohttp314Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 predates aiohttp 3.14's required stream_writer (its issue 289)."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _Aiohttp314Response)
-    with aioresponses() as m:
-        yield m
 
 
 @pytest.fixture

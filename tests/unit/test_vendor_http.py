@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 from aioresponses import aioresponses
-from aioresponses import core as aioresponses_core
 from yarl import URL
 
 from schemas.errors import ErrorType
@@ -33,21 +31,6 @@ def assert_clean(exc: BaseException) -> None:
     text = f"{exc!s} {exc!r}"
     for marker in ("MARKER-SIGNED-URL", "MARKER-SIG", TOKEN, "vendor.test", "bucket.test"):
         assert marker not in text
-
-
-class _Aiohttp314Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 predates aiohttp 3.14's required stream_writer (its issue 289)."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _Aiohttp314Response)
-    with aioresponses() as m:
-        yield m
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ aiohttp.ClientSession (created by the caller, never at import) and maps:
   redirects, ...) -> TransientError(connectionFailed).
 
 Messages name the endpoint ("invox.summary"), never its URL, and carry at most the vendor's short
-error message, scrubbed of anything that looks like a URL or a bearer token. Exceptions are raised
+error message, scrubbed of URLs, "Bearer ..." values, the credential the request itself carried and
+long opaque strings (JWTs, keys); a 401 carries no vendor text at all. Exceptions are raised
 `from None` so that a traceback cannot carry aiohttp's own message (which may include the URL).
 """
 
