@@ -23,8 +23,15 @@ def _drop_patient_data(
     return event_dict
 
 
+# At DEBUG these libraries log whole AMQP frames and HTTP payloads, i.e. patient data; they
+# never log below WARNING, whatever SCRIBE_LOG_LEVEL says.
+FRAME_LOGGING_LIBRARIES = ("aiormq", "aio_pika", "aiohttp.client", "pamqp")
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     logging.basicConfig(format="%(message)s", stream=stream or sys.stderr, level=level.upper())
+    for name in FRAME_LOGGING_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
