@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
@@ -21,14 +22,24 @@ class WireModel(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-_SAFE_LOCATION = re.compile(r"[^A-Za-z0-9_.\[\]-]")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+def _location(error: Any) -> str:
+    parts = list(error["loc"])
+    if error["type"] == "extra_forbidden" and parts:
+        parts[-1] = "<unknown field>"  # the key itself came from the sender: could be anything
+    shown = [
+        str(part) if isinstance(part, int) or _FIELD_NAME.match(str(part)) else "?"
+        for part in parts
+    ]
+    return ".".join(shown)[:80] or "(root)"
 
 
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """Where and how a message is wrong, without echoing any of its values (patient data)."""
     problems = []
     for error in exc.errors(include_input=False, include_url=False)[:limit]:
-        location = ".".join(str(part) for part in error["loc"]) or "(root)"
-        problems.append(f"{_SAFE_LOCATION.sub('?', location)[:80]}: {error['type']}")
+        problems.append(f"{_location(error)}: {error['type']}")
     more = exc.error_count() - len(problems)
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")

@@ -42,11 +42,12 @@ async def check_url(url: str, policy: FetchPolicy, error_type: ErrorType) -> Non
     """Refuse schemes other than https, and private addresses, unless the host is allow-listed."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
-    if not host:
-        raise PermanentError(error_type, "the URL has no host")
     allowed = host in policy.allowlist
     if parts.scheme != "https" and not (allowed and parts.scheme == "http"):
-        raise PermanentError(ErrorType.URL_NOT_ALLOWED, f"scheme {parts.scheme!r} is not allowed")
+        scheme = parts.scheme if parts.scheme.isalpha() else "?"
+        raise PermanentError(ErrorType.URL_NOT_ALLOWED, f"scheme {scheme[:10]!r} is not allowed")
+    if not host:
+        raise PermanentError(error_type, "the URL has no host")
     if allowed:
         return
     try:

@@ -1,0 +1,121 @@
+"""Pure parts of the delivery rules: tier choice, backoff, Retry-After, message parsing."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import pytest
+
+from schemas.errors import ErrorType
+from schemas.jobs import JobRequest, PollMessage
+from worker.delivery import choose_tier_ms, retry_delay_ms, stable_event_id
+from worker.errors import PermanentError, ScribeError
+from worker.settings import RetrySettings
+from worker.stages import parse_message
+
+RETRY = RetrySettings(
+    delay_tiers_ms=(1_000, 5_000, 30_000, 120_000),
+    max_attempts=5,
+    retry_base_ms=1_000,
+    poll_interval_ms=5_000,
+    poll_deadline_s=60,
+    delivery_limit=10,
+)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "tier"),
+    [(0, 1_000), (1_000, 1_000), (1_001, 5_000), (29_000, 30_000), (10**9, 120_000)],
+)
+def test_choose_tier_waits_at_least_the_wanted_time(wanted: int, tier: int) -> None:
+    assert choose_tier_ms(RETRY.delay_tiers_ms, wanted) == tier
+
+
+def test_backoff_grows_with_attempts() -> None:
+    rng = random.Random(7)
+    delays = [retry_delay_ms(RETRY, attempt, None, rng) for attempt in range(1, 8)]
+    assert delays == sorted(delays)
+    assert delays[0] == 1_000
+    assert delays[-1] == 120_000
+
+
+def test_retry_after_is_a_floor() -> None:
+    rng = random.Random(1)
+    assert retry_delay_ms(RETRY, 1, 20.0, rng) == 30_000
+    assert retry_delay_ms(RETRY, 1, 5.0, rng) == 5_000
+
+
+def test_event_ids_are_stable_per_job_and_kind() -> None:
+    job = str(uuid.uuid4())
+    assert stable_event_id(job, "completed") == stable_event_id(job, "completed")
+    assert stable_event_id(job, "completed") != stable_event_id(job, "failed/0")
+
+
+def _error_of(body: bytes) -> ScribeError:
+    with pytest.raises(ScribeError) as caught:
+        parse_message(JobRequest, body)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("body", "error_type"),
+    [
+        (b"", ErrorType.INVALID_MESSAGE),
+        (b"\x80\x81", ErrorType.INVALID_MESSAGE),
+        (b'"a string"', ErrorType.INVALID_MESSAGE),
+        (b'{"schemaVersion": 2}', ErrorType.UNSUPPORTED_SCHEMA_VERSION),
+        (b'{"schemaVersion": "1"}', ErrorType.UNSUPPORTED_SCHEMA_VERSION),
+        (
+            b'{"jobId": "not-a-uuid", "audio": {"url": "https://a/b.wav"}}',
+            ErrorType.INVALID_MESSAGE,
+        ),
+        (
+            b'{"jobId": "7d0c31f6-52c5-4f53-a1b4-2a3c0dfc6a4e", "audio": {}}',
+            ErrorType.INVALID_MESSAGE,
+        ),
+    ],
+)
+def test_bad_bodies_raise_a_specific_permanent_error(body: bytes, error_type: str) -> None:
+    error = _error_of(body)
+    assert isinstance(error, PermanentError)
+    assert error.error_type == error_type
+
+
+def test_validation_message_names_fields_but_never_values() -> None:
+    secret = "Patient Jane Roe has chest pain"
+    body = json.dumps(
+        {
+            "jobId": "7d0c31f6-52c5-4f53-a1b4-2a3c0dfc6a4e",
+            "audio": {"url": "https://a/b.wav"},
+            "summary": {"outputFormat": secret},
+            secret: 1,
+        }
+    ).encode()
+    error = _error_of(body)
+    assert "summary.outputFormat" in error.message
+    assert "Jane" not in error.message
+    assert "chest" not in error.message
+
+
+def test_stage_message_must_match_its_job() -> None:
+    job = JobRequest.model_validate(
+        {"jobId": str(uuid.uuid4()), "audio": {"url": "https://a/b.wav"}}
+    )
+    body = {
+        "jobId": str(uuid.uuid4()),
+        "job": json.loads(job.to_wire()),
+        "transcription": {
+            "provider": "intron",
+            "handle": "h",
+            "submittedAt": "2026-01-01T00:00:00Z",
+        },
+    }
+    error = None
+    try:
+        parse_message(PollMessage, json.dumps(body).encode())
+    except ScribeError as exc:
+        error = exc
+    assert error is not None
+    assert error.error_type == ErrorType.INVALID_MESSAGE

@@ -1,0 +1,102 @@
+"""The fetch policy for URLs and paths the worker reads itself, and the audio limits."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from schemas.errors import ErrorType
+from schemas.jobs import AudioRef
+from worker.errors import PermanentError
+from worker.media import FetchPolicy, MediaFetcher, check_url
+
+OPEN = FetchPolicy(allowlist=frozenset(), storage_root=None, timeout_s=5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/a.wav",  # plain http to a host not allow-listed
+        "ftp://example.com/a.wav",
+        "file:///etc/passwd",
+        "https://127.0.0.1/a.wav",
+        "https://localhost/a.wav",
+        "https://10.0.0.8/a.wav",
+        "https://192.168.1.1/a.wav",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/a.wav",
+    ],
+)
+async def test_refused_urls(url: str) -> None:
+    with pytest.raises(PermanentError) as caught:
+        await check_url(url, OPEN, ErrorType.AUDIO_UNAVAILABLE)
+    assert caught.value.error_type == ErrorType.URL_NOT_ALLOWED
+    assert url not in caught.value.message
+
+
+async def test_allowlisted_loopback_is_accepted() -> None:
+    policy = FetchPolicy(allowlist=frozenset({"127.0.0.1"}), storage_root=None, timeout_s=5)
+    await check_url("http://127.0.0.1:8080/a.wav", policy, ErrorType.AUDIO_UNAVAILABLE)
+
+
+def _wav(path: Path, seconds: float) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x00\x00" * int(seconds * 8000))
+    return path
+
+
+async def _prepare(root: Path, ref: AudioRef, **limits: float) -> tuple[str, float] | ErrorType:
+    policy = FetchPolicy(allowlist=frozenset(), storage_root=root, timeout_s=5)
+    async with aiohttp.ClientSession() as session:
+        fetcher = MediaFetcher(
+            session,
+            policy,
+            int(limits.get("max_bytes", 10**8)),
+            limits.get("max_s", 600.0),
+            10**6,
+        )
+        try:
+            async with fetcher.audio(ref) as audio:
+                return audio.mime_type, audio.duration_s
+        except PermanentError as exc:
+            return ErrorType(exc.error_type)
+
+
+async def test_local_audio_within_limits(tmp_path: Path) -> None:
+    path = _wav(tmp_path / "a.wav", 2.0)
+    assert await _prepare(tmp_path, AudioRef(path=str(path))) == ("audio/x-wav", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("limits", "error_type"),
+    [({"max_s": 1.0}, ErrorType.AUDIO_TOO_LONG), ({"max_bytes": 100}, ErrorType.FILE_TOO_LARGE)],
+)
+async def test_limits_are_checked(
+    tmp_path: Path, limits: dict[str, float], error_type: str
+) -> None:
+    path = _wav(tmp_path / "a.wav", 2.0)
+    assert await _prepare(tmp_path, AudioRef(path=str(path)), **limits) == error_type
+
+
+async def test_paths_outside_the_storage_root_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = _wav(tmp_path / "outside.wav", 1.0)
+    assert await _prepare(root, AudioRef(path=str(outside))) == ErrorType.URL_NOT_ALLOWED
+    assert await _prepare(root, AudioRef(path="../outside.wav")) == ErrorType.URL_NOT_ALLOWED
+
+
+async def test_unparseable_audio_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "noise.wav"
+    path.write_bytes(b"this is not audio at all" * 10)
+    assert await _prepare(tmp_path, AudioRef(path=str(path))) == ErrorType.UNSUPPORTED_AUDIO
+
+
+async def test_missing_file_is_unavailable(tmp_path: Path) -> None:
+    assert await _prepare(tmp_path, AudioRef(path="nope.wav")) == ErrorType.AUDIO_UNAVAILABLE
