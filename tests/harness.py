@@ -142,6 +142,7 @@ class Watcher:
         async with message.process():
             body = json.loads(message.body)
             body["_routingKey"] = message.routing_key
+            body["_traceparent"] = (message.headers or {}).get("traceparent")
             self.events.setdefault(str(body.get("jobId")), []).append(body)
             self.arrived.set()
 
@@ -159,15 +160,19 @@ class Watcher:
         return await asyncio.wait_for(wait(), timeout_s)
 
     async def publish(
-        self, body: bytes, routing_key: str = "transcribe", correlation_id: str | None = None
+        self,
+        body: bytes,
+        routing_key: str = "transcribe",
+        correlation_id: str | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> None:
         exchange = await self.channel.get_exchange(self.names.jobs_exchange)
-        message = build_message(body, correlation_id=correlation_id)
+        message = build_message(body, correlation_id=correlation_id, headers=headers)
         await exchange.publish(message, routing_key=routing_key)
 
-    async def submit(self, job: JobRequest) -> str:
+    async def submit(self, job: JobRequest, headers: dict[str, Any] | None = None) -> str:
         job_id = str(job.job_id)
-        await self.publish(job.to_wire(), correlation_id=job_id)
+        await self.publish(job.to_wire(), correlation_id=job_id, headers=headers)
         return job_id
 
     async def dead_letters(

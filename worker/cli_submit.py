@@ -33,6 +33,7 @@ from worker.broker import Publisher, build_message
 from worker.errors import SettingsError
 from worker.settings import Settings
 from worker.topology import Names, declare_topology
+from worker.tracing import new_traceparent
 
 EXIT_COMPLETED, EXIT_DEAD_LETTERED, EXIT_USAGE = 0, 1, 2
 
@@ -146,7 +147,13 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
             await queue.consume(on_event)
         publisher = await Publisher.open(connection, names)
         await publisher.publish(
-            names.jobs_exchange, "transcribe", build_message(job.to_wire(), correlation_id=job_id)
+            names.jobs_exchange,
+            "transcribe",
+            build_message(
+                job.to_wire(),
+                correlation_id=job_id,
+                headers={c.HEADER_TRACEPARENT: new_traceparent()},
+            ),
         )
         if not wait:
             print(json.dumps({"jobId": job_id, "published": True}))

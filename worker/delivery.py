@@ -33,6 +33,7 @@ from worker.ledger import JobLedger
 from worker.metrics import Metrics
 from worker.settings import RetrySettings
 from worker.topology import Names
+from worker.tracing import new_traceparent, valid_traceparent
 
 log = structlog.get_logger("scribe.delivery")
 
@@ -73,6 +74,7 @@ class DeliveryContext:
     polls: int
     replays: int
     redelivered: bool
+    traceparent: str
 
 
 Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]
@@ -164,6 +166,8 @@ class Delivery:
         self, stage: Stage, handler: Handler, message: AbstractIncomingMessage
     ) -> None:
         headers = copy_headers(message.headers)
+        traceparent = valid_traceparent(headers.get(c.HEADER_TRACEPARENT)) or new_traceparent()
+        headers[c.HEADER_TRACEPARENT] = traceparent
         ctx = DeliveryContext(
             stage=stage,
             job_id=job_id_of(message),
@@ -171,8 +175,11 @@ class Delivery:
             polls=_int_header(headers, c.HEADER_POLLS),
             replays=_int_header(headers, c.HEADER_REPLAYS),
             redelivered=bool(message.redelivered),
+            traceparent=traceparent,
         )
-        bound = log.bind(job_id=ctx.job_id, stage=stage, attempt=ctx.attempts + 1)
+        bound = log.bind(
+            job_id=ctx.job_id, stage=stage, attempt=ctx.attempts + 1, trace_id=traceparent[3:35]
+        )
         self._metrics.consumed.labels(stage).inc()
         if ctx.job_id and await self._ledger.is_done(ctx.job_id, stage):
             self._metrics.duplicates.labels(stage).inc()
@@ -354,10 +361,10 @@ class Delivery:
             attempts=attempts,
             occurred_at=datetime.now(UTC),
         )
-        await self._publish_event(c.EVENT_FAILED, event.to_wire(), ctx.job_id)
+        await self._publish_event(c.EVENT_FAILED, event.to_wire(), ctx)
 
     async def _complete(self, outcome: Complete, ctx: DeliveryContext) -> None:
-        await self._publish_event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx.job_id)
+        await self._publish_event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx)
 
     async def _progress(self, ctx: DeliveryContext, provider: str, duration_ms: float) -> None:
         if ctx.job_id is None:
@@ -370,11 +377,15 @@ class Delivery:
             duration_ms=duration_ms,
             occurred_at=datetime.now(UTC),
         )
-        await self._publish_event(f"{c.EVENT_STAGE_PREFIX}{ctx.stage}", event.to_wire(), ctx.job_id)
+        await self._publish_event(f"{c.EVENT_STAGE_PREFIX}{ctx.stage}", event.to_wire(), ctx)
 
-    async def _publish_event(self, routing_key: str, body: bytes, job_id: str | None) -> None:
+    async def _publish_event(self, routing_key: str, body: bytes, ctx: DeliveryContext) -> None:
         # Events may have no subscriber yet, so they are not mandatory; they are still confirmed.
-        event = build_message(body, correlation_id=job_id)
+        event = build_message(
+            body,
+            correlation_id=ctx.job_id,
+            headers={c.HEADER_TRACEPARENT: ctx.traceparent},
+        )
         await self._publisher.publish(
             self._names.events_exchange, routing_key, event, mandatory=False
         )

@@ -90,3 +90,21 @@ async def test_supporting_documents_are_uploaded_before_the_note(
     assert outcome["type"] == "job.completed", outcome
     stats = await sandbox_stats(sandbox.base_url)
     assert stats["documents_uploaded"]["session-42"] == 2, stats
+
+
+async def test_traceparent_travels_from_the_job_to_every_event(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job = make_job(audio_file, template=SAMPLE_TEMPLATE)
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    async with running_worker(env), watching(prefix) as watcher:
+        job_id = await watcher.submit(job, headers={"traceparent": traceparent})
+        await watcher.outcome(job_id)
+        other = await watcher.submit(make_job(audio_file))  # no trace context: one is started
+        await watcher.outcome(other)
+    assert {event["_traceparent"] for event in watcher.events[job_id]} == {traceparent}
+    started = {event["_traceparent"] for event in watcher.events[other]}
+    assert len(started) == 1
+    assert started != {traceparent}
+    assert started.pop().startswith("00-")
