@@ -17,6 +17,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import AMQPError
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,7 +30,7 @@ from worker.metrics import Metrics
 from worker.providers.registry import ProviderRegistry
 from worker.settings import Settings
 from worker.stages import Stages
-from worker.topology import Names, declare_topology
+from worker.topology import Names, declare_topology, stage_queue_arguments
 
 log = structlog.get_logger("scribe.app")
 
@@ -67,7 +68,9 @@ class WorkerApp:
             if settings.redis_url
             else MemoryLedger()
         )
-        self._connection = await connect(settings.amqp_url.value)
+        self._connection = await connect(
+            settings.amqp_url.value, f"scribe-worker {settings.prefix}"
+        )
         setup_channel = await self._connection.channel()
         await declare_topology(setup_channel, self.names, settings.retry)
         await setup_channel.close()
@@ -95,7 +98,13 @@ class WorkerApp:
         assert self._connection is not None
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self.settings.prefetch[stage])
-        queue = await channel.get_queue(self.names.stage_queue(stage), ensure=False)
+        # Declared (not just looked up) on this channel: aio-pika restores after a reconnect only
+        # the queues, and so the consumers, that the robust channel itself declared.
+        queue = await channel.declare_queue(
+            self.names.stage_queue(stage),
+            durable=True,
+            arguments=stage_queue_arguments(self.names, stage, self.settings.retry),
+        )
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
@@ -111,12 +120,28 @@ class WorkerApp:
         self._consumers.append(_Consumer(stage, channel, queue, tag))
         self.metrics.consumers_active.labels(stage).set(1)
 
-    def ready(self) -> bool:
-        """Connected, and every configured stage has an open channel with its consumer."""
-        if self._connection is None or self._connection.is_closed:
+    async def ready(self) -> bool:
+        """Connected, and every configured stage has a consumer registered on an open channel.
+
+        Checks the consumer tag on the channel itself: after a reconnect, or when the broker
+        cancels a consumer (queue deleted), the channel can be open with nobody consuming.
+        """
+        if self._connection is None or self._connection.is_closed or not self._consumers:
             return False
-        consumers = {c.stage for c in self._consumers if not c.channel.is_closed}
-        return consumers == set(self.settings.stages)
+        active: set[Stage] = set()
+        for consumer in self._consumers:
+            if consumer.channel.is_closed:
+                continue
+            try:
+                underlay = await consumer.channel.get_underlay_channel()
+            except AMQPError:
+                continue
+            # aiormq keeps the registered consumers per channel; the abstract type omits them.
+            if consumer.tag in getattr(underlay, "consumers", {}):
+                active.add(consumer.stage)
+        for stage in self.settings.stages:
+            self.metrics.consumers_active.labels(stage).set(1 if stage in active else 0)
+        return active == set(self.settings.stages)
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight work finish within the grace period, requeue the rest."""
@@ -164,7 +189,7 @@ class WorkerApp:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
-        ready = self.ready()
+        ready = await self.ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:

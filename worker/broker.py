@@ -94,5 +94,6 @@ def copy_headers(headers: HeadersType | None) -> dict[str, Any]:
     return {key: value for key, value in (headers or {}).items() if key not in skip}
 
 
-async def connect(amqp_url: str) -> AbstractRobustConnection:
-    return await aio_pika.connect_robust(amqp_url, client_properties={"connection_name": "scribe"})
+async def connect(amqp_url: str, name: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and restores channels, queues and consumers."""
+    return await aio_pika.connect_robust(amqp_url, client_properties={"connection_name": name})

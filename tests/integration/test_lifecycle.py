@@ -1,0 +1,172 @@
+"""Health, readiness and metrics endpoints; reconnection; graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import pytest
+
+from ops.sandbox import RunningSandbox
+from tests.harness import (
+    AMQP_URL,
+    make_job,
+    running_worker,
+    sandbox_control,
+    sandbox_stats,
+    watching,
+    worker_env,
+)
+from worker.app import WorkerApp
+from worker.topology import Names
+
+pytestmark = pytest.mark.broker
+
+INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
+
+
+async def get(app: WorkerApp, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{app.http_port}{path}") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def eventually_ready(app: WorkerApp, expected: bool, timeout_s: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        status, _ = await get(app, "/readyz")
+        if (status == 200) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz did not become {'ready' if expected else 'not ready'}")
+
+
+async def test_health_ready_and_metrics(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    async with running_worker(env) as app, watching(prefix) as watcher:
+        assert (await get(app, "/healthz"))[0] == 200
+        assert (await get(app, "/readyz"))[0] == 200
+        await watcher.outcome(await watcher.submit(make_job(audio_file)))
+        status, metrics = await get(app, "/metrics")
+    assert status == 200
+    assert 'scribe_messages_consumed_total{stage="transcribe"} 1.0' in metrics
+    assert 'scribe_stage_completed_total{outcome="complete",stage="summarize"} 1.0' in metrics
+    assert 'scribe_consumers_active{stage="poll"} 1.0' in metrics
+    assert "scribe_vendor_call_seconds_count" in metrics
+    assert "scribe_poll_attempts_per_job_count 1.0" in metrics
+
+
+async def test_readiness_turns_false_when_a_consumer_disappears(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path
+) -> None:
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    async with running_worker(env) as app:
+        await eventually_ready(app, True)
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(Names(prefix).stage_queue("note"))  # broker cancels it
+        await eventually_ready(app, False)
+        status, metrics = await get(app, "/metrics")
+        assert 'scribe_consumers_active{stage="note"} 0.0' in metrics
+
+
+async def close_worker_connections(prefix: str) -> None:
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pids = [line.split("\t")[0] for line in listed.stdout.splitlines() if prefix in line]
+    assert pids, "the worker's connection was not found"
+    for pid in pids:
+        await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "-q", "close_connection", pid, "test: killed connection"],
+            check=True,
+            capture_output=True,
+        )
+
+
+async def test_killed_connection_reconnects_with_every_consumer(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    async with running_worker(env) as app, watching(prefix) as watcher:
+        await eventually_ready(app, True)
+        await close_worker_connections(prefix)
+        await eventually_ready(app, True)
+        outcome = await watcher.outcome(await watcher.submit(make_job(audio_file)), timeout_s=30)
+    assert outcome["type"] == "job.completed"
+
+
+def worker_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker.cli_worker"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_for_call(sandbox: RunningSandbox, endpoint: str) -> None:
+    for _ in range(400):
+        if (await sandbox_stats(sandbox.base_url))["calls"].get(endpoint, 0) >= 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{endpoint} was never called")
+
+
+@pytest.mark.parametrize(
+    ("hang_s", "grace_s", "summary_calls"),
+    [(1.0, 10.0, 1), (30.0, 0.3, 2)],
+    ids=["finishes-within-grace", "requeued-after-grace"],
+)
+async def test_sigterm_drains_in_flight_work_then_exits_zero(
+    prefix: str,
+    sandbox: RunningSandbox,
+    storage_root: Path,
+    audio_file: Path,
+    hang_s: float,
+    grace_s: float,
+    summary_calls: int,
+) -> None:
+    hang = {"endpoint": "invox.summary", "kind": "timeout", "delayS": hang_s, "times": 1}
+    await sandbox_control(sandbox.base_url, "faults", [hang])
+    env = worker_env(
+        prefix,
+        sandbox.base_url,
+        storage_root,
+        SCRIBE_HTTP_TIMEOUT_S="60",
+        SCRIBE_SHUTDOWN_GRACE_S=str(grace_s),
+    )
+    log_path = storage_root / "worker.log"
+    process = worker_process(env, log_path)
+    try:
+        async with running_worker({**env, "SCRIBE_STAGES": "note"}), watching(prefix) as watcher:
+            job_id = await watcher.submit(make_job(audio_file, **INVOX_ALL))
+            await wait_for_call(sandbox, "invox.summary")
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(process.wait, 30)
+            async with running_worker(env):
+                outcome = await watcher.outcome(job_id, timeout_s=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert code == 0, log_path.read_text()
+    assert outcome["type"] == "job.completed"
+    assert (await sandbox_stats(sandbox.base_url))["calls"]["invox.summary"] == summary_calls
