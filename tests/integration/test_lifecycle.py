@@ -77,7 +77,7 @@ async def test_readiness_turns_false_when_a_consumer_disappears(
             channel = await connection.channel()
             await channel.queue_delete(Names(prefix).stage_queue("note"))  # broker cancels it
         await eventually_ready(app, False)
-        status, metrics = await get(app, "/metrics")
+        _status, metrics = await get(app, "/metrics")
         assert 'scribe_consumers_active{stage="note"} 0.0' in metrics
 
 

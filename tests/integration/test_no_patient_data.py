@@ -12,9 +12,15 @@ import structlog
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from ops.sandbox import RunningSandbox, SandboxConfig, running_sandbox
-from tests.harness import SAMPLE_TEMPLATE, make_job, running_worker, sandbox_control, watching
-from tests.harness import worker_env
+from ops.sandbox import RunningSandbox, SandboxConfig
+from tests.harness import (
+    SAMPLE_TEMPLATE,
+    make_job,
+    running_worker,
+    sandbox_control,
+    watching,
+    worker_env,
+)
 from worker.logs import configure_logging
 
 pytestmark = pytest.mark.broker
