@@ -27,6 +27,7 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 TEST_DELAY_TIERS_MS = "50,150,400,1000"
 INTRON_KEY = "sandbox-intron-key"
 INVOX_TOKEN = "sandbox-static-token"
+INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
 
 SAMPLE_TEMPLATE: dict[str, Any] = {
     "id": "tmpl-1",
@@ -231,3 +232,12 @@ async def sandbox_stats(base_url: str) -> dict[str, Any]:
         response.raise_for_status()
         result: dict[str, Any] = await response.json()
         return result
+
+
+async def wait_for_call(base_url: str, endpoint: str, count: int = 1) -> None:
+    """Until the emulator has seen `count` calls to `endpoint` (bounded: 20 s)."""
+    for _ in range(400):
+        if (await sandbox_stats(base_url))["calls"].get(endpoint, 0) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{endpoint} was not called {count} times")

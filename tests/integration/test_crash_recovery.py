@@ -13,25 +13,17 @@ import pytest
 
 from ops.sandbox import RunningSandbox
 from tests.harness import (
+    INVOX_ALL,
     make_job,
     running_worker,
     sandbox_control,
     sandbox_stats,
+    wait_for_call,
     watching,
     worker_env,
 )
 
 pytestmark = pytest.mark.broker
-
-INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
-
-
-async def wait_for_call(sandbox: RunningSandbox, endpoint: str, count: int) -> None:
-    for _ in range(400):
-        if (await sandbox_stats(sandbox.base_url))["calls"].get(endpoint, 0) >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{endpoint} was not called {count} times")
 
 
 def start_worker_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -57,7 +49,7 @@ async def test_sigkill_between_consume_and_ack_redelivers(
         # The subprocess declares the topology; wait for it before watching events.
         async with running_worker({**env, "SCRIBE_STAGES": "note"}), watching(prefix) as watcher:
             job_id = await watcher.submit(job)
-            await wait_for_call(sandbox, "invox.summary", 1)
+            await wait_for_call(sandbox.base_url, "invox.summary")
             process.send_signal(signal.SIGKILL)
             await asyncio.to_thread(process.wait, 10)
             async with running_worker(env):

@@ -14,18 +14,19 @@ from ops.sandbox import RunningSandbox
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest
 from tests.harness import (
+    INVOX_ALL,
     SAMPLE_TEMPLATE,
     Watcher,
     make_job,
     running_worker,
     sandbox_control,
+    sandbox_stats,
     watching,
     worker_env,
 )
 
 pytestmark = pytest.mark.broker
 
-INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
 
 # (endpoint the emulator fails, HTTP status, documented errorType, stage where it surfaces)
 VENDOR_ERRORS = [
@@ -208,29 +209,23 @@ async def test_bad_message_on_later_stages(
     assert "jobId: missing" in str(dead.headers["x-error-message"])
 
 
-async def test_audio_over_the_duration_limit_never_reaches_a_vendor(
-    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+@pytest.mark.parametrize(
+    ("limit", "error_type"),
+    [
+        ({"SCRIBE_MAX_AUDIO_DURATION_S": "1"}, "audioTooLong"),
+        ({"SCRIBE_MAX_AUDIO_BYTES": "1000"}, "fileTooLarge"),
+    ],
+)
+async def test_audio_over_a_limit_never_reaches_a_vendor(
+    prefix: str,
+    sandbox: RunningSandbox,
+    storage_root: Path,
+    audio_file: Path,
+    limit: dict[str, str],
+    error_type: str,
 ) -> None:
-    job = make_job(audio_file)
-    env = worker_env(prefix, sandbox.base_url, storage_root, SCRIBE_MAX_AUDIO_DURATION_S="1")
+    env = worker_env(prefix, sandbox.base_url, storage_root, **limit)
     async with running_worker(env), watching(prefix) as watcher:
-        await run_until_dead(watcher, job, "transcribe", "audioTooLong")
-    stats = await sandbox_control_stats(sandbox)
+        await run_until_dead(watcher, make_job(audio_file), "transcribe", error_type)
+    stats = await sandbox_stats(sandbox.base_url)
     assert stats["calls"].get("intron.upload", 0) == 0
-
-
-async def test_audio_over_the_size_limit_never_reaches_a_vendor(
-    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
-) -> None:
-    job = make_job(audio_file)
-    env = worker_env(prefix, sandbox.base_url, storage_root, SCRIBE_MAX_AUDIO_BYTES="1000")
-    async with running_worker(env), watching(prefix) as watcher:
-        await run_until_dead(watcher, job, "transcribe", "fileTooLarge")
-    stats = await sandbox_control_stats(sandbox)
-    assert stats["calls"].get("intron.upload", 0) == 0
-
-
-async def sandbox_control_stats(sandbox: RunningSandbox) -> dict[str, Any]:
-    from tests.harness import sandbox_stats
-
-    return await sandbox_stats(sandbox.base_url)

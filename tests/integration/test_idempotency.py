@@ -15,13 +15,20 @@ import redis.asyncio as aioredis
 
 from ops.sandbox import RunningSandbox
 from schemas.jobs import TranscriptionHandle
-from tests.harness import INVOX_TOKEN, make_job, running_worker, sandbox_stats, watching, worker_env
+from tests.harness import (
+    INVOX_ALL,
+    INVOX_TOKEN,
+    make_job,
+    running_worker,
+    sandbox_stats,
+    watching,
+    worker_env,
+)
 from worker.ledger import RedisLedger
 
 pytestmark = [pytest.mark.broker, pytest.mark.redis]
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
 
 
 @pytest.fixture

@@ -16,10 +16,12 @@ import pytest
 from ops.sandbox import RunningSandbox
 from tests.harness import (
     AMQP_URL,
+    INVOX_ALL,
     make_job,
     running_worker,
     sandbox_control,
     sandbox_stats,
+    wait_for_call,
     watching,
     worker_env,
 )
@@ -27,8 +29,6 @@ from worker.app import WorkerApp
 from worker.topology import Names
 
 pytestmark = pytest.mark.broker
-
-INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
 
 
 async def get(app: WorkerApp, path: str) -> tuple[int, str]:
@@ -122,14 +122,6 @@ def worker_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[byte
         )
 
 
-async def wait_for_call(sandbox: RunningSandbox, endpoint: str) -> None:
-    for _ in range(400):
-        if (await sandbox_stats(sandbox.base_url))["calls"].get(endpoint, 0) >= 1:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{endpoint} was never called")
-
-
 @pytest.mark.parametrize(
     ("hang_s", "grace_s", "summary_calls"),
     [(1.0, 10.0, 1), (30.0, 0.3, 2)],
@@ -158,7 +150,7 @@ async def test_sigterm_drains_in_flight_work_then_exits_zero(
     try:
         async with running_worker({**env, "SCRIBE_STAGES": "note"}), watching(prefix) as watcher:
             job_id = await watcher.submit(make_job(audio_file, **INVOX_ALL))
-            await wait_for_call(sandbox, "invox.summary")
+            await wait_for_call(sandbox.base_url, "invox.summary")
             process.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(process.wait, 30)
             async with running_worker(env):

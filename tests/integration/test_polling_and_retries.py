@@ -11,6 +11,7 @@ import structlog
 
 from ops.sandbox import RunningSandbox
 from tests.harness import (
+    INVOX_ALL,
     make_job,
     running_worker,
     sandbox_control,
@@ -21,8 +22,6 @@ from tests.harness import (
 from worker.topology import Names
 
 pytestmark = pytest.mark.broker
-
-INVOX_ALL = {"providers": {"transcriber": "invox", "summarizer": "invox", "note": "invox"}}
 
 
 async def test_pending_transcription_waits_in_a_delay_queue(

@@ -106,18 +106,20 @@ class InvoxClient:
         body = json.dumps(payload, ensure_ascii=False).encode()
         token = await self._tokens.token()
         try:
-            return await self._http.request_json(
-                VENDOR,
-                endpoint,
-                "POST",
-                url,
-                headers=self._headers(token),
-                data=body,
-                status_errors=status_errors,
-            )
+            return await self._post_once(endpoint, url, body, token, status_errors)
         except AuthenticationRejected:
             token = await self._tokens.refresh(token)
         # A second 401 propagates: AuthenticationRejected is PermanentError(unauthorized).
+        return await self._post_once(endpoint, url, body, token, status_errors)
+
+    async def _post_once(
+        self,
+        endpoint: str,
+        url: str,
+        body: bytes,
+        token: str,
+        status_errors: dict[int, str] | None,
+    ) -> JsonObject:
         return await self._http.request_json(
             VENDOR,
             endpoint,
