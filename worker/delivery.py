@@ -230,11 +230,11 @@ class Delivery:
                     polls=ctx.polls + 1,
                 )
                 return
+            # Progress first: a job's events then arrive in stage order, job.completed last.
+            await self._progress(ctx, outcome.provider, run.duration_ms)
             if isinstance(outcome, Advance):
                 await self._advance(outcome, run.headers, ctx)
-                await self._progress(ctx, outcome.provider, run.duration_ms)
-            else:  # progress first, so job.completed is the last event a job emits
-                await self._progress(ctx, outcome.provider, run.duration_ms)
+            else:
                 await self._complete(outcome, ctx)
             if ctx.stage == "poll":
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
