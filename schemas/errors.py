@@ -42,6 +42,7 @@ class ErrorType(StrEnum):
     TRANSCRIPTION_TIMED_OUT = "transcriptionTimedOut"
     UNKNOWN_VENDOR_STATUS = "unknownVendorStatus"
     DELIVERY_LIMIT_EXCEEDED = "deliveryLimitExceeded"
+    LEDGER_UNAVAILABLE = "ledgerUnavailable"
     INTERNAL_ERROR = "internalError"
 
 
@@ -96,6 +97,7 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.DELIVERY_LIMIT_EXCEEDED: (
         "The broker dead-lettered a message redelivered too often (a crash loop)."
     ),
+    ErrorType.LEDGER_UNAVAILABLE: "Redis (the job ledger) did not answer; the message waits.",
     ErrorType.INTERNAL_ERROR: "A bug in the worker; the message is kept for replay.",
 }
 

@@ -75,7 +75,14 @@ class WorkerApp:
         await declare_topology(setup_channel, self.names, settings.retry)
         await setup_channel.close()
         self._publisher = await Publisher.open(self._connection, self.names)
-        delivery = Delivery(self._publisher, self.names, settings.retry, self._ledger, self.metrics)
+        delivery = Delivery(
+            self._publisher,
+            self.names,
+            settings.retry,
+            self._ledger,
+            self.metrics,
+            claim_ttl_s=settings.retry.stage_claim_ttl_s,
+        )
         media = MediaFetcher(
             self._session,
             FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s),

@@ -29,7 +29,7 @@ from worker import constants as c
 from worker.broker import Publisher, build_message, copy_headers
 from worker.constants import Stage
 from worker.errors import ScribeError, TransientError
-from worker.ledger import JobLedger
+from worker.ledger import JobLedger, LedgerUnavailable
 from worker.metrics import Metrics
 from worker.settings import RetrySettings
 from worker.topology import Names
@@ -154,17 +154,48 @@ class Delivery:
         ledger: JobLedger,
         metrics: Metrics,
         rng: random.Random | None = None,
+        claim_ttl_s: float = 300.0,
     ) -> None:
         self._publisher = publisher
         self._names = names
         self._retry = retry
         self._ledger = ledger
         self._metrics = metrics
+        self._claim_ttl_s = claim_ttl_s
         self._rng = rng or random.Random()
 
     async def process(
         self, stage: Stage, handler: Handler, message: AbstractIncomingMessage
     ) -> None:
+        headers, ctx, bound = self._context(stage, message)
+        self._metrics.consumed.labels(stage).inc()
+        try:
+            if ctx.job_id is None:
+                await self._run(handler, message, headers, ctx, bound)
+                return
+            if await self._ledger.is_done(ctx.job_id, stage):
+                self._metrics.duplicates.labels(stage).inc()
+                bound.info("stage.duplicate_dropped", outcome="duplicate")
+                await message.ack()
+                return
+            if not await self._ledger.claim(ctx.job_id, stage, self._claim_ttl_s):
+                # Another delivery of this job is in this stage right now (a duplicate publish,
+                # or a crashed worker whose claim has not expired yet): come back later.
+                await self._defer(message, headers, ctx, bound, "busy")
+                return
+            try:
+                await self._run(handler, message, headers, ctx, bound)
+            finally:
+                await self._ledger.release(ctx.job_id, stage)
+        except LedgerUnavailable:
+            await self._defer(message, headers, ctx, bound, "ledger_unavailable")
+        except (TimeoutError, AMQPError, ConnectionError) as exc:
+            bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
+            await self._requeue(message)
+
+    def _context(
+        self, stage: Stage, message: AbstractIncomingMessage
+    ) -> tuple[dict[str, Any], DeliveryContext, structlog.typing.FilteringBoundLogger]:
         headers = copy_headers(message.headers)
         traceparent = valid_traceparent(headers.get(c.HEADER_TRACEPARENT)) or new_traceparent()
         headers[c.HEADER_TRACEPARENT] = traceparent
@@ -180,29 +211,48 @@ class Delivery:
         bound = log.bind(
             job_id=ctx.job_id, stage=stage, attempt=ctx.attempts + 1, trace_id=traceparent[3:35]
         )
-        self._metrics.consumed.labels(stage).inc()
-        if ctx.job_id and await self._ledger.is_done(ctx.job_id, stage):
-            self._metrics.duplicates.labels(stage).inc()
-            bound.info("stage.duplicate_dropped", outcome="duplicate")
-            await message.ack()
-            return
+        return headers, ctx, bound
+
+    async def _run(
+        self,
+        handler: Handler,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """Handle the message, carry out the decision (all confirmed), then ack."""
         started = time.monotonic()
-        self._metrics.in_flight.labels(stage).inc()
+        self._metrics.in_flight.labels(ctx.stage).inc()
         try:
             action = await self._decide(handler, message.body, ctx)
         finally:
-            self._metrics.in_flight.labels(stage).dec()
+            self._metrics.in_flight.labels(ctx.stage).dec()
         duration_s = time.monotonic() - started
-        self._metrics.stage_duration.labels(stage).observe(duration_s)
+        self._metrics.stage_duration.labels(ctx.stage).observe(duration_s)
+        duration_ms = round(duration_s * 1000, 1)
+        await action(_Run(message, headers, ctx, bound.bind(duration_ms=duration_ms), duration_ms))
+        await message.ack()
+
+    async def _defer(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        bound: structlog.typing.FilteringBoundLogger,
+        reason: str,
+    ) -> None:
+        """Send the message, unchanged, through the poll-interval tier; not a failed attempt."""
         try:
-            duration_ms = round(duration_s * 1000, 1)
-            await action(
-                _Run(message, headers, ctx, bound.bind(duration_ms=duration_ms), duration_ms)
-            )
+            tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
+            await self._to_delay(message, headers, ctx, tier)
             await message.ack()
         except (TimeoutError, AMQPError, ConnectionError) as exc:
             bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
+            return
+        self._metrics.deferred.labels(ctx.stage, reason).inc()
+        bound.info("stage.deferred", outcome="deferred", reason=reason)
 
     async def _decide(self, handler: Handler, body: bytes, ctx: DeliveryContext) -> Action:
         try:

@@ -1,39 +1,59 @@
-"""What the worker has already done for a job, so that a redelivery never repeats a paid call.
+"""What the worker has already done for a job, so that a redelivery or a duplicate publish never
+repeats a paid vendor call.
 
 The in-memory ledger protects one process; the Redis ledger (SCRIBE_REDIS_URL) protects every
-replica and survives a worker crash, which is the case that matters for billing.
+replica and survives a worker crash, which is the case that matters for billing. Without Redis,
+a message redelivered to another replica after a crash repeats the stage's vendor call.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from schemas.errors import ErrorType
 from schemas.jobs import TranscriptionHandle
 from worker.constants import Stage
+from worker.errors import TransientError
 
 LEDGER_TTL_S = 7 * 24 * 3600
+
+
+class LedgerUnavailable(TransientError):
+    def __init__(self, problem: str) -> None:
+        super().__init__(ErrorType.LEDGER_UNAVAILABLE, f"job ledger unavailable ({problem})")
 
 
 class JobLedger(Protocol):
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None: ...
 
-    async def record_transcription_handle(
-        self, job_id: str, handle: TranscriptionHandle
-    ) -> None: ...
+    async def record_transcription_handle(self, job_id: str, handle: TranscriptionHandle) -> None:
+        """Called before the transcribe message is acked: a redelivery polls this handle."""
+        ...
 
     async def is_done(self, job_id: str, stage: Stage) -> bool: ...
 
     async def mark_done(self, job_id: str, stage: Stage) -> None: ...
 
+    async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
+        """True if no other delivery of this job is in this stage (the claim expires)."""
+        ...
+
+    async def release(self, job_id: str, stage: Stage) -> None: ...
+
     async def close(self) -> None: ...
 
 
 class MemoryLedger:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._handles: dict[str, str] = {}
         self._done: set[tuple[str, str]] = set()
+        self._claims: dict[tuple[str, str], float] = {}
 
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None:
         raw = self._handles.get(job_id)
@@ -48,36 +68,65 @@ class MemoryLedger:
     async def mark_done(self, job_id: str, stage: Stage) -> None:
         self._done.add((job_id, stage))
 
+    async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
+        now = self._clock()
+        expires = self._claims.get((job_id, stage))
+        if expires is not None and expires > now:
+            return False
+        self._claims[(job_id, stage)] = now + ttl_s
+        return True
+
+    async def release(self, job_id: str, stage: Stage) -> None:
+        self._claims.pop((job_id, stage), None)
+
     async def close(self) -> None:
         return None
 
 
 class RedisLedger:
+    """Keys live under <prefix>:ledger: and expire after a week."""
+
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisLedger:
-        return cls(aioredis.Redis.from_url(url), prefix)
+        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
 
     def _key(self, kind: str, job_id: str, stage: str = "") -> str:
         return f"{self._prefix}:ledger:{kind}:{job_id}:{stage}"
 
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None:
-        raw = await self._redis.get(self._key("handle", job_id))
+        try:
+            raw = await self._redis.get(self._key("handle", job_id))
+        except RedisError as exc:
+            raise LedgerUnavailable(type(exc).__name__) from None
         return TranscriptionHandle.model_validate_json(raw) if raw else None
 
     async def record_transcription_handle(self, job_id: str, handle: TranscriptionHandle) -> None:
-        await self._redis.set(
-            self._key("handle", job_id), handle.model_dump_json(by_alias=True), ex=LEDGER_TTL_S
-        )
+        value = handle.model_dump_json(by_alias=True)
+        await self._call(self._redis.set(self._key("handle", job_id), value, ex=LEDGER_TTL_S))
 
     async def is_done(self, job_id: str, stage: Stage) -> bool:
-        return bool(await self._redis.exists(self._key("done", job_id, stage)))
+        return bool(await self._call(self._redis.exists(self._key("done", job_id, stage))))
 
     async def mark_done(self, job_id: str, stage: Stage) -> None:
-        await self._redis.set(self._key("done", job_id, stage), "1", ex=LEDGER_TTL_S)
+        await self._call(self._redis.set(self._key("done", job_id, stage), "1", ex=LEDGER_TTL_S))
+
+    async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
+        key = self._key("claim", job_id, stage)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        return bool(await self._call(self._redis.set(key, "1", nx=True, px=ttl_ms)))
+
+    async def release(self, job_id: str, stage: Stage) -> None:
+        await self._call(self._redis.delete(self._key("claim", job_id, stage)))
+
+    async def _call(self, pending: object) -> object:
+        try:
+            return await pending  # type: ignore[misc]
+        except RedisError as exc:
+            raise LedgerUnavailable(type(exc).__name__) from None
 
     async def close(self) -> None:
         await self._redis.aclose()

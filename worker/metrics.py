@@ -34,6 +34,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.deferred = Counter(
+            "scribe_stage_deferred",
+            "Deliveries sent back unprocessed: job busy in this stage, or ledger unavailable.",
+            ["stage", "reason"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "scribe_in_flight", "Messages being processed now.", ["stage"], registry=r
         )

@@ -60,6 +60,27 @@ class InvoxSettings:
 
 
 @dataclass(frozen=True)
+class LocalSettings:
+    """Offline providers: SCRIBE_LOCAL_ASR_WORKERS threads share one lazily loaded ASR model."""
+
+    asr_workers: int = 1
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """An OpenAI-compatible chat endpoint (provider "llm"); registered only when base_url is set."""
+
+    base_url: str | None = None
+    model: str = "default"
+    api_key: Secret | None = None
+    timeout_s: float = 120.0
+
+    @property
+    def configured(self) -> bool:
+        return self.base_url is not None
+
+
+@dataclass(frozen=True)
 class RetrySettings:
     delay_tiers_ms: tuple[int, ...]
     max_attempts: int
@@ -67,6 +88,7 @@ class RetrySettings:
     poll_interval_ms: int
     poll_deadline_s: float
     delivery_limit: int
+    stage_claim_ttl_s: float
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,8 @@ class Settings:
     http_port: int
     shutdown_grace_s: float
     log_level: str
+    local: LocalSettings = LocalSettings()
+    llm: LlmSettings = LlmSettings()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -214,6 +238,9 @@ class _Reader:
                 ),
                 poll_deadline_s=self.number("SCRIBE_POLL_DEADLINE_S", c.DEFAULT_POLL_DEADLINE_S),
                 delivery_limit=self.integer("SCRIBE_DELIVERY_LIMIT", c.DEFAULT_DELIVERY_LIMIT, 1),
+                stage_claim_ttl_s=self.number(
+                    "SCRIBE_STAGE_CLAIM_TTL_S", c.DEFAULT_STAGE_CLAIM_TTL_S, 1.0
+                ),
             ),
             stages=stages,
             prefetch={
@@ -238,6 +265,16 @@ class _Reader:
             http_port=self.integer("SCRIBE_HTTP_PORT", c.DEFAULT_HTTP_PORT),
             shutdown_grace_s=self.number("SCRIBE_SHUTDOWN_GRACE_S", c.DEFAULT_SHUTDOWN_GRACE_S),
             log_level=log_level,
+            local=LocalSettings(asr_workers=self.integer("SCRIBE_LOCAL_ASR_WORKERS", 1, 1)),
+            llm=self._llm(),
+        )
+
+    def _llm(self) -> LlmSettings:
+        return LlmSettings(
+            base_url=self.url("SCRIBE_LLM_BASE_URL", None, ("https", "http")),
+            model=self.raw("SCRIBE_LLM_MODEL") or "default",
+            api_key=self.secret("SCRIBE_LLM_API_KEY"),
+            timeout_s=self.number("SCRIBE_LLM_TIMEOUT_S", 120.0, 0.001),
         )
 
     def _status_path(self) -> str:

@@ -20,6 +20,7 @@ from tests.harness import (
     INVOX_TOKEN,
     make_job,
     running_worker,
+    sandbox_control,
     sandbox_stats,
     watching,
     worker_env,
@@ -108,5 +109,31 @@ async def test_job_published_twice_runs_once(
     completed = [e for e in watcher.events[job_id] if e["type"] == "job.completed"]
     assert len(completed) == 1
     assert dropped == 2
+    stats = await sandbox_stats(sandbox.base_url)
+    assert stats["calls"]["invox.presign"] == 1
+
+
+@pytest.mark.parametrize("ledger", ["memory", "redis"])
+async def test_concurrent_duplicate_publish_pays_once(
+    redis_prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path, ledger: str
+) -> None:
+    # A slow upload keeps the first delivery inside the transcribe stage while the copy arrives.
+    await sandbox_control(sandbox.base_url, "config", {"latency_ms": 300})
+    job = make_job(audio_file, **INVOX_ALL)
+    extra = {"SCRIBE_REDIS_URL": REDIS_URL} if ledger == "redis" else {}
+    env = worker_env(redis_prefix, sandbox.base_url, storage_root, **extra)
+    async with running_worker(env) as app, watching(redis_prefix) as watcher:
+        job_id = await watcher.submit(job)
+        await watcher.submit(job)
+        outcome = await watcher.outcome(job_id, timeout_s=30)
+        for _ in range(100):
+            if app.metrics.duplicates.labels("transcribe")._value.get() >= 1:
+                break
+            await asyncio.sleep(0.05)
+        deferred = app.metrics.deferred.labels("transcribe", "busy")._value.get()
+    assert outcome["type"] == "job.completed"
+    assert deferred >= 1
+    completed = [e for e in watcher.events[job_id] if e["type"] == "job.completed"]
+    assert len(completed) == 1
     stats = await sandbox_stats(sandbox.base_url)
     assert stats["calls"]["invox.presign"] == 1

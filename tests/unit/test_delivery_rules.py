@@ -22,6 +22,7 @@ RETRY = RetrySettings(
     poll_interval_ms=5_000,
     poll_deadline_s=60,
     delivery_limit=10,
+    stage_claim_ttl_s=300,
 )
 
 
