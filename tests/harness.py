@@ -93,6 +93,7 @@ def worker_env(prefix: str, sandbox_url: str, storage_root: Path, **extra: str) 
         "SCRIBE_URL_ALLOWLIST": "127.0.0.1,localhost",
         "SCRIBE_HTTP_PORT": "0",
         "SCRIBE_SHUTDOWN_GRACE_S": "2",
+        "SCRIBE_RATE_LIMITS": "none",  # tests/integration/test_rate_limits.py turns them on
     }
     env.update(extra)
     return env

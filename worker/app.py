@@ -27,14 +27,16 @@ from worker.delivery import Delivery, Handler
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
 from worker.media import FetchPolicy, MediaFetcher
 from worker.metrics import Metrics
+from worker.providers.http import VendorHttp
 from worker.providers.registry import ProviderRegistry
+from worker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from worker.settings import Settings
 from worker.stages import Stages
 from worker.topology import Names, declare_topology, stage_queue_arguments
 
 log = structlog.get_logger("scribe.app")
 
-RegistryFactory = Callable[[Settings, aiohttp.ClientSession, Metrics], ProviderRegistry]
+RegistryFactory = Callable[[Settings, VendorHttp], ProviderRegistry]
 
 
 @dataclass
@@ -55,6 +57,7 @@ class WorkerApp:
         self._publisher: Publisher | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ledger: JobLedger | None = None
+        self._limiter: RateLimiter | None = None
         self._consumers: list[_Consumer] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._http_runner: web.AppRunner | None = None
@@ -67,6 +70,11 @@ class WorkerApp:
             RedisLedger.from_url(settings.redis_url.value, settings.prefix)
             if settings.redis_url
             else MemoryLedger()
+        )
+        self._limiter = (
+            RedisRateLimiter.from_url(settings.redis_url.value, settings.prefix)
+            if settings.redis_url
+            else MemoryRateLimiter()
         )
         self._connection = await connect(
             settings.amqp_url.value, f"scribe-worker {settings.prefix}"
@@ -91,7 +99,7 @@ class WorkerApp:
             settings.max_document_bytes,
         )
         stages = Stages(
-            self._registry_factory(settings, self._session, self.metrics),
+            self._registry_factory(settings, self._vendor_http(self._session)),
             media,
             self._ledger,
             settings.retry,
@@ -100,6 +108,16 @@ class WorkerApp:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._start_http()
         log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
+
+    def _vendor_http(self, session: aiohttp.ClientSession) -> VendorHttp:
+        return VendorHttp(
+            session,
+            timeout_s=self.settings.http_timeout_s,
+            on_call=self.metrics.observe_vendor_call,
+            limiter=self._limiter,
+            limits_per_min=self.settings.rate_limits_per_min,
+            max_wait_s=self.settings.rate_limit_max_wait_s,
+        )
 
     async def _consume(self, stage: Stage, handler: Handler, delivery: Delivery) -> None:
         assert self._connection is not None
@@ -175,6 +193,8 @@ class WorkerApp:
             await self._session.close()
         if self._ledger is not None:
             await self._ledger.close()
+        if self._limiter is not None:
+            await self._limiter.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         log.info("worker.stopped")

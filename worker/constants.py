@@ -55,6 +55,9 @@ DEFAULT_DELIVERY_LIMIT: Final = 10
 DEFAULT_STAGE_CLAIM_TTL_S: Final = 300.0
 DEFAULT_PREFETCH: Final = 16
 DEFAULT_HTTP_TIMEOUT_S: Final = 30.0
+# Intron's documented limits; Invox publishes none (add them with SCRIBE_RATE_LIMITS).
+DEFAULT_RATE_LIMITS_PER_MIN: Final = (("intron.upload", 30), ("intron.status", 100))
+DEFAULT_RATE_LIMIT_MAX_WAIT_S: Final = 2.5
 DEFAULT_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
 DEFAULT_MAX_AUDIO_DURATION_S: Final = 600.0
 DEFAULT_MAX_DOCUMENT_BYTES: Final = 20 * 1024 * 1024

@@ -28,7 +28,7 @@ from schemas.events import JobCompleted, JobFailed, StageProgress
 from worker import constants as c
 from worker.broker import Publisher, build_message, copy_headers
 from worker.constants import Stage
-from worker.errors import ScribeError, TransientError
+from worker.errors import Deferred, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.metrics import Metrics
 from worker.settings import RetrySettings
@@ -242,21 +242,35 @@ class Delivery:
         bound: structlog.typing.FilteringBoundLogger,
         reason: str,
     ) -> None:
-        """Send the message, unchanged, through the poll-interval tier; not a failed attempt."""
+        """Send the message back unprocessed, through the poll-interval tier, then ack."""
         try:
-            tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
-            await self._to_delay(message, headers, ctx, tier)
+            await self._send_back(message, headers, ctx, bound, reason, delay_s=0.0)
             await message.ack()
         except (TimeoutError, AMQPError, ConnectionError) as exc:
             bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
-            return
+
+    async def _send_back(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        bound: structlog.typing.FilteringBoundLogger,
+        reason: str,
+        delay_s: float,
+    ) -> None:
+        """Unchanged, through a delay tier; not a failed attempt."""
+        wanted_ms = max(self._retry.poll_interval_ms, delay_s * 1000)
+        tier = choose_tier_ms(self._retry.delay_tiers_ms, wanted_ms)
+        await self._to_delay(message, headers, ctx, tier)
         self._metrics.deferred.labels(ctx.stage, reason).inc()
-        bound.info("stage.deferred", outcome="deferred", reason=reason)
+        bound.info("stage.deferred", outcome="deferred", reason=reason, delay_ms=tier)
 
     async def _decide(self, handler: Handler, body: bytes, ctx: DeliveryContext) -> Action:
         try:
             outcome = await handler(body, ctx)
+        except Deferred as deferred:
+            return self._deferral_action(deferred)
         except ScribeError as exc:
             return self._failure_action(exc)
         except asyncio.CancelledError:
@@ -267,6 +281,14 @@ class Delivery:
             )
             return self._failure_action(internal)
         return self._outcome_action(outcome)
+
+    def _deferral_action(self, deferred: Deferred) -> Action:
+        async def act(run: _Run) -> None:
+            await self._send_back(
+                run.message, run.headers, run.ctx, run.log, "rate_limit", deferred.delay_s
+            )
+
+        return act
 
     def _outcome_action(self, outcome: Outcome) -> Action:
         async def act(run: _Run) -> None:

@@ -40,6 +40,15 @@ class TransientError(ScribeError):
     retryable = True
 
 
+class Deferred(ScribeError):
+    """Not a failure: the message should come back after delay_s (e.g. the shared rate-limit
+    budget is used up). It does not count as an attempt."""
+
+    def __init__(self, reason: str, delay_s: float) -> None:
+        super().__init__("deferred", reason, retry_after_s=delay_s)
+        self.delay_s = delay_s
+
+
 class InvalidMessage(PermanentError):
     def __init__(self, message: str) -> None:
         super().__init__(ErrorType.INVALID_MESSAGE, message)

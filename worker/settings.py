@@ -101,6 +101,8 @@ class Settings:
     stages: tuple[Stage, ...]
     prefetch: dict[Stage, int]
     http_timeout_s: float
+    rate_limits_per_min: dict[str, int]
+    rate_limit_max_wait_s: float
     max_audio_bytes: int
     max_audio_duration_s: float
     max_document_bytes: int
@@ -185,6 +187,27 @@ class _Reader:
             chosen.append(matches[0])
         return tuple(chosen)
 
+    def rate_limits(self) -> dict[str, int]:
+        """SCRIBE_RATE_LIMITS: endpoint=calls per minute, e.g. intron.upload=30,invox.summary=60."""
+
+        def convert(text: str) -> dict[str, int]:
+            limits: dict[str, int] = {}
+            if text.lower() == "none":
+                return limits
+            for item in filter(None, (part.strip() for part in text.split(","))):
+                endpoint, _, value = item.partition("=")
+                if not re.match(r"^[a-z]+\.[a-z_]+$", endpoint.strip()) or int(value) <= 0:
+                    raise ValueError(item)
+                limits[endpoint.strip()] = int(value)
+            return limits
+
+        return self.parse(
+            "SCRIBE_RATE_LIMITS",
+            dict(c.DEFAULT_RATE_LIMITS_PER_MIN),
+            convert,
+            "expected endpoint=calls-per-minute pairs, e.g. intron.upload=30,intron.status=100",
+        )
+
     def delay_tiers(self) -> tuple[int, ...]:
         def convert(text: str) -> tuple[int, ...]:
             tiers = tuple(sorted({int(part) for part in text.split(",")}))
@@ -248,6 +271,10 @@ class _Reader:
                 for stage in stages
             },
             http_timeout_s=self.number("SCRIBE_HTTP_TIMEOUT_S", c.DEFAULT_HTTP_TIMEOUT_S, 0.001),
+            rate_limits_per_min=self.rate_limits(),
+            rate_limit_max_wait_s=self.number(
+                "SCRIBE_RATE_LIMIT_MAX_WAIT_S", c.DEFAULT_RATE_LIMIT_MAX_WAIT_S
+            ),
             max_audio_bytes=self.integer("SCRIBE_MAX_AUDIO_BYTES", c.DEFAULT_MAX_AUDIO_BYTES, 1),
             max_audio_duration_s=self.number(
                 "SCRIBE_MAX_AUDIO_DURATION_S", c.DEFAULT_MAX_AUDIO_DURATION_S, 0.001

@@ -34,7 +34,7 @@ def _rate_limit(state: SandboxState, endpoint: str, token: str) -> None:
         if endpoint == "intron.upload"
         else knobs.intron_status_rate_per_min
     )
-    retry_after = state.rate_windows.acquire(f"{endpoint}:{token}", limit)
+    retry_after = state.rate_windows.acquire(f"{endpoint}:{token}", limit, knobs.rate_window_s)
     if retry_after is not None:
         headers = {"Retry-After": str(retry_after)}
         raise Abort(vendor_error(endpoint, 429, "rate limit exceeded", headers=headers))

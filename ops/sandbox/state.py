@@ -39,6 +39,7 @@ class Knobs:
     intron_upload_rate_per_min: int
     intron_status_rate_per_min: int
     token_ttl_s: float
+    rate_window_s: float
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> Knobs:
@@ -59,6 +60,7 @@ class Knobs:
             "intron_upload_rate_per_min": self.intron_upload_rate_per_min,
             "intron_status_rate_per_min": self.intron_status_rate_per_min,
             "token_ttl_s": self.token_ttl_s,
+            "rate_window_s": self.rate_window_s,
         }
 
 
@@ -114,16 +116,16 @@ class SlidingWindow:
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
 
-    def acquire(self, key: str, limit: int) -> int | None:
+    def acquire(self, key: str, limit: int, window_s: float = RATE_WINDOW_S) -> int | None:
         """Take a slot and return None, or return the Retry-After in whole seconds."""
         if limit <= 0:
             return None
         now = self._clock()
         hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - RATE_WINDOW_S:
+        while hits and hits[0] <= now - window_s:
             hits.popleft()
         if len(hits) >= limit:
-            return max(1, math.ceil(hits[-limit] + RATE_WINDOW_S - now))
+            return max(1, math.ceil(hits[-limit] + window_s - now))
         hits.append(now)
         return None
 

@@ -24,6 +24,7 @@ long opaque strings (JWTs, keys); a 401 carries no vendor text at all. Exception
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -37,7 +38,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from schemas.errors import ErrorType
-from worker.errors import PermanentError, ScribeError, TransientError
+from worker.errors import Deferred, PermanentError, ScribeError, TransientError
+from worker.ratelimit import RateLimiter, interval_s
 
 JsonObject = dict[str, Any]
 
@@ -211,12 +213,18 @@ class VendorHttp:
         *,
         timeout_s: float,
         on_call: CallHook | None = None,
+        limiter: RateLimiter | None = None,
+        limits_per_min: Mapping[str, int] | None = None,
+        max_wait_s: float = 2.5,
     ) -> None:
         if "Authorization" in session.headers or session.auth is not None:
             raise ValueError("the shared session must not carry default credentials")
         self._session = session
         self._timeout_s = timeout_s
         self._on_call: CallHook = on_call or _no_hook
+        self._limiter = limiter
+        self._limits_per_min = dict(limits_per_min or {})
+        self._max_wait_s = max_wait_s
 
     async def request_json(
         self,
@@ -290,6 +298,7 @@ class VendorHttp:
         timeout_s: float | None,
         allow_redirects: bool,
     ) -> bytes:
+        await self._take_slot(endpoint)
         started = time.monotonic()
         outcome: int | str = OUTCOME_CONNECTION
         try:
@@ -319,9 +328,29 @@ class VendorHttp:
             await self._report(vendor, endpoint, outcome, time.monotonic() - started)
         if 200 <= status <= 299:
             return body
+        if status == 429:
+            await self._hold_off(endpoint, response_headers)
         raise error_for_status(
             endpoint, status, body, response_headers, status_errors, _credentials(headers)
         )
+
+    async def _take_slot(self, endpoint: str) -> None:
+        """Wait for this endpoint's shared rate-limit slot, or defer if it is too far away."""
+        per_minute = self._limits_per_min.get(endpoint)
+        if per_minute is None or self._limiter is None:
+            return
+        wait_s = await self._limiter.reserve(endpoint, per_minute, self._max_wait_s)
+        if wait_s > self._max_wait_s:
+            raise Deferred(f"{endpoint}: rate-limit budget in use", delay_s=wait_s)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+
+    async def _hold_off(self, endpoint: str, headers: CIMultiDictProxy[str]) -> None:
+        per_minute = self._limits_per_min.get(endpoint)
+        if per_minute is None or self._limiter is None:
+            return
+        retry_after_s = parse_retry_after(headers.get("Retry-After")) or interval_s(per_minute)
+        await self._limiter.hold_off(endpoint, retry_after_s)
 
     async def _report(
         self, vendor: str, endpoint: str, outcome: int | str, duration: float
