@@ -11,17 +11,15 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from ops.procs import child, delete_prefix, sandbox_process, worker_argv
 from schemas.jobs import JobRequest, Template
 from worker import constants as c
 from worker.broker import Publisher, build_message
@@ -54,32 +52,6 @@ async def ensure_broker() -> None:
         await connection.close()
         return
     raise SystemExit("RabbitMQ did not come up on " + AMQP_URL.split("@")[-1])
-
-
-@asynccontextmanager
-async def child(argv: list[str], env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        *argv, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def ready_line(process: asyncio.subprocess.Process) -> dict[str, Any]:
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
-    if not line:
-        raise SystemExit("the vendor emulator exited before it was ready")
-    ready: dict[str, Any] = json.loads(line)
-    return ready
 
 
 def sample_job(mode: str) -> JobRequest:
@@ -129,18 +101,6 @@ async def run_job(prefix: str, job: JobRequest, timeout_s: float) -> list[dict[s
         return events
 
 
-async def delete_prefix(prefix: str, tiers: tuple[int, ...]) -> None:
-    names = Names(prefix)
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        for queue in names.all_queues(tiers):
-            channel = await connection.channel()
-            await channel.queue_delete(queue)
-        for exchange in names.all_exchanges():
-            channel = await connection.channel()
-            await channel.exchange_delete(exchange)
-
-
 def render(events: list[dict[str, Any]]) -> str:
     outcome = events[-1]
     lines = []
@@ -183,20 +143,9 @@ async def demo(mode: str, timeout_s: float) -> int:
         "HF_HUB_OFFLINE": "1",
     }
     tiers = Settings.from_env(env).retry.delay_tiers_ms
-    sandbox_argv = [
-        sys.executable,
-        "-m",
-        "ops.sandbox.cli",
-        "--port",
-        "0",
-        "--intron-api-key",
-        DEMO_INTRON_KEY,
-        "--invox-static-token",
-        DEMO_INVOX_TOKEN,
-    ]
     try:
-        async with child(sandbox_argv, {}) as sandbox:
-            base_url = (await ready_line(sandbox))["base_url"]
+        flags = ("--intron-api-key", DEMO_INTRON_KEY, "--invox-static-token", DEMO_INVOX_TOKEN)
+        async with sandbox_process(*flags) as base_url:
             env |= {
                 "SCRIBE_INTRON_BASE_URL": base_url,
                 "SCRIBE_INTRON_API_KEY": DEMO_INTRON_KEY,
@@ -204,10 +153,10 @@ async def demo(mode: str, timeout_s: float) -> int:
                 "SCRIBE_INVOX_ACCESS_TOKEN": DEMO_INVOX_TOKEN,
                 "SCRIBE_URL_ALLOWLIST": "127.0.0.1",
             }
-            async with child([sys.executable, "-m", "worker.cli_worker"], env):
+            async with child(worker_argv(), env, capture_stdout=False):
                 events = await run_job(prefix, sample_job(mode), timeout_s)
     finally:
-        await delete_prefix(prefix, tiers)
+        await delete_prefix(AMQP_URL, prefix, tiers)
     print(render(events))
     return 0 if events[-1]["type"] == "job.completed" else 1
 
