@@ -40,7 +40,7 @@ schemas: install
 	$(PY) -m schemas.export
 
 lock: | $(UV)
-	$(UV) pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements-dev.lock --quiet
+	$(UV) pip compile pyproject.toml --extra dev --extra local --generate-hashes --python-version 3.11 -o requirements-dev.lock --quiet
 
 clean:
 	rm -rf $(VENV) $(UV_VENV) .mypy_cache .pytest_cache .ruff_cache

