@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -144,17 +145,24 @@ async def demo(mode: str, timeout_s: float) -> int:
     }
     tiers = Settings.from_env(env).retry.delay_tiers_ms
     try:
-        flags = ("--intron-api-key", DEMO_INTRON_KEY, "--invox-static-token", DEMO_INVOX_TOKEN)
-        async with sandbox_process(*flags) as base_url:
-            env |= {
-                "SCRIBE_INTRON_BASE_URL": base_url,
-                "SCRIBE_INTRON_API_KEY": DEMO_INTRON_KEY,
-                "SCRIBE_INVOX_BASE_URL": base_url,
-                "SCRIBE_INVOX_ACCESS_TOKEN": DEMO_INVOX_TOKEN,
-                "SCRIBE_URL_ALLOWLIST": "127.0.0.1",
-            }
-            async with child(worker_argv(), env, capture_stdout=False):
-                events = await run_job(prefix, sample_job(mode), timeout_s)
+        async with AsyncExitStack() as stack:
+            if mode == "vendors":
+                flags = (
+                    "--intron-api-key",
+                    DEMO_INTRON_KEY,
+                    "--invox-static-token",
+                    DEMO_INVOX_TOKEN,
+                )
+                base_url = await stack.enter_async_context(sandbox_process(*flags))
+                env |= {
+                    "SCRIBE_INTRON_BASE_URL": base_url,
+                    "SCRIBE_INTRON_API_KEY": DEMO_INTRON_KEY,
+                    "SCRIBE_INVOX_BASE_URL": base_url,
+                    "SCRIBE_INVOX_ACCESS_TOKEN": DEMO_INVOX_TOKEN,
+                    "SCRIBE_URL_ALLOWLIST": "127.0.0.1",
+                }
+            await stack.enter_async_context(child(worker_argv(), env, capture_stdout=False))
+            events = await run_job(prefix, sample_job(mode), timeout_s)
     finally:
         await delete_prefix(AMQP_URL, prefix, tiers)
     print(render(events))
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         choices=sorted(MODES),
-        default="vendors",
+        default="local",
         help="local: offline models; vendors: Intron + Invox via the emulator",
     )
     parser.add_argument("--timeout-s", type=float, default=300.0)
