@@ -1,0 +1,48 @@
+"""A small chaos run: jobs through two worker processes while one is SIGKILLed and the RabbitMQ
+node restarts once, with vendor faults injected. Every job must be accounted for."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(400)]
+
+JOBS = 50
+
+
+async def test_small_chaos_run_loses_and_duplicates_nothing() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ops.chaos",
+        "--jobs", str(JOBS),
+        "--workers", "2",
+        "--kill-interval-s", "3",
+        "--broker-restarts", "1",
+        "--fault-rate", "0.1",
+        "--timeout-s", "300",
+        env=dict(os.environ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 380)
+    text = out.decode()
+    last = text.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"jobs=(\d+) completed=(\d+) dead_lettered=(\d+) lost=(\d+) duplicated=(\d+)", last
+    )
+    assert match, text
+    jobs, completed, dead, lost, duplicated = map(int, match.groups())
+    assert jobs == JOBS
+    assert (lost, duplicated) == (0, 0), text
+    assert completed + dead == JOBS
+    assert "1 broker restarts" in text
+    kills = re.search(r"(\d+) worker kills", text)
+    assert kills is not None
+    assert int(kills.group(1)) >= 1
+    assert process.returncode == 0
