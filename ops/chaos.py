@@ -67,10 +67,14 @@ class Ledger:
     """What the chaos run observed, per jobId."""
 
     submitted: set[str] = field(default_factory=set)
-    outcomes: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    # jobId -> (event type, eventId, message_id) per publish the observer received
+    outcomes: dict[str, list[tuple[str, str, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     dead: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     kills: int = 0
     restarts: int = 0
+    revived: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def settled(self) -> int:
@@ -165,7 +169,9 @@ class Observer:
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         async with message.process():
             event = json.loads(message.body)
-            self._ledger.outcomes[event["jobId"]].append((event["type"], event["eventId"]))
+            publish = (event["type"], event["eventId"], str(message.message_id))
+            if publish not in self._ledger.outcomes[event["jobId"]]:  # not a broker redelivery
+                self._ledger.outcomes[event["jobId"]].append(publish)
             self._ledger.changed.set()
 
 
@@ -219,9 +225,19 @@ class Workers:
     async def kill_one(self, rng: random.Random) -> None:
         index = rng.randrange(len(self.processes))
         victim = self.processes[index]
-        victim.kill()  # SIGKILL: no graceful anything
+        if victim.returncode is None:
+            victim.kill()  # SIGKILL: no graceful anything
         await victim.wait()
         self.processes[index] = await self._spawn()
+
+    async def revive(self) -> int:
+        """Restart workers that exited by themselves (a supervisor's job); returns how many."""
+        revived = 0
+        for index, process in enumerate(self.processes):
+            if process.returncode is not None:
+                self.processes[index] = await self._spawn()
+                revived += 1
+        return revived
 
     async def stop(self) -> None:
         await asyncio.gather(*(stop(process) for process in self.processes))
@@ -237,6 +253,7 @@ async def chaos_loop(options: Options, workers: Workers, ledger: Ledger, rng: ra
     next_kill = time.monotonic() + options.kill_interval_s * rng.uniform(0.5, 1.5)
     while ledger.settled() < len(ledger.submitted) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
+        ledger.revived += await workers.revive()
         if restart_at and ledger.settled() >= restart_at[0]:
             restart_at.pop(0)
             await restart_broker(ledger)
@@ -284,8 +301,8 @@ def report(ledger: Ledger, calls: int, elapsed_s: float) -> tuple[str, bool]:
     errors: Counter[str] = Counter()
     for job in sorted(ledger.submitted):
         outcomes = ledger.outcomes.get(job, [])
-        kinds = {kind for kind, _ in outcomes}
-        distinct = {event_id for _, event_id in outcomes}
+        kinds = {kind for kind, _, _ in outcomes}
+        distinct = {event_id for _, event_id, _ in outcomes}
         if not outcomes:
             lost += 1
             continue
@@ -301,7 +318,9 @@ def report(ledger: Ledger, calls: int, elapsed_s: float) -> tuple[str, bool]:
             completed += 1  # both outcomes: counted in duplicated above
     jobs = len(ledger.submitted)
     lines = [
-        f"chaos: {elapsed_s:.0f} s, {ledger.kills} worker kills, {ledger.restarts} broker restarts",
+        f"chaos: {elapsed_s:.0f} s, {ledger.kills} worker kills, "
+        f"{ledger.restarts} broker restarts, "
+        f"{ledger.revived} workers restarted after exiting by themselves",
         f"chaos: vendor calls per job {calls / max(jobs, 1):.2f}",
         f"chaos: dead letters by errorType {dict(errors)}",
         f"chaos: duplicated outcomes that were the same event re-sent (same eventId): {resent}",

@@ -59,7 +59,9 @@ def main() -> int:
     for name, content in render().items():
         (JSON_DIR / name).write_text(content, encoding="utf-8")
     print(f"wrote {len(MODELS) + 1} files to {JSON_DIR}", file=sys.stderr)
-    return 0
+    from schemas import asyncapi  # needs PyYAML, a dev dependency: imported only to generate
+
+    return asyncapi.main()
 
 
 if __name__ == "__main__":

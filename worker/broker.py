@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractRobustConnection,
     HeadersType,
 )
+from aio_pika.exceptions import AMQPError
 
 from worker.topology import Names
 
 PUBLISH_TIMEOUT_S = 30.0
+
+log = structlog.get_logger("scribe.broker")
 
 
 def build_message(
@@ -94,6 +99,22 @@ def copy_headers(headers: HeadersType | None) -> dict[str, Any]:
     return {key: value for key, value in (headers or {}).items() if key not in skip}
 
 
-async def connect(amqp_url: str, name: str) -> AbstractRobustConnection:
-    """A robust connection: it reconnects and restores channels, queues and consumers."""
-    return await aio_pika.connect_robust(amqp_url, client_properties={"connection_name": name})
+async def connect(
+    amqp_url: str, name: str, give_up_after_s: float = 60.0
+) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and restores channels, queues and consumers.
+
+    The first connection is retried too (a broker restarting while workers start), up to
+    give_up_after_s; then the error propagates and the process exits for its supervisor.
+    """
+    deadline = time.monotonic() + give_up_after_s
+    while True:
+        try:
+            return await aio_pika.connect_robust(
+                amqp_url, client_properties={"connection_name": name}
+            )
+        except (OSError, AMQPError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("broker.connect_failed", error=type(exc).__name__, retry_in_s=1.0)
+            await asyncio.sleep(1.0)

@@ -453,10 +453,13 @@ class Delivery:
 
     async def _publish_event(self, routing_key: str, body: bytes, ctx: DeliveryContext) -> None:
         # Events may have no subscriber yet, so they are not mandatory; they are still confirmed.
+        # message_id is new for every publish (eventId in the body is stable per outcome): a
+        # consumer can tell a broker redelivery (same message_id) from a re-emission.
         event = build_message(
             body,
             correlation_id=ctx.job_id,
             headers={c.HEADER_TRACEPARENT: ctx.traceparent},
+            message_id=uuid.uuid4().hex,
         )
         await self._publisher.publish(
             self._names.events_exchange, routing_key, event, mandatory=False

@@ -54,6 +54,9 @@ class Names:
         return [self.jobs_exchange, self.dead_exchange, self.events_exchange, self.delay_exchange]
 
 
+DEAD_LETTER_DELIVERY_LIMIT = 1_000_000
+
+
 def _quorum_args(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
 
@@ -84,6 +87,12 @@ def stage_queue_arguments(names: Names, stage: Stage, retry: RetrySettings) -> d
 def delay_queue_arguments(names: Names, delay_ms: int) -> dict[str, Any]:
     """Per-queue TTL; expired messages go back to <prefix>.jobs keeping their routing key."""
     return _at_least_once_dead_lettering(names.jobs_exchange, **{"x-message-ttl": delay_ms})
+
+
+def dead_letter_queue_arguments() -> dict[str, Any]:
+    """RabbitMQ 4.0-4.2 give quorum queues a default delivery limit of 20 and then drop the
+    message; inspecting dead letters requeues them, so set a limit no one will reach."""
+    return _quorum_args(**{"x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT})
 
 
 def delay_binding_arguments(delay_ms: int) -> dict[str, Any]:
@@ -117,6 +126,6 @@ async def declare_topology(channel: AbstractChannel, names: Names, retry: RetryS
         )
         await queue.bind(delay, arguments=delay_binding_arguments(delay_ms))
     dead_letters = await channel.declare_queue(
-        names.dead_letter_queue, durable=True, arguments=_quorum_args()
+        names.dead_letter_queue, durable=True, arguments=dead_letter_queue_arguments()
     )
     await dead_letters.bind(dead, routing_key="#")

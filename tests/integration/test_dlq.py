@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -48,10 +49,17 @@ class Broker:
     connection: AbstractRobustConnection
 
     async def count(self, queue: str) -> int:
+        """Messages ready in a queue, counted with basic.get and handed back: the message count
+        of queue.declare-ok is a lagging statistic for quorum queues."""
         channel = await self.connection.channel()
+        held: list[AbstractIncomingMessage] = []
         try:
             declared = await channel.declare_queue(queue, passive=True)
-            return int(declared.declaration_result.message_count or 0)
+            while (message := await declared.get(fail=False)) is not None:
+                held.append(message)
+            for message in held:
+                await message.nack(requeue=True)
+            return len(held)
         finally:
             await channel.close()
 
@@ -515,3 +523,85 @@ async def clear_redis(client: aioredis.Redis, prefix: str) -> None:
     async for key in client.scan_iter(match=f"{prefix}:dlq:*"):
         await client.delete(key)
     await client.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+async def test_signal_mid_replay_stops_cleanly_without_duplicates(
+    broker: Broker, prefix: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    total = 15
+    for _ in range(total):
+        await broker.dead_letter()
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIBE_")}
+    proc_env |= dlq_env(prefix)
+    transcribe = broker.names.stage_queue("transcribe")
+    with (tmp_path / "out").open("w") as out, (tmp_path / "err").open("w") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker.cli_dlq",
+            "replay",
+            "--rate",
+            "5",
+            env=proc_env,
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            while await broker.count(transcribe) < 2:
+                assert proc.returncode is None, (tmp_path / "err").read_text()
+                await asyncio.sleep(0.05)
+            proc.send_signal(signum)
+        finally:
+            code = await proc.wait()
+    assert code == 130, (tmp_path / "err").read_text()
+    summary = summary_of((tmp_path / "out").read_text())
+    assert summary["interrupted"] == "true"
+    replayed = int(summary["replayed"])
+    assert 2 <= replayed < total
+    published = await broker.take_all(transcribe)
+    assert len(published) == replayed
+    assert await broker.count(broker.names.dead_letter_queue) == total - replayed
+
+
+async def test_replay_does_not_loop_on_replays_that_fail_again(broker: Broker, prefix: str) -> None:
+    """With a worker running, a replayed message that fails at once comes back as a new dead
+    letter during the same run; the run must leave it queued instead of replaying it forever."""
+    total = 5
+    for _ in range(total):
+        await broker.dead_letter(error_type="invalidTemplate")
+    refailed = 0
+
+    async def failing_worker(message: AbstractIncomingMessage) -> None:
+        nonlocal refailed
+        headers = dict(message.headers or {})
+        headers |= {"x-error-type": "invalidTemplate", "x-stage": "transcribe"}
+        headers["x-last-failure-at"] = "2026-04-01T00:00:00+00:00"
+        channel = await broker.connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(broker.names.dead_exchange)
+        dead = build_message(message.body, correlation_id=message.correlation_id, headers=headers)
+        await exchange.publish(dead, routing_key="transcribe.invalidTemplate")
+        await channel.close()
+        await message.ack()
+        refailed += 1
+
+    channel = await broker.connection.channel()
+    queue = await channel.declare_queue(broker.names.stage_queue("transcribe"), passive=True)
+    tag = await queue.consume(failing_worker)
+    try:
+        code, out, _ = await cli(["replay", "--rate", "20"], dlq_env(prefix))
+        for _ in range(400):  # the fake worker finishes the last replays
+            if refailed >= total:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await queue.cancel(tag)
+        await channel.close()
+    assert code == 0
+    summary = summary_of(out)
+    assert summary["replayed"] == str(total)  # each original once, none of the re-failures
+    assert int(summary["skipped"]) <= total
+    letters = await broker.dead_letters()
+    assert len(letters) == total
+    assert all(letter.replays == 1 for letter in letters)

@@ -1,0 +1,32 @@
+# The worker image: scribe-worker (default), scribe-submit, scribe-dlq and scribe-sandbox.
+# Dependencies come from the hash-pinned lock file; the project itself is installed without them.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+COPY requirements-dev.lock ./
+RUN pip install --require-hashes -r requirements-dev.lock
+
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+COPY schemas ./schemas
+COPY ops ./ops
+RUN pip install --no-deps . \
+    && useradd --create-home --uid 10001 scribe
+
+USER scribe
+ENV SCRIBE_HTTP_PORT=8080
+EXPOSE 8080
+
+# Liveness of the worker's HTTP endpoint (slim images have no curl).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SCRIBE_HTTP_PORT', '8080'), timeout=3)"]
+
+# SIGTERM: stop consuming, finish in-flight work within SCRIBE_SHUTDOWN_GRACE_S, requeue the rest.
+STOPSIGNAL SIGTERM
+CMD ["scribe-worker"]

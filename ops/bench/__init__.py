@@ -1,0 +1,1 @@
+"""scribe-bench: bounded, loopback-only benchmarks of the pipeline (see docs/benchmarks.md)."""

@@ -1,0 +1,74 @@
+"""Providers that answer at once, so a benchmark measures the pipeline and not a vendor.
+
+The transcriber hands out a handle whose status is ready on the first poll, so a job still
+makes the four hops transcribe -> poll -> summarize -> note (like the floor pipeline).
+Registered under the name "local" (the only offline name the wire schema accepts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from schemas.jobs import (
+    ClinicalNoteField,
+    JobRequest,
+    Summary,
+    Template,
+    Transcript,
+    TranscriptionHandle,
+)
+from worker.providers.base import PreparedAudio, PreparedDocument, Submitted, Transcribed
+from worker.providers.http import VendorHttp
+from worker.providers.registry import ProviderRegistry
+from worker.settings import Settings
+
+NAME = "local"
+TRANSCRIPT = Transcript(provider=NAME, text="Patient reports knee pain for three weeks.")
+SUMMARY = Summary(provider=NAME, output_format="SUMMARY", text="Knee pain, three weeks.")
+
+
+class InstantTranscriber:
+    name = NAME
+
+    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+        handle = TranscriptionHandle(
+            provider=NAME, handle=str(job.job_id), submitted_at=datetime.now(UTC)
+        )
+        return Submitted(handle)
+
+    async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
+        return TRANSCRIPT
+
+
+class InstantSummarizer:
+    name = NAME
+
+    async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
+        return SUMMARY
+
+
+class InstantNoteWriter:
+    name = NAME
+
+    async def attach_documents(
+        self, job: JobRequest, documents: Sequence[PreparedDocument]
+    ) -> None:
+        return None
+
+    async def write_note(
+        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
+    ) -> tuple[ClinicalNoteField, ...]:
+        return tuple(
+            ClinicalNoteField(id=field.id, name=field.name, type="string", value="knee pain")
+            for field in template.fields
+        )
+
+
+def instant_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
+    """A RegistryFactory (worker.app) serving the instant providers only."""
+    return ProviderRegistry(
+        transcribers={NAME: InstantTranscriber()},
+        summarizers={NAME: InstantSummarizer()},
+        note_writers={NAME: InstantNoteWriter()},
+    )

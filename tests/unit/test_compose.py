@@ -1,0 +1,182 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: services, ports, health
+checks, start order, and that the workers' environment is exactly what the worker reads."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+import worker.settings
+from ops.sandbox.cli import _parser as sandbox_parser
+from worker.constants import STAGES
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def settings_variables() -> set[str]:
+    """Every SCRIBE_* name worker/settings.py can read, found by parsing its source."""
+    tree = ast.parse(Path(worker.settings.__file__).read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if re.fullmatch(r"SCRIBE_[A-Z0-9_]+", node.value):
+                names.add(node.value)
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            head = node.values[0]
+            # f"SCRIBE_PREFETCH_{stage.upper()}": one variable per stage.
+            if isinstance(head, ast.Constant) and str(head.value).startswith("SCRIBE_"):
+                names.update(f"{head.value!s}{stage.upper()}" for stage in STAGES)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "secret"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names.add(f"{node.args[0].value!s}_FILE")  # secrets may come from <NAME>_FILE
+    return names
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in services(compose).items()
+        if service.get("command", [None])[0] == "scribe-worker"
+    }
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def published_ports(service: dict[str, Any]) -> set[int]:
+    return {int(str(port).rsplit(":", 1)[-1]) for port in service.get("ports", [])}
+
+
+def health_command(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+def test_settings_variables_are_found() -> None:
+    names = settings_variables()
+    assert {"SCRIBE_AMQP_URL", "SCRIBE_PREFIX", "SCRIBE_HTTP_PORT"} <= names
+    assert "SCRIBE_PREFETCH_TRANSCRIBE" in names
+    assert "SCRIBE_INTRON_API_KEY_FILE" in names
+
+
+def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
+    assert {"rabbitmq", "redis", "sandbox"} <= set(services(compose))
+    replicas = sum(
+        int(service.get("deploy", {}).get("replicas", 1)) for service in workers(compose).values()
+    )
+    assert replicas >= 2
+
+
+def test_images_and_ports(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    rabbitmq = all_services["rabbitmq"]
+    assert re.fullmatch(r"rabbitmq:4[\w.-]*-management", rabbitmq["image"])
+    assert {5672, 15672} <= published_ports(rabbitmq)
+    assert str(all_services["redis"]["image"]).startswith("redis:")
+    assert 8000 in published_ports(all_services["sandbox"])
+    host_ports = [
+        str(port).split(":")[0] for service in all_services.values() for port in service["ports"]
+    ]
+    assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
+    for service in workers(compose).values():
+        assert int(environment(service)["SCRIBE_HTTP_PORT"]) in published_ports(service)
+
+
+def test_every_service_has_a_health_check(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    for name, service in all_services.items():
+        assert service.get("healthcheck", {}).get("test"), name
+    assert "rabbitmq-diagnostics -q ping" in health_command(all_services["rabbitmq"])
+    assert "redis-cli ping" in health_command(all_services["redis"])
+    assert "/_sandbox/stats" in health_command(all_services["sandbox"])
+    for name, service in workers(compose).items():
+        command = health_command(service)
+        port = environment(service)["SCRIBE_HTTP_PORT"]
+        assert f"http://127.0.0.1:{port}/healthz" in command, name
+        assert "urllib" in command  # slim images have no curl
+
+
+def test_workers_start_after_their_dependencies_are_healthy(compose: dict[str, Any]) -> None:
+    for name, service in workers(compose).items():
+        depends = service["depends_on"]
+        for dependency in ("rabbitmq", "redis", "sandbox"):
+            assert depends[dependency]["condition"] == "service_healthy", (name, dependency)
+
+
+def test_worker_environment_is_only_what_the_worker_reads(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    known = settings_variables()
+    for name, service in workers(compose).items():
+        env = environment(service)
+        unknown = {key for key in env if key.startswith("SCRIBE_")} - known
+        assert not unknown, f"{name} sets variables the worker never reads: {unknown}"
+        assert set(env) == {key for key in env if key.startswith("SCRIBE_")}
+        storage = env.get("SCRIBE_STORAGE_ROOT")
+        if storage is not None:  # a path inside the container: it must be a mounted volume
+            mounts = {str(volume).split(":")[1] for volume in service.get("volumes", [])}
+            assert storage in mounts
+            env["SCRIBE_STORAGE_ROOT"] = str(tmp_path)
+        settings = Settings.from_env(env)
+        assert urlsplit(settings.amqp_url.value).hostname == "rabbitmq"
+        assert settings.redis_url is not None
+        assert urlsplit(settings.redis_url.value).hostname == "redis"
+        assert urlsplit(settings.intron.base_url).hostname == "sandbox"
+        assert settings.invox.base_url is not None
+        assert settings.invox.configured
+        assert "sandbox" in settings.url_allowlist
+        grace = service["stop_grace_period"]
+        assert grace.endswith("s")
+        assert float(grace[:-1]) > settings.shutdown_grace_s  # drain before SIGKILL
+
+
+def test_sandbox_command_parses_and_matches_the_workers(compose: dict[str, Any]) -> None:
+    command = services(compose)["sandbox"]["command"]
+    assert command[0] == "scribe-sandbox"
+    args = sandbox_parser().parse_args(command[1:])
+    assert (args.host, args.port, args.allow_non_loopback) == ("0.0.0.0", 8000, True)
+    assert args.public_base_url == "http://sandbox:8000"
+    for service in workers(compose).values():
+        env = environment(service)
+        assert env["SCRIBE_INTRON_API_KEY"] == args.intron_api_key
+        assert env["SCRIBE_INVOX_ACCESS_TOKEN"] == args.invox_static_token
+        assert env["SCRIBE_INTRON_BASE_URL"] == f"http://sandbox:{args.port}"
+
+
+def test_dockerfile_installs_from_the_hashed_lock() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    assert "pip install --require-hashes -r requirements-dev.lock" in text
+    assert "pip install --no-deps ." in text
+    assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
+    assert 'CMD ["scribe-worker"]' in text
