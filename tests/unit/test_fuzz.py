@@ -1,0 +1,164 @@
+"""Property-based fuzzing: whatever arrives, the worker answers with a specific errorType (a
+ScribeError), never another exception, and its message never echoes the input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from aioresponses import core as aioresponses_core
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.errors import ERROR_CATALOGUE, ErrorType
+from schemas.jobs import JobRequest, NoteMessage, PollMessage, SummarizeMessage, TranscriptionHandle
+from tests.unit.conftest import _Aiohttp314Response
+from worker.errors import ScribeError
+from worker.providers.http import VendorHttp
+from worker.providers.intron import IntronTranscriber
+from worker.providers.invox import InvoxClient, InvoxSummarizer, InvoxTranscriber
+from worker.providers.invox_auth import InvoxTokenSource
+from worker.settings import Settings
+from worker.stages import parse_message
+
+KNOWN = {e.value for e in ERROR_CATALOGUE}
+ERROR_TYPE_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # a routing-key-safe word
+MARKER = "Qzmarkerpatient"
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+VALID_JOB = {"jobId": str(uuid.uuid4()), "audio": {"url": "https://a.example/x.wav"}}
+
+
+def mutated_jobs() -> st.SearchStrategy[dict[str, Any]]:
+    """A valid job with one field replaced, removed or added."""
+    keys = st.sampled_from(
+        ["jobId", "audio", "providers", "summary", "template", "documents", "intron",
+         "schemaVersion", "noteLanguage", MARKER]
+    )  # fmt: skip
+    return st.builds(
+        lambda key, value, drop: {k: v for k, v in {**VALID_JOB, key: value}.items()
+                                  if not (drop and k == key)},
+        keys, json_values, st.booleans(),
+    )  # fmt: skip
+
+
+def error_of(body: bytes, model: type[Any] = JobRequest) -> ScribeError | None:
+    try:
+        parse_message(model, body)
+    except ScribeError as exc:
+        return exc
+    return None
+
+
+def check(body: bytes, model: type[Any] = JobRequest) -> None:
+    error = error_of(body, model)
+    if error is not None:
+        assert error.error_type in KNOWN
+        assert MARKER.lower() not in error.message.lower()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes(body: bytes) -> None:
+    check(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutated_jobs(), st.sampled_from([JobRequest, PollMessage, SummarizeMessage, NoteMessage]))
+def test_mutated_messages(data: dict[str, Any], model: type[Any]) -> None:
+    check(json.dumps(data).encode(), model)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=2, max_value=10**6) | st.text(max_size=5) | st.floats())
+def test_unknown_schema_versions(version: object) -> None:
+    error = error_of(json.dumps({**VALID_JOB, "schemaVersion": version}).encode())
+    assert error is not None
+    assert error.error_type == ErrorType.UNSUPPORTED_SCHEMA_VERSION
+
+
+def test_huge_fields_are_refused_without_echo() -> None:
+    huge = MARKER * 200_000
+    check(json.dumps({**VALID_JOB, "consultationSessionId": huge}).encode())
+    check(json.dumps({**VALID_JOB, "audio": {"url": huge}}).encode())
+
+
+# --- vendor responses ---------------------------------------------------------------------
+
+SETTINGS = Settings.from_env(
+    {
+        "SCRIBE_INTRON_BASE_URL": "https://intron.test",
+        "SCRIBE_INTRON_API_KEY": "k",
+        "SCRIBE_INVOX_BASE_URL": "https://invox.test",
+        "SCRIBE_INVOX_ACCESS_TOKEN": "t",
+    }
+)
+JOB = JobRequest.model_validate(VALID_JOB)
+bodies = (
+    json_values.map(lambda value: json.dumps(value).encode())
+    | st.binary(max_size=200)
+    | st.sampled_from([b"<html><body>502 Bad Gateway</body></html>", b'{"data": {', b""])
+    | st.builds(
+        lambda status: json.dumps({"data": {"processing_status": status}}).encode(),
+        st.text(max_size=30),
+    )
+    | st.builds(
+        lambda status, key: json.dumps({key: status, "transcription": []}).encode(),
+        st.text(max_size=20),
+        st.sampled_from(["transcriptionStatus", "processingStatus"]),
+    )
+)
+statuses = st.sampled_from([200, 200, 200, 400, 401, 403, 404, 418, 429, 500, 502, 503])
+
+
+async def call_vendors(status: int, body: bytes) -> None:
+    async with aiohttp.ClientSession() as session:
+        http = VendorHttp(session, timeout_s=5)
+        invox = InvoxClient(SETTINGS.invox, http, InvoxTokenSource(SETTINGS.invox, http))
+        handle = TranscriptionHandle(provider="intron", handle="f1", submitted_at=datetime.now(UTC))
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: IntronTranscriber(SETTINGS.intron, http).status(JOB, handle),
+            lambda: InvoxTranscriber(invox).status(JOB, handle),
+            lambda: InvoxSummarizer(invox).summarize(
+                JOB, SummarizeMessage.model_validate(
+                    {"jobId": VALID_JOB["jobId"], "job": VALID_JOB,
+                     "transcript": {"provider": "invox", "text": "hello"}}
+                ).transcript,
+            ),
+        ]  # fmt: skip
+        for call in calls:
+            with aioresponses() as mocked:
+                mocked.get(
+                    "https://intron.test/file/v1/status/f1?get_structured_post_processing=f",
+                    status=status,
+                    body=body,
+                )
+                for path in ("get-transcription", "generate-consultation-summary"):
+                    mocked.post(f"https://invox.test/api/v1/{path}", status=status, body=body)
+                error: ScribeError | None = None
+                try:
+                    await call()
+                except ScribeError as exc:
+                    error = exc
+                assert error is None or ERROR_TYPE_SHAPE.match(error.error_type)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(statuses, bodies)
+def test_vendor_responses_always_map_to_a_scribe_error(status: int, body: bytes) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aioresponses_core, "ClientResponse", _Aiohttp314Response)
+        asyncio.run(call_vendors(status, body))
