@@ -126,7 +126,12 @@ def render(events: list[dict[str, Any]]) -> str:
     lines += ["", "Clinical note:"]
     for field in outcome.get("clinicalNote") or []:
         value = field["value"]
-        shown = "; ".join(value) if isinstance(value, list) else value
+        if isinstance(value, list):
+            shown = "; ".join(value)
+        elif isinstance(value, float) and value.is_integer():
+            shown = str(int(value))
+        else:
+            shown = value
         lines.append(f"  {field['name']}: {shown if shown not in ('', None) else '(not stated)'}")
     return "\n".join(lines)
 
