@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from worker.numbers import TEN_WORDS, UNIT_WORDS
 from worker.providers.local_summary import summarize_text
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -232,40 +233,8 @@ STOP_WORDS: Final = frozenset(
     ]
 )
 _TOKEN_RE: Final = re.compile(r"[a-z0-9]+")
-_UNITS: Final = {
-    w: i
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-        ]
-    )
-}
-_TENS: Final = {
-    w: 10 * i
-    for i, w in enumerate(
-        ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-    )
-    if w != "_"
-}
+_UNITS: Final = UNIT_WORDS
+_TENS: Final = TEN_WORDS
 _SCALES: Final = {"hundred": 100, "thousand": 1000}
 _NUMBER_WORDS: Final = frozenset(_UNITS) | frozenset(_TENS) | frozenset(_SCALES)
 _DIGITS_RE: Final = re.compile(r"\d+(?:\.\d+)?")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from schemas.jobs import JobRequest, SoapField, Summary, Transcript
+from worker.numbers import TEN_WORDS, UNIT_WORDS
 
 PROVIDER: Final = "local"
 
@@ -682,40 +683,8 @@ def detect_gender(turns: Iterable[Turn]) -> Gender:
     return "male" if votes["male"] > votes["female"] else "female"
 
 
-_UNIT_WORDS: Final = {
-    w: i
-    for i, w in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-        ]
-    )
-}
-_TEN_WORDS: Final = {
-    w: 10 * i
-    for i, w in enumerate(
-        ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-    )
-    if w != "_"
-}
+_UNIT_WORDS: Final = UNIT_WORDS
+_TEN_WORDS: Final = TEN_WORDS
 _NUMBER_RUN_RE: Final = re.compile(
     r"\b(?:(?:" + "|".join([*_TEN_WORDS, *_UNIT_WORDS, "hundred"]) + r")(?:[ -](?:and )?)?)+\b",
     re.IGNORECASE,
