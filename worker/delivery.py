@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
 
 from schemas.errors import ErrorType
 from schemas.events import JobCompleted, JobFailed, StageProgress
@@ -36,6 +37,10 @@ from worker.topology import Names
 from worker.tracing import new_traceparent, valid_traceparent
 
 log = structlog.get_logger("scribe.delivery")
+
+# What a broker operation raises when the connection or channel is gone (aiormq's
+# ChannelInvalidStateError is a RuntimeError, not an AMQPError).
+BROKER_ERRORS = (TimeoutError, AMQPError, ConnectionError, ChannelInvalidStateError)
 
 EVENT_NAMESPACE = uuid.UUID("6f1d3f0e-93a4-4c8e-9b0a-3f1c5e2d7a10")
 
@@ -186,10 +191,10 @@ class Delivery:
             try:
                 await self._run(handler, message, headers, ctx, bound)
             finally:
-                await self._ledger.release(ctx.job_id, stage)
-        except LedgerUnavailable:
+                await self._advise(self._ledger.release(ctx.job_id, stage), bound)
+        except LedgerUnavailable:  # before the handler ran: nothing happened yet
             await self._defer(message, headers, ctx, bound, "ledger_unavailable")
-        except (TimeoutError, AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
 
@@ -246,7 +251,7 @@ class Delivery:
         try:
             await self._send_back(message, headers, ctx, bound, reason, delay_s=0.0)
             await message.ack()
-        except (TimeoutError, AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
 
@@ -311,7 +316,7 @@ class Delivery:
             if ctx.stage == "poll":
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
             if ctx.job_id:
-                await self._ledger.mark_done(ctx.job_id, ctx.stage)
+                await self._advise(self._ledger.mark_done(ctx.job_id, ctx.stage), bound)
             self._metrics.completed.labels(ctx.stage, type(outcome).__name__.lower()).inc()
             bound.info(
                 "stage.done",
@@ -464,6 +469,16 @@ class Delivery:
         await self._publisher.publish(
             self._names.events_exchange, routing_key, event, mandatory=False
         )
+
+    async def _advise(
+        self, ledger_call: Awaitable[None], bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """A ledger write after the outcome is published: if Redis is down, go on (the claim
+        expires by itself; a missed 'done' only matters if the message comes back)."""
+        try:
+            await ledger_call
+        except LedgerUnavailable:
+            bound.warning("ledger.write_failed", outcome="continued")
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:
         try:

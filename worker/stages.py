@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from schemas.base import describe_validation_error
@@ -33,13 +34,14 @@ from worker.delivery import (
     stable_event_id,
 )
 from worker.errors import InvalidMessage, PermanentError
-from worker.ledger import JobLedger
+from worker.ledger import JobLedger, LedgerUnavailable
 from worker.media import MediaFetcher
 from worker.providers.base import Transcribed
 from worker.providers.registry import ProviderRegistry
 from worker.settings import RetrySettings
 
 M = TypeVar("M", bound=BaseModel)
+log = structlog.get_logger("scribe.stages")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
@@ -111,7 +113,11 @@ class Stages:
                 return Advance("summarize", message.to_wire(), provider.name)
             handle = result.handle
             # Recorded before the ack: a redelivery polls this handle instead of paying again.
-            await self.ledger.record_transcription_handle(job_id, handle)
+            # If Redis is down now, go on: retrying would certainly pay for a second upload.
+            try:
+                await self.ledger.record_transcription_handle(job_id, handle)
+            except LedgerUnavailable:
+                log.warning("ledger.write_failed", job_id=job_id, stage="transcribe")
         poll = PollMessage(job_id=job.job_id, job=job, transcription=handle)
         return Advance("poll", poll.to_wire(), provider.name, delay_ms=self.retry.poll_interval_ms)
 

@@ -137,3 +137,25 @@ async def test_concurrent_duplicate_publish_pays_once(
     assert len(completed) == 1
     stats = await sandbox_stats(sandbox.base_url)
     assert stats["calls"]["invox.presign"] == 1
+
+
+async def test_redis_outage_defers_jobs_until_it_is_back(
+    redis_prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    job = make_job(audio_file, **INVOX_ALL)
+    down = worker_env(
+        redis_prefix, sandbox.base_url, storage_root, SCRIBE_REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    async with running_worker(down) as app, watching(redis_prefix) as watcher:
+        job_id = await watcher.submit(job)
+        for _ in range(200):
+            if app.metrics.deferred.labels("transcribe", "ledger_unavailable")._value.get() >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert app.metrics.deferred.labels("transcribe", "ledger_unavailable")._value.get() >= 2
+    assert job_id not in watcher.events  # neither completed nor failed while Redis was down
+    assert (await sandbox_stats(sandbox.base_url))["calls"].get("invox.presign", 0) == 0
+    up = worker_env(redis_prefix, sandbox.base_url, storage_root, SCRIBE_REDIS_URL=REDIS_URL)
+    async with running_worker(up), watching(redis_prefix) as watcher:
+        outcome = await watcher.outcome(job_id, timeout_s=30)
+    assert outcome["type"] == "job.completed"
