@@ -65,7 +65,10 @@ class WorkerApp:
 
     async def start(self) -> None:
         settings = self.settings
-        self._session = aiohttp.ClientSession()
+        # aiohttp pools 100 connections by default, which would cap the vendor calls a process
+        # holds in flight below its prefetch (scribe-bench slow-vendor); never fewer than that.
+        connections = max(100, sum(settings.prefetch.values()))
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
         self._ledger = (
             RedisLedger.from_url(settings.redis_url.value, settings.prefix)
             if settings.redis_url

@@ -1,0 +1,45 @@
+"""scribe-bench runs end to end with tiny counts: it finishes and prints its last line in the
+documented format. No figures are checked (benchmarks are programs, not timed tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
+
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+async def _bench(tmp_path: Path, *args: str) -> tuple[str, Path]:
+    out = tmp_path / "result.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops.bench.cli", *args, "--out", str(out), "--timeout-s", "90",
+        env=dict(os.environ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(process.communicate(), 110)
+    text = stdout.decode()
+    assert process.returncode == 0, text
+    return text.strip().splitlines()[-1], out
+
+
+async def test_floor_finishes_and_prints_the_ratio_line(tmp_path: Path) -> None:
+    last, out = await _bench(tmp_path, "floor", "--jobs", "20", "--runs", "1")
+    assert re.fullmatch(rf"floor_jobs_s={NUMBER} ours_jobs_s={NUMBER} ratio={NUMBER}", last), last
+    assert out.is_file()
+
+
+async def test_polling_finishes_and_prints_its_line(tmp_path: Path) -> None:
+    last, out = await _bench(tmp_path, "polling", "--jobs", "20", "--polls", "1")
+    pattern = (
+        rf"jobs=20 completed=20 rss_max_mb=\d+ polls_per_job={NUMBER} min_polls=2 max_unacked=\d+"
+    )
+    assert re.fullmatch(pattern, last), last
+    assert out.is_file()
