@@ -131,6 +131,12 @@ def choose_tier_ms(tiers_ms: tuple[int, ...], wanted_ms: float) -> int:
     return tiers_ms[-1]
 
 
+def choose_tier_at_most_ms(tiers_ms: tuple[int, ...], wanted_ms: float) -> int:
+    """The largest tier that waits no longer than wanted_ms (the smallest if none does)."""
+    fitting = [tier for tier in tiers_ms if tier <= wanted_ms]
+    return fitting[-1] if fitting else tiers_ms[0]
+
+
 def retry_delay_ms(
     retry: RetrySettings, attempts: int, retry_after_s: float | None, rng: random.Random
 ) -> int:
@@ -264,9 +270,16 @@ class Delivery:
         reason: str,
         delay_s: float,
     ) -> None:
-        """Unchanged, through a delay tier; not a failed attempt."""
-        wanted_ms = max(self._retry.poll_interval_ms, delay_s * 1000)
-        tier = choose_tier_ms(self._retry.delay_tiers_ms, wanted_ms)
+        """Unchanged, through a delay tier; not a failed attempt.
+
+        With a known wait (a rate-limit slot delay_s away) the message comes back no later than
+        its slot, at the largest tier that fits, so that a free slot always finds a taker; it may
+        be sent back again, closer each time. Otherwise it waits one poll interval.
+        """
+        if delay_s > 0:
+            tier = choose_tier_at_most_ms(self._retry.delay_tiers_ms, delay_s * 1000)
+        else:
+            tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
         await self._to_delay(message, headers, ctx, tier)
         self._metrics.deferred.labels(ctx.stage, reason).inc()
         bound.info("stage.deferred", outcome="deferred", reason=reason, delay_ms=tier)

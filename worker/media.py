@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import mutagen
+import mutagen.wave
 
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef, BlobRef, DocumentRef
@@ -127,9 +128,16 @@ def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> Pat
     return path
 
 
+def _parse_audio(path: Path) -> object:
+    """WAV (the common case) is read directly; mutagen.File() scores every format it knows."""
+    with path.open("rb") as audio:
+        is_wav = audio.read(12)[8:12] == b"WAVE"
+    return mutagen.File(path, options=[mutagen.wave.WAVE]) if is_wav else mutagen.File(path)
+
+
 def audio_duration_s(path: Path) -> float:
     try:
-        parsed = mutagen.File(path)
+        parsed = _parse_audio(path)
     except (mutagen.MutagenError, OSError, ValueError) as exc:
         raise PermanentError(ErrorType.UNSUPPORTED_AUDIO, "the audio could not be parsed") from exc
     length = getattr(getattr(parsed, "info", None), "length", None)

@@ -10,7 +10,12 @@ import pytest
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, PollMessage
-from worker.delivery import choose_tier_ms, retry_delay_ms, stable_event_id
+from worker.delivery import (
+    choose_tier_at_most_ms,
+    choose_tier_ms,
+    retry_delay_ms,
+    stable_event_id,
+)
 from worker.errors import PermanentError, ScribeError
 from worker.settings import RetrySettings
 from worker.stages import parse_message
@@ -32,6 +37,13 @@ RETRY = RetrySettings(
 )
 def test_choose_tier_waits_at_least_the_wanted_time(wanted: int, tier: int) -> None:
     assert choose_tier_ms(RETRY.delay_tiers_ms, wanted) == tier
+
+
+@pytest.mark.parametrize(
+    ("wanted", "tier"), [(0, 1_000), (999, 1_000), (4_000, 1_000), (5_000, 5_000), (10**9, 120_000)]
+)
+def test_rate_limited_messages_come_back_no_later_than_their_slot(wanted: int, tier: int) -> None:
+    assert choose_tier_at_most_ms(RETRY.delay_tiers_ms, wanted) == tier
 
 
 def test_backoff_grows_with_attempts() -> None:
