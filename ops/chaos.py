@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -377,6 +378,7 @@ async def run(options: Options) -> int:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+        shutil.rmtree(root, ignore_errors=True)
     text, clean = report(ledger, calls, time.monotonic() - started)
     print(text)
     return 0 if clean else 1

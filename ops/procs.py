@@ -68,13 +68,29 @@ def worker_argv() -> list[str]:
 async def delete_prefix(
     amqp_url: str, prefix: str, tiers_ms: tuple[int, ...], extra_queues: tuple[str, ...] = ()
 ) -> None:
-    """Delete every exchange and queue under the prefix."""
+    """Delete every exchange and queue under the prefix; each one is tried (twice) even if
+    another fails, and what could not be deleted is reported at the end."""
     names = Names(prefix)
+    targets = [
+        *(("queue", queue) for queue in (*names.all_queues(tiers_ms), *extra_queues)),
+        *(("exchange", exchange) for exchange in names.all_exchanges()),
+    ]
+    failed: list[str] = []
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        for queue in (*names.all_queues(tiers_ms), *extra_queues):
-            channel = await connection.channel()
-            await channel.queue_delete(queue)
-        for exchange in names.all_exchanges():
-            channel = await connection.channel()
-            await channel.exchange_delete(exchange)
+        for kind, name in targets:
+            for attempt in range(2):
+                try:
+                    channel = await connection.channel()
+                    if kind == "queue":
+                        await channel.queue_delete(name)
+                    else:
+                        await channel.exchange_delete(name)
+                    await channel.close()
+                    break
+                except (aio_pika.exceptions.AMQPError, TimeoutError):
+                    if attempt == 1:
+                        failed.append(name)
+                    await asyncio.sleep(0.5)
+    if failed:
+        raise RuntimeError(f"could not delete {failed}")

@@ -16,6 +16,7 @@ import aio_pika
 import aiohttp
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from ops.procs import delete_prefix
 from schemas.jobs import JobRequest
 from worker.app import WorkerApp
 from worker.broker import build_message
@@ -110,18 +111,8 @@ def make_job(audio_path: Path, **overrides: Any) -> JobRequest:
 
 async def delete_topology(prefix: str) -> None:
     """Remove every queue and exchange a test created under its prefix."""
-    names = Names(prefix)
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        tiers = [int(t) for t in TEST_DELAY_TIERS_MS.split(",")]
-        for queue in names.all_queues(tuple(tiers)):
-            channel = await connection.channel()
-            await channel.queue_delete(queue)
-            await channel.close()
-        for exchange in names.all_exchanges():
-            channel = await connection.channel()
-            await channel.exchange_delete(exchange)
-            await channel.close()
+    tiers = tuple(int(t) for t in TEST_DELAY_TIERS_MS.split(","))
+    await delete_prefix(AMQP_URL, prefix, tiers)
 
 
 @dataclass
