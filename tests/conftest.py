@@ -4,9 +4,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from ops.sandbox import RunningSandbox, SandboxConfig, running_sandbox
-from tests.harness import INTRON_KEY, INVOX_TOKEN, delete_topology, unique_prefix, write_wav
+from tests.harness import (
+    INTRON_KEY,
+    INVOX_TOKEN,
+    REDIS_URL,
+    delete_topology,
+    unique_prefix,
+    write_wav,
+)
 
 
 @pytest.fixture
@@ -24,6 +32,17 @@ async def prefix() -> AsyncIterator[str]:
     name = unique_prefix()
     yield name
     await delete_topology(name)
+
+
+@pytest.fixture
+async def redis_prefix(prefix: str) -> AsyncIterator[str]:
+    """A unique prefix whose Redis keys (ledger, rate limits) are deleted afterwards."""
+    yield prefix
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 @pytest.fixture

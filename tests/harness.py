@@ -25,6 +25,7 @@ from worker.settings import Settings
 from worker.topology import Names
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+REDIS_URL = "redis://127.0.0.1:6379/15"
 TEST_DELAY_TIERS_MS = "50,150,400,1000"
 INTRON_KEY = "sandbox-intron-key"
 INVOX_TOKEN = "sandbox-static-token"

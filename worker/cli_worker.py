@@ -7,10 +7,11 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import structlog
 
-from worker.app import WorkerApp
+from worker.app import RegistryFactory, WorkerApp
 from worker.errors import SettingsError
 from worker.logs import configure_logging
 from worker.providers.factory import build_registry
@@ -31,14 +32,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _run(settings: Settings) -> None:
-    app = WorkerApp(settings, build_registry)
+async def serve(
+    settings: Settings,
+    registry_factory: RegistryFactory = build_registry,
+    on_ready: Callable[[WorkerApp], None] | None = None,
+) -> None:
+    """Run a WorkerApp until SIGTERM or SIGINT, then stop it gracefully."""
+    app = WorkerApp(settings, registry_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await app.start()
     try:
+        if on_ready is not None:
+            on_ready(app)
         await stop.wait()
         log.info("worker.stopping")
     finally:
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scribe-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(_run(settings))
+    asyncio.run(serve(settings))
     return 0
 
 

@@ -42,6 +42,14 @@ log = structlog.get_logger("scribe.delivery")
 # ChannelInvalidStateError is a RuntimeError, not an AMQPError).
 BROKER_ERRORS = (TimeoutError, AMQPError, ConnectionError, ChannelInvalidStateError)
 
+# Per-failure bookkeeping that restarts when a stage succeeds.
+FAILURE_HEADERS = (
+    c.HEADER_ATTEMPTS,
+    c.HEADER_FIRST_FAILURE_AT,
+    c.HEADER_LAST_FAILURE_AT,
+    c.HEADER_ERROR_TYPE,
+)
+
 EVENT_NAMESPACE = uuid.UUID("6f1d3f0e-93a4-4c8e-9b0a-3f1c5e2d7a10")
 
 
@@ -364,15 +372,7 @@ class Delivery:
     async def _advance(
         self, outcome: Advance, headers: dict[str, Any], ctx: DeliveryContext
     ) -> None:
-        for name in (
-            c.HEADER_ATTEMPTS,
-            c.HEADER_POLLS,
-            c.HEADER_FIRST_FAILURE_AT,
-            c.HEADER_LAST_FAILURE_AT,
-            c.HEADER_ERROR_TYPE,
-            c.HEADER_DELAY_TIER_MS,
-        ):
-            headers.pop(name, None)
+        _drop(headers, *FAILURE_HEADERS, c.HEADER_POLLS, c.HEADER_DELAY_TIER_MS)
         if outcome.delay_ms is not None:
             tier = choose_tier_ms(self._retry.delay_tiers_ms, outcome.delay_ms)
             headers[c.HEADER_DELAY_TIER_MS] = str(tier)
@@ -385,13 +385,7 @@ class Delivery:
     async def _poll_later(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: DeliveryContext
     ) -> None:
-        for name in (
-            c.HEADER_ATTEMPTS,
-            c.HEADER_FIRST_FAILURE_AT,
-            c.HEADER_LAST_FAILURE_AT,
-            c.HEADER_ERROR_TYPE,
-        ):
-            headers.pop(name, None)
+        _drop(headers, *FAILURE_HEADERS)  # a pending answer is a success: attempts restart
         headers[c.HEADER_POLLS] = ctx.polls + 1
         tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
         await self._to_delay(message, headers, ctx, tier)
@@ -499,6 +493,11 @@ class Delivery:
         except (AMQPError, ConnectionError, RuntimeError) as exc:
             # The channel is gone; the broker redelivers unacked messages by itself.
             log.warning("stage.nack_failed", error=type(exc).__name__)
+
+
+def _drop(headers: dict[str, Any], *names: str) -> None:
+    for name in names:
+        headers.pop(name, None)
 
 
 def _as_uuid(job_id: str) -> uuid.UUID:

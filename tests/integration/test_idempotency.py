@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from ops.sandbox import RunningSandbox
 from schemas.jobs import TranscriptionHandle
 from tests.harness import (
     INVOX_ALL,
     INVOX_TOKEN,
+    REDIS_URL,
     make_job,
     running_worker,
     sandbox_control,
@@ -28,18 +27,6 @@ from tests.harness import (
 from worker.ledger import RedisLedger
 
 pytestmark = [pytest.mark.broker, pytest.mark.redis]
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-@pytest.fixture
-async def redis_prefix(prefix: str) -> AsyncIterator[str]:
-    yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def vendor_submission(base_url: str) -> str:

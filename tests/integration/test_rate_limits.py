@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from ops.sandbox import RunningSandbox
 from tests.harness import (
+    REDIS_URL,
     make_job,
     running_worker,
     sandbox_control,
@@ -22,23 +21,12 @@ from tests.harness import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.redis]
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 JOBS = 6
-
-
-@pytest.fixture
-async def shared_prefix(prefix: str) -> AsyncIterator[str]:
-    yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.mark.parametrize(("limits", "expect_429"), [("intron.upload=90", False), ("none", True)])
 async def test_shared_limit_causes_no_429(
-    shared_prefix: str,
+    redis_prefix: str,
     sandbox: RunningSandbox,
     storage_root: Path,
     audio_file: Path,
@@ -49,7 +37,7 @@ async def test_shared_limit_causes_no_429(
     knobs = {"intron_upload_rate_per_min": 3, "rate_window_s": 2}
     await sandbox_control(sandbox.base_url, "config", knobs)
     env = worker_env(
-        shared_prefix,
+        redis_prefix,
         sandbox.base_url,
         storage_root,
         SCRIBE_REDIS_URL=REDIS_URL,
@@ -58,7 +46,7 @@ async def test_shared_limit_causes_no_429(
         SCRIBE_RATE_LIMIT_MAX_WAIT_S="0.2",
     )
     jobs = [make_job(audio_file, jobId=str(uuid.uuid4())) for _ in range(JOBS)]
-    async with running_worker(env), running_worker(env), watching(shared_prefix) as watcher:
+    async with running_worker(env), running_worker(env), watching(redis_prefix) as watcher:
         ids = [await watcher.submit(job) for job in jobs]
         outcomes = await asyncio.gather(*(watcher.outcome(i, timeout_s=60) for i in ids))
     assert [o["type"] for o in outcomes] == ["job.completed"] * JOBS
