@@ -58,6 +58,7 @@ class WorkerApp:
         self._session: aiohttp.ClientSession | None = None
         self._ledger: JobLedger | None = None
         self._limiter: RateLimiter | None = None
+        self._registry: ProviderRegistry | None = None
         self._consumers: list[_Consumer] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._http_runner: web.AppRunner | None = None
@@ -101,8 +102,9 @@ class WorkerApp:
             settings.max_audio_duration_s,
             settings.max_document_bytes,
         )
+        self._registry = self._registry_factory(settings, self._vendor_http(self._session))
         stages = Stages(
-            self._registry_factory(settings, self._vendor_http(self._session)),
+            self._registry,
             media,
             self._ledger,
             settings.retry,
@@ -194,6 +196,8 @@ class WorkerApp:
             await self._connection.close()
         if self._session is not None:
             await self._session.close()
+        if self._registry is not None:
+            self._registry.close()
         if self._ledger is not None:
             await self._ledger.close()
         if self._limiter is not None:

@@ -34,6 +34,18 @@ class ProviderRegistry:
             raise _missing("summarizer", name)
         return provider
 
+    def close(self) -> None:
+        """Release what providers hold (the local ASR thread pool); each is closed once."""
+        providers = {
+            id(p): p
+            for p in (*self.transcribers.values(), *self.summarizers.values(),
+                      *self.note_writers.values())
+        }  # fmt: skip
+        for provider in providers.values():
+            close = getattr(provider, "close", None)
+            if callable(close):
+                close()
+
     def note_writer(self, name: str) -> NoteProvider:
         provider = self.note_writers.get(name)
         if provider is None:
