@@ -25,7 +25,7 @@ from worker.broker import Publisher, connect
 from worker.constants import Stage
 from worker.delivery import Delivery, Handler
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
-from worker.media import FetchPolicy, MediaFetcher
+from worker.media import FetchPolicy, MediaFetcher, fetch_session
 from worker.metrics import Metrics
 from worker.providers.http import VendorHttp
 from worker.providers.registry import ProviderRegistry
@@ -56,6 +56,7 @@ class WorkerApp:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: Publisher | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._fetch_session: aiohttp.ClientSession | None = None
         self._ledger: JobLedger | None = None
         self._limiter: RateLimiter | None = None
         self._registry: ProviderRegistry | None = None
@@ -95,9 +96,11 @@ class WorkerApp:
             self.metrics,
             claim_ttl_s=settings.retry.stage_claim_ttl_s,
         )
+        policy = FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s)
+        self._fetch_session = fetch_session(policy)
         media = MediaFetcher(
-            self._session,
-            FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s),
+            self._fetch_session,
+            policy,
             settings.max_audio_bytes,
             settings.max_audio_duration_s,
             settings.max_document_bytes,
@@ -194,8 +197,9 @@ class WorkerApp:
             await self._publisher.close()
         if self._connection is not None:
             await self._connection.close()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fetch_session):
+            if session is not None:
+                await session.close()
         if self._registry is not None:
             self._registry.close()
         if self._ledger is not None:

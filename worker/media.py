@@ -21,6 +21,8 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import mutagen
 import mutagen.wave
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef, BlobRef, DocumentRef
@@ -62,6 +64,39 @@ async def check_url(url: str, policy: FetchPolicy, error_type: ErrorType) -> Non
                 ErrorType.URL_NOT_ALLOWED,
                 "the URL resolves to a private, loopback or link-local address",
             )
+
+
+class PolicyResolver(AbstractResolver):
+    """Applies the fetch policy to the addresses the connection will really use.
+
+    check_url() resolves the host first for a clear error; this resolver repeats the check on
+    the answer aiohttp connects to, so a DNS answer that changes in between (DNS rebinding)
+    cannot reach a private address.
+    """
+
+    def __init__(self, allowlist: frozenset[str]) -> None:
+        self._allowlist = allowlist
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        if host.lower() in self._allowlist:
+            return answers
+        if not answers or not all(ipaddress.ip_address(a["host"]).is_global for a in answers):
+            raise OSError("the host resolves to a private, loopback or link-local address")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def fetch_session(policy: FetchPolicy) -> aiohttp.ClientSession:
+    """The session the worker downloads job audio and documents with (never vendor calls)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(resolver=PolicyResolver(policy.allowlist))
+    )
 
 
 async def _download(

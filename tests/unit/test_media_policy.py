@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import wave
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef
 from worker.errors import PermanentError
-from worker.media import FetchPolicy, MediaFetcher, check_url
+from worker.media import FetchPolicy, MediaFetcher, PolicyResolver, check_url, fetch_session
 
 OPEN = FetchPolicy(allowlist=frozenset(), storage_root=None, timeout_s=5)
 
@@ -100,3 +102,36 @@ async def test_unparseable_audio_is_refused(tmp_path: Path) -> None:
 
 async def test_missing_file_is_unavailable(tmp_path: Path) -> None:
     assert await _prepare(tmp_path, AudioRef(path="nope.wav")) == ErrorType.AUDIO_UNAVAILABLE
+
+
+async def test_resolver_refuses_private_answers_unless_allowlisted() -> None:
+    """The check at connect time: a rebinding DNS answer cannot reach loopback."""
+    with pytest.raises(OSError, match="private"):
+        await PolicyResolver(frozenset()).resolve("localhost", 80)
+    answers = await PolicyResolver(frozenset({"localhost"})).resolve("localhost", 80)
+    assert answers
+    assert all(ipaddress.ip_address(a["host"]).is_loopback for a in answers)
+
+
+async def test_fetch_session_connects_to_loopback_only_when_allowlisted() -> None:
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://localhost:{runner.addresses[0][1]}/"
+    try:
+        for allowlist, reachable in ((frozenset(), False), (frozenset({"localhost"}), True)):
+            policy = FetchPolicy(allowlist=allowlist, storage_root=None, timeout_s=5)
+            async with fetch_session(policy) as session:
+                try:
+                    async with session.get(url) as response:
+                        reached = response.status == 200
+                except aiohttp.ClientConnectorError:
+                    reached = False
+            assert reached is reachable
+    finally:
+        await runner.cleanup()
