@@ -56,7 +56,7 @@ async def test_transcribes_the_sample_recording(transcriber: LocalTranscriber) -
     transcript = result.transcript
     assert transcript.provider == "local"
     assert transcript.duration_s is not None
-    assert 50 < transcript.duration_s < 60
+    assert transcript.duration_s == pytest.approx(55, abs=5)  # the audio is ~57 s long
     words = transcript.text.lower()
     for expected in ("finger", "skiing", "weekend", "sunday", "painful"):
         assert expected in words
