@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
+
+
+def _exactly_integer(value: Any) -> Any:
+    """1.0 and true equal 1 in Python; a schemaVersion must be the JSON integer itself."""
+    if type(value) is not int:
+        raise ValueError("not an integer")
+    return value
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_exactly_integer)]
 
 
 class WireModel(BaseModel):

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from schemas.base import WireModel
+from schemas.base import SchemaVersion, WireModel
 from schemas.jobs import ClinicalNoteField, Summary, Transcript
 
 StageName = Literal["transcribe", "poll", "summarize", "note"]
@@ -15,7 +15,7 @@ StageName = Literal["transcribe", "poll", "summarize", "note"]
 class JobCompleted(WireModel):
     """Routing key job.completed. eventId is stable per job, so consumers can de-duplicate."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     type: Literal["job.completed"] = "job.completed"
     event_id: UUID
     job_id: UUID
@@ -29,7 +29,7 @@ class JobCompleted(WireModel):
 class JobFailed(WireModel):
     """Routing key job.failed; sent together with the dead letter. Carries no patient data."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     type: Literal["job.failed"] = "job.failed"
     event_id: UUID
     job_id: UUID
@@ -44,7 +44,7 @@ class JobFailed(WireModel):
 class StageProgress(WireModel):
     """Routing key job.stage.<stage>: a stage finished and the job moved on."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     type: Literal["job.stage"] = "job.stage"
     event_id: UUID
     job_id: UUID

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from schemas.base import WireModel
+from schemas.base import SchemaVersion, WireModel
 
 SCHEMA_VERSION = 1
 
@@ -112,7 +112,7 @@ class Template(WireModel):
 class JobRequest(WireModel):
     """Published by upstream systems to <prefix>.jobs with routing key "transcribe"."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     job_id: UUID
     consultation_session_id: ShortText | None = None
     audio: AudioRef
@@ -174,7 +174,7 @@ class ClinicalNoteField(WireModel):
 
 
 class _StageMessage(WireModel):
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     job_id: UUID
     job: JobRequest
 

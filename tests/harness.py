@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from ops.procs import delete_prefix
 from schemas.jobs import JobRequest
 from worker.app import WorkerApp
-from worker.broker import build_message
+from worker.broker import Publisher, build_message
 from worker.providers.factory import build_registry
 from worker.settings import Settings
 from worker.topology import Names
@@ -160,9 +160,10 @@ class Watcher:
         correlation_id: str | None = None,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        exchange = await self.channel.get_exchange(self.names.jobs_exchange)
         message = build_message(body, correlation_id=correlation_id, headers=headers)
-        await exchange.publish(message, routing_key=routing_key)
+        await Publisher(self.channel, self.names).publish(
+            self.names.jobs_exchange, routing_key, message
+        )
 
     async def submit(self, job: JobRequest, headers: dict[str, Any] | None = None) -> str:
         job_id = str(job.job_id)

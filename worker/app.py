@@ -95,6 +95,7 @@ class WorkerApp:
             self._ledger,
             self.metrics,
             claim_ttl_s=settings.retry.stage_claim_ttl_s,
+            stage_events=settings.stage_events,
         )
         policy = FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s)
         self._fetch_session = fetch_session(policy)

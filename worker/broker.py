@@ -5,24 +5,38 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractRobustConnection,
     HeadersType,
 )
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
+from pamqp.commands import Basic
 
 from worker.topology import Names
 
 PUBLISH_TIMEOUT_S = 30.0
 
 log = structlog.get_logger("scribe.broker")
+
+BasicProperties = Basic.Properties
+PERSISTENT = 2  # delivery_mode: written to disk by the broker
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message ready to publish: its body and AMQP properties."""
+
+    body: bytes
+    properties: BasicProperties
 
 
 def build_message(
@@ -32,55 +46,88 @@ def build_message(
     headers: Mapping[str, Any] | None = None,
     message_id: str | None = None,
     content_type: str = "application/json",
-) -> aio_pika.Message:
-    return aio_pika.Message(
+) -> Outgoing:
+    """Persistent, timestamped; without message_id the client assigns a random one."""
+    return Outgoing(
         body,
-        content_type=content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        correlation_id=correlation_id,
-        message_id=message_id,
-        headers=dict(headers or {}),
-        timestamp=datetime.now(UTC),
+        BasicProperties(
+            content_type=content_type,
+            delivery_mode=PERSISTENT,
+            correlation_id=correlation_id,
+            message_id=message_id,
+            headers=dict(headers or {}),
+            timestamp=datetime.now(UTC),
+        ),
     )
+
+
+@dataclass(frozen=True)
+class Publication:
+    exchange: str
+    routing_key: str
+    message: Outgoing
+    mandatory: bool = True
 
 
 class Publisher:
     """Publishes with publisher confirms; unroutable mandatory messages raise instead of vanishing.
 
-    Every call returns only after the broker has confirmed the message.
+    Every call returns only after the broker has confirmed every message it published. Messages
+    go straight to the channel's aiormq layer: aio-pika's Message and Exchange add nothing here
+    but CPU on the hot path.
     """
 
     def __init__(self, channel: AbstractChannel, names: Names) -> None:
         self._channel = channel
         self._names = names
-        self._exchanges: dict[str, AbstractExchange] = {}
-        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, connection: AbstractRobustConnection, names: Names) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         return cls(channel, names)
 
-    async def _exchange(self, name: str) -> AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            async with self._lock:
-                exchange = await self._channel.get_exchange(name, ensure=False)
-                self._exchanges[name] = exchange
-        return exchange
-
     async def publish(
         self,
         exchange_name: str,
         routing_key: str,
-        message: aio_pika.Message,
+        message: Outgoing,
         *,
         mandatory: bool = True,
     ) -> None:
-        exchange = await self._exchange(exchange_name)
-        await exchange.publish(
-            message, routing_key=routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S
-        )
+        await self.publish_in_order(Publication(exchange_name, routing_key, message, mandatory))
+
+    async def publish_in_order(self, *publications: Publication) -> None:
+        """Writes the messages to the channel in the order given, then waits for all confirms.
+
+        One wait instead of one per message. The order holds because each publish runs as a
+        task started in this order, and until its frames are queued for the socket it waits
+        only on FIFO primitives (the channel lock, the connection's write queue); the broker
+        routes one channel's messages in the order they arrive.
+        """
+        if self._channel.is_closed:
+            raise ChannelInvalidStateError("the publish channel is closed")
+        channel = await self._channel.get_underlay_channel()
+        if not isinstance(channel, aiormq.Channel):  # wait=False is aiormq's, not the ABC's
+            raise TypeError(f"unexpected channel type {type(channel).__name__}")
+        confirms = [
+            channel.basic_publish(
+                item.message.body,
+                exchange=item.exchange,
+                routing_key=item.routing_key,
+                properties=item.message.properties,
+                mandatory=item.mandatory,
+                timeout=PUBLISH_TIMEOUT_S,
+                wait=False,
+            )
+            for item in publications
+        ]
+        if len(confirms) == 1:
+            await confirms[0]
+            return
+        results = await asyncio.gather(*confirms, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def close(self) -> None:
         if not self._channel.is_closed:

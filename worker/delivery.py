@@ -27,8 +27,8 @@ from aiormq.exceptions import ChannelInvalidStateError
 from schemas.errors import ErrorType
 from schemas.events import JobCompleted, JobFailed, StageProgress
 from worker import constants as c
-from worker.broker import Publisher, build_message, copy_headers
-from worker.constants import Stage
+from worker.broker import Publication, Publisher, build_message, copy_headers
+from worker.constants import STAGES, Stage
 from worker.errors import Deferred, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.metrics import Metrics
@@ -174,7 +174,9 @@ class Delivery:
         metrics: Metrics,
         rng: random.Random | None = None,
         claim_ttl_s: float = 300.0,
+        stage_events: frozenset[Stage] = frozenset(STAGES),
     ) -> None:
+        self._stage_events = stage_events
         self._publisher = publisher
         self._names = names
         self._retry = retry
@@ -321,28 +323,32 @@ class Delivery:
             ctx, bound = run.ctx, run.log
             if isinstance(outcome, PollLater):
                 await self._poll_later(run.message, run.headers, ctx)
-                bound.info(
+                bound.debug(
                     "stage.pending",
                     provider=outcome.provider,
                     outcome="poll_later",
                     polls=ctx.polls + 1,
                 )
                 return
-            # Progress first: a job's events then arrive in stage order, job.completed last.
-            await self._progress(ctx, outcome.provider, run.duration_ms)
+            # Progress first, then the next message, both written in that order and confirmed
+            # together: a job's events arrive in stage order, job.completed last.
+            publications = [*self._progress(ctx, outcome.provider, run.duration_ms)]
             if isinstance(outcome, Advance):
-                await self._advance(outcome, run.headers, ctx)
+                publications.append(self._advance(outcome, run.headers, ctx))
             else:
-                await self._complete(outcome, ctx)
+                publications.append(self._event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx))
+            await self._publisher.publish_in_order(*publications)
             if ctx.stage == "poll":
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
             if ctx.job_id:
                 await self._advise(self._ledger.mark_done(ctx.job_id, ctx.stage), bound)
             self._metrics.completed.labels(ctx.stage, type(outcome).__name__.lower()).inc()
-            bound.info(
+            # One info line per job (its end); each stage's line is debug, like each poll's.
+            completed = isinstance(outcome, Complete)
+            (bound.info if completed else bound.debug)(
                 "stage.done",
                 provider=outcome.provider,
-                outcome="completed" if isinstance(outcome, Complete) else "advanced",
+                outcome="completed" if completed else "advanced",
             )
 
         return act
@@ -369,9 +375,9 @@ class Delivery:
 
         return act
 
-    async def _advance(
+    def _advance(
         self, outcome: Advance, headers: dict[str, Any], ctx: DeliveryContext
-    ) -> None:
+    ) -> Publication:
         _drop(headers, *FAILURE_HEADERS, c.HEADER_POLLS, c.HEADER_DELAY_TIER_MS)
         if outcome.delay_ms is not None:
             tier = choose_tier_ms(self._retry.delay_tiers_ms, outcome.delay_ms)
@@ -380,7 +386,7 @@ class Delivery:
         else:
             exchange = self._names.jobs_exchange
         next_message = build_message(outcome.body, correlation_id=ctx.job_id, headers=headers)
-        await self._publisher.publish(exchange, outcome.next_stage, next_message)
+        return Publication(exchange, outcome.next_stage, next_message)
 
     async def _poll_later(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: DeliveryContext
@@ -445,14 +451,13 @@ class Delivery:
             attempts=attempts,
             occurred_at=datetime.now(UTC),
         )
-        await self._publish_event(c.EVENT_FAILED, event.to_wire(), ctx)
+        await self._publisher.publish_in_order(self._event(c.EVENT_FAILED, event.to_wire(), ctx))
 
-    async def _complete(self, outcome: Complete, ctx: DeliveryContext) -> None:
-        await self._publish_event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx)
-
-    async def _progress(self, ctx: DeliveryContext, provider: str, duration_ms: float) -> None:
-        if ctx.job_id is None:
-            return
+    def _progress(
+        self, ctx: DeliveryContext, provider: str, duration_ms: float
+    ) -> tuple[Publication, ...]:
+        if ctx.job_id is None or ctx.stage not in self._stage_events:
+            return ()
         event = StageProgress(
             event_id=stable_event_id(ctx.job_id, f"stage/{ctx.stage}"),
             job_id=_as_uuid(ctx.job_id),
@@ -461,9 +466,9 @@ class Delivery:
             duration_ms=duration_ms,
             occurred_at=datetime.now(UTC),
         )
-        await self._publish_event(f"{c.EVENT_STAGE_PREFIX}{ctx.stage}", event.to_wire(), ctx)
+        return (self._event(f"{c.EVENT_STAGE_PREFIX}{ctx.stage}", event.to_wire(), ctx),)
 
-    async def _publish_event(self, routing_key: str, body: bytes, ctx: DeliveryContext) -> None:
+    def _event(self, routing_key: str, body: bytes, ctx: DeliveryContext) -> Publication:
         # Events may have no subscriber yet, so they are not mandatory; they are still confirmed.
         # message_id is new for every publish (eventId in the body is stable per outcome): a
         # consumer can tell a broker redelivery (same message_id) from a re-emission.
@@ -473,9 +478,7 @@ class Delivery:
             headers={c.HEADER_TRACEPARENT: ctx.traceparent},
             message_id=uuid.uuid4().hex,
         )
-        await self._publisher.publish(
-            self._names.events_exchange, routing_key, event, mandatory=False
-        )
+        return Publication(self._names.events_exchange, routing_key, event, mandatory=False)
 
     async def _advise(
         self, ledger_call: Awaitable[None], bound: structlog.typing.FilteringBoundLogger

@@ -99,6 +99,7 @@ class Settings:
     invox: InvoxSettings
     retry: RetrySettings
     stages: tuple[Stage, ...]
+    stage_events: frozenset[Stage]
     prefetch: dict[Stage, int]
     http_timeout_s: float
     rate_limits_per_min: dict[str, int]
@@ -175,15 +176,18 @@ class _Reader:
         value = self.raw(name)
         return Secret(value) if value is not None else None
 
-    def stages(self) -> tuple[Stage, ...]:
-        value = self.raw("SCRIBE_STAGES")
+    def stage_list(self, name: str, allow_none: bool = False) -> tuple[Stage, ...]:
+        value = self.raw(name)
         if value is None:
             return STAGES
+        if allow_none and value.lower() == "none":
+            return ()
         chosen: list[Stage] = []
-        for name in (part.strip() for part in value.split(",")):
-            matches = [stage for stage in STAGES if stage == name]
+        for part in (part.strip() for part in value.split(",")):
+            matches = [stage for stage in STAGES if stage == part]
             if not matches:
-                raise SettingsError("SCRIBE_STAGES", f"unknown stage {name!r}; use {STAGES}")
+                also = " or none" if allow_none else ""
+                raise SettingsError(name, f"unknown stage {part[:20]!r}; use {STAGES}{also}")
             chosen.append(matches[0])
         return tuple(chosen)
 
@@ -235,7 +239,7 @@ class _Reader:
         storage_root = self.raw("SCRIBE_STORAGE_ROOT")
         if storage_root is not None and not Path(storage_root).is_dir():
             raise SettingsError("SCRIBE_STORAGE_ROOT", "not a readable directory")
-        stages = self.stages()
+        stages = self.stage_list("SCRIBE_STAGES")
         default_prefetch = self.integer("SCRIBE_PREFETCH", c.DEFAULT_PREFETCH, minimum=1)
         return Settings(
             amqp_url=Secret(
@@ -266,6 +270,7 @@ class _Reader:
                 ),
             ),
             stages=stages,
+            stage_events=frozenset(self.stage_list("SCRIBE_STAGE_EVENTS", allow_none=True)),
             prefetch={
                 stage: self.integer(f"SCRIBE_PREFETCH_{stage.upper()}", default_prefetch, 1)
                 for stage in stages

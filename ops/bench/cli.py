@@ -49,7 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=50.0, help="latency: offered jobs/s")
     p.add_argument("--warmup-s", type=float, default=1.0, help="latency: jobs left out")
     p.add_argument(
-        "--floor-events", action="store_true", help="floor: also publish a progress event per stage"
+        "--stage-events",
+        action="store_true",
+        help="floor: both pipelines publish a progress event per stage (ours by default does)",
+    )
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="SCRIBE_X=VALUE",
+        help="floor, latency: a setting for our worker (repeatable), e.g. SCRIBE_LOG_LEVEL=debug",
     )
     p.add_argument("--duration-s", type=float, default=180.0, help="rate-limit: run length")
     p.add_argument("--rate-limit", type=int, default=30, help="rate-limit: uploads per window")
@@ -78,6 +87,10 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--duration-s must be within 1..3600 and --rate-window-s within 1..600")
     if not 1 <= args.rate_limit <= 10_000 or not 0 <= args.polls <= 100:
         p.error("--rate-limit must be within 1..10000 and --polls within 0..100")
+    for item in args.worker_env:
+        name, sep, _value = item.partition("=")
+        if not sep or not name.startswith("SCRIBE_"):
+            p.error(f"--worker-env takes SCRIBE_NAME=VALUE, not {item[:40]!r}")
     for url in (args.amqp_url, args.redis_url):
         host = urlsplit(url).hostname
         if host not in LOOPBACK:
@@ -125,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_window_s=args.rate_window_s,
         workdir=workdir,
         warmup_s=args.warmup_s,
-        floor_events=args.floor_events,
+        stage_events=args.stage_events,
+        worker_env=dict(item.split("=", 1) for item in args.worker_env),
     )
     started = time.monotonic()
     try:

@@ -82,7 +82,8 @@ class Options:
     rate_window_s: float
     workdir: Path
     warmup_s: float = 1.0
-    floor_events: bool = False
+    stage_events: bool = False
+    worker_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,12 +131,17 @@ def _messages(side: str, count: int, audio: Path) -> list[tuple[str, bytes, str]
 
 
 @asynccontextmanager
-async def _pipeline(side: str, prefix: str, options: Options, prefetch: int) -> AsyncIterator[int]:
-    """Start the floor or our worker (instant providers) as a subprocess; yields its pid."""
+async def _pipeline(
+    side: str, prefix: str, options: Options, prefetch: int, stage_events: bool
+) -> AsyncIterator[int]:
+    """Start the floor or our worker (instant providers) as a subprocess; yields its pid.
+
+    stage_events: whether the pipeline publishes a progress event per stage (ours by default
+    does; the latency scenario needs them, the floor scenario compares like with like)."""
     log = options.workdir / f"{prefix}.log"
     if side == "floor":
         args = ["--amqp-url", options.amqp_url, "--prefix", prefix, "--prefetch", str(prefetch)]
-        if options.floor_events:
+        if stage_events:
             args.append("--events")
         async with python_child("ops.bench.floor_worker", args, {}, log) as process:
             yield process.pid
@@ -150,6 +156,8 @@ async def _pipeline(side: str, prefix: str, options: Options, prefetch: int) -> 
         "SCRIBE_STORAGE_ROOT": str(options.workdir),
         "SCRIBE_HTTP_PORT": str(free_port()),
         "SCRIBE_LOG_LEVEL": "info",
+        **({} if stage_events else {"SCRIBE_STAGE_EVENTS": "none"}),
+        **options.worker_env,
     }
     async with python_child("ops.bench.instant_worker", [], env, log) as process:
         yield process.pid
@@ -189,7 +197,9 @@ async def _run_side(
     if rate is not None and side == "ours":
         keys += ("job.stage.#",)
     try:
-        async with _pipeline(side, prefix, options, prefetch) as pid:
+        # latency times ours from its job.stage events, the floor from stamps in its messages
+        events = options.stage_events or (rate is not None and side == "ours")
+        async with _pipeline(side, prefix, options, prefetch, events) as pid:
             connection = await aio_pika.connect_robust(options.amqp_url)
             try:
                 collector = Collector(connection, prefix, keys, keep_bodies=side == "floor")
@@ -286,7 +296,8 @@ async def floor(options: Options) -> Result:
         "jobs": count,
         "runs": runs,
         "prefetch": prefetch,
-        "floor_publishes_stage_events": options.floor_events,
+        "stage_events": options.stage_events,
+        "worker_env": options.worker_env,
         "floor_jobs_s": [run.jobs_s for run in results["floor"]],
         "ours_jobs_s": [run.jobs_s for run in results["ours"]],
         "floor_cpu_ms_per_job": [run.cpu_ms_per_job for run in results["floor"]],
@@ -303,11 +314,12 @@ async def floor(options: Options) -> Result:
         "median of the runs; jobs/s = jobs / (first publish -> last job.completed received)",
         "cpu ms/job: user+system CPU of the pipeline process; broker: of the RabbitMQ node",
         "both: 4 consumer hops + one 1 ms per-queue-TTL delay queue between transcribe and poll",
-        "the floor publishes a progress event per stage too"
-        if options.floor_events
-        else "the floor publishes 5 messages per job, ours 8 (4 job.stage events)",
-        "ours also: JSON schema validation, MemoryLedger claims, audio check of a 0.25 s WAV "
-        "(mutagen), 4 job.stage events + job.completed per job, JSON logs at info",
+        "both publish 9 confirmed messages per job: a job.stage event per stage (--stage-events)"
+        if options.stage_events
+        else "both publish 5 confirmed messages per job (ours: SCRIBE_STAGE_EVENTS=none)",
+        "ours also: pydantic validation per stage, ledger (in memory) claims, a WAV header check,"
+        " traceparent, metrics, JSON logs at info"
+        + (f"; worker env {options.worker_env}" if options.worker_env else ""),
     ]
     line = f"floor_jobs_s={floor_s:.1f} ours_jobs_s={ours_s:.1f} ratio={ratio:.3f}"
     header = ("run", "pipeline", "jobs", "seconds", "jobs/s", "cpu ms/job", "broker cpu ms/job")

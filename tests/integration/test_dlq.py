@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.harness import AMQP_URL, TEST_DELAY_TIERS_MS
 from worker import cli_dlq, dlq
-from worker.broker import build_message
+from worker.broker import Publisher, build_message
 from worker.settings import Settings
 from worker.topology import Names, declare_topology
 
@@ -93,9 +93,10 @@ class Broker:
         all_headers.update(headers or {})
         channel = await self.connection.channel(publisher_confirms=True)
         try:
-            exchange = await channel.get_exchange(self.names.dead_exchange)
             message = build_message(payload, correlation_id=job_id, headers=all_headers)
-            await exchange.publish(message, routing_key=f"{stage}.{error_type}")
+            await Publisher(channel, self.names).publish(
+                self.names.dead_exchange, f"{stage}.{error_type}", message
+            )
         finally:
             await channel.close()
         return job_id
@@ -579,9 +580,10 @@ async def test_replay_does_not_loop_on_replays_that_fail_again(broker: Broker, p
         headers |= {"x-error-type": "invalidTemplate", "x-stage": "transcribe"}
         headers["x-last-failure-at"] = "2026-04-01T00:00:00+00:00"
         channel = await broker.connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(broker.names.dead_exchange)
         dead = build_message(message.body, correlation_id=message.correlation_id, headers=headers)
-        await exchange.publish(dead, routing_key="transcribe.invalidTemplate")
+        await Publisher(channel, broker.names).publish(
+            broker.names.dead_exchange, "transcribe.invalidTemplate", dead
+        )
         await channel.close()
         await message.ack()
         refailed += 1

@@ -83,7 +83,12 @@ def test_mutated_messages(data: dict[str, Any], model: type[Any]) -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(min_value=2, max_value=10**6) | st.text(max_size=5) | st.floats())
+@given(
+    st.integers(min_value=2, max_value=10**6)
+    | st.text(max_size=5)
+    | st.floats()
+    | st.sampled_from([True, 1.0, "1"])  # equal to 1 in Python, not the JSON integer 1
+)
 def test_unknown_schema_versions(version: object) -> None:
     error = error_of(json.dumps({**VALID_JOB, "schemaVersion": version}).encode())
     assert error is not None

@@ -13,7 +13,15 @@ from aiohttp import web
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef
 from worker.errors import PermanentError
-from worker.media import FetchPolicy, MediaFetcher, PolicyResolver, check_url, fetch_session
+from worker.media import (
+    FetchPolicy,
+    MediaFetcher,
+    PolicyResolver,
+    audio_duration_s,
+    check_url,
+    fetch_session,
+    wav_duration_s,
+)
 
 OPEN = FetchPolicy(allowlist=frozenset(), storage_root=None, timeout_s=5)
 
@@ -135,3 +143,92 @@ async def test_fetch_session_connects_to_loopback_only_when_allowlisted() -> Non
             assert reached is reachable
     finally:
         await runner.cleanup()
+
+
+def _riff(chunks: list[tuple[bytes, bytes]], data_size: int | None = None) -> bytes:
+    """A RIFF/WAVE file from (id, payload) chunks, padding odd payloads as RIFF requires."""
+    body = b"WAVE"
+    for chunk_id, payload in chunks:
+        size = data_size if chunk_id == b"data" and data_size is not None else len(payload)
+        body += chunk_id + size.to_bytes(4, "little") + payload + b"\x00" * (len(payload) % 2)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _fmt(channels: int, rate: int, width: int) -> bytes:
+    block = channels * width
+    return (
+        (1).to_bytes(2, "little")
+        + channels.to_bytes(2, "little")
+        + rate.to_bytes(4, "little")
+        + (rate * block).to_bytes(4, "little")
+        + block.to_bytes(2, "little")
+        + (8 * width).to_bytes(2, "little")
+    )
+
+
+@pytest.mark.parametrize(
+    ("channels", "rate", "width", "seconds"),
+    [(1, 8000, 2, 2.0), (2, 44100, 2, 0.5), (1, 16000, 1, 3.25), (2, 48000, 3, 1.0)],
+)
+def test_wav_header_reader_agrees_with_mutagen(
+    tmp_path: Path, channels: int, rate: int, width: int, seconds: float
+) -> None:
+    path = tmp_path / "a.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(width)
+        out.setframerate(rate)
+        out.writeframes(b"\x01" * int(seconds * rate) * channels * width)
+    assert wav_duration_s(path) == pytest.approx(seconds)
+    assert wav_duration_s(path) == pytest.approx(audio_duration_s(path))
+
+
+def test_wav_header_reader_skips_other_chunks(tmp_path: Path) -> None:
+    """A LIST chunk of odd size before fmt, and one between fmt and data."""
+    path = tmp_path / "tagged.wav"
+    samples = b"\x00\x00" * 8000 * 2
+    path.write_bytes(
+        _riff(
+            [
+                (b"LIST", b"INFOISFT\x05\x00\x00\x00abcd\x00"),
+                (b"fmt ", _fmt(1, 8000, 2)),
+                (b"junk", b"xyz"),
+                (b"data", samples),
+            ]
+        )
+    )
+    assert wav_duration_s(path) == pytest.approx(2.0)
+    assert audio_duration_s(path) == pytest.approx(2.0)
+
+
+def test_wav_with_a_streamed_data_size_is_measured_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "streamed.wav"
+    path.write_bytes(
+        _riff([(b"fmt ", _fmt(1, 8000, 2)), (b"data", b"\x00\x00" * 4000)], 0xFFFFFFFF)
+    )
+    assert wav_duration_s(path) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not a wav at all",
+        b"RIFF\x00\x00\x00\x00WAVE",  # no chunks
+        _riff([(b"data", b"\x00" * 100)]),  # data before any fmt: rate unknown
+        _riff([(b"fmt ", b"\x01\x00")]),  # fmt too short
+    ],
+)
+def test_wav_header_reader_leaves_what_it_cannot_read_to_mutagen(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "odd.wav"
+    path.write_bytes(content)
+    assert wav_duration_s(path) is None
+
+
+async def test_audio_the_header_reader_declines_is_still_refused_specifically(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "odd.wav"
+    path.write_bytes(_riff([(b"data", b"\x00" * 100)]))
+    assert await _prepare(tmp_path, AudioRef(path=str(path))) == ErrorType.UNSUPPORTED_AUDIO
