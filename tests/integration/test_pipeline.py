@@ -108,3 +108,22 @@ async def test_traceparent_travels_from_the_job_to_every_event(
     assert len(started) == 1
     assert started != {traceparent}
     assert started.pop().startswith("00-")
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [("none", []), ("poll,note", ["poll", "note"])])
+async def test_stage_events_can_be_chosen(
+    prefix: str,
+    sandbox: RunningSandbox,
+    storage_root: Path,
+    audio_file: Path,
+    chosen: str,
+    expected: list[str],
+) -> None:
+    job = make_job(audio_file, template=SAMPLE_TEMPLATE)
+    env = {**worker_env(prefix, sandbox.base_url, storage_root), "SCRIBE_STAGE_EVENTS": chosen}
+    async with running_worker(env), watching(prefix) as watcher:
+        job_id = await watcher.submit(job)
+        outcome = await watcher.outcome(job_id)
+    assert outcome["type"] == "job.completed", outcome
+    routing_keys = [event["_routingKey"] for event in watcher.events[job_id]]
+    assert routing_keys == [f"job.stage.{stage}" for stage in expected] + ["job.completed"]

@@ -34,6 +34,8 @@ def test_defaults_need_no_environment() -> None:
         ("SCRIBE_POLL_DEADLINE_S", "-1"),
         ("SCRIBE_HTTP_TIMEOUT_S", "0"),
         ("SCRIBE_STAGES", "transcribe,cook"),
+        ("SCRIBE_STAGES", "none"),
+        ("SCRIBE_STAGE_EVENTS", "poll,everything"),
         ("SCRIBE_PREFETCH_POLL", "0"),
         ("SCRIBE_LOG_LEVEL", "loud"),
         ("SCRIBE_STORAGE_ROOT", "/definitely/not/here"),
@@ -77,6 +79,15 @@ def test_stages_and_per_stage_prefetch() -> None:
     )
     assert settings.stages == ("poll", "summarize")
     assert settings.prefetch == {"poll": 64, "summarize": 4}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, {"transcribe", "poll", "summarize", "note"}), ("none", set()), ("note", {"note"})],
+)
+def test_stage_events(value: str | None, expected: set[str]) -> None:
+    env = {} if value is None else {"SCRIBE_STAGE_EVENTS": value}
+    assert Settings.from_env(env).stage_events == expected
 
 
 def test_delay_tiers_are_sorted_and_deduplicated() -> None:
