@@ -177,6 +177,9 @@ class Delivery:
         stage_events: frozenset[Stage] = frozenset(STAGES),
     ) -> None:
         self._stage_events = stage_events
+        # Bound once, with the logging configured at start: binding the module's lazy proxy
+        # would look the configuration up again for every message.
+        self._log: structlog.typing.FilteringBoundLogger = log.bind()
         self._publisher = publisher
         self._names = names
         self._retry = retry
@@ -189,7 +192,7 @@ class Delivery:
         self, stage: Stage, handler: Handler, message: AbstractIncomingMessage
     ) -> None:
         headers, ctx, bound = self._context(stage, message)
-        self._metrics.consumed.labels(stage).inc()
+        self._metrics.stage(stage).consumed.inc()
         try:
             if ctx.job_id is None:
                 await self._run(handler, message, headers, ctx, bound)
@@ -229,7 +232,7 @@ class Delivery:
             redelivered=bool(message.redelivered),
             traceparent=traceparent,
         )
-        bound = log.bind(
+        bound = self._log.bind(
             job_id=ctx.job_id, stage=stage, attempt=ctx.attempts + 1, trace_id=traceparent[3:35]
         )
         return headers, ctx, bound
@@ -244,13 +247,14 @@ class Delivery:
     ) -> None:
         """Handle the message, carry out the decision (all confirmed), then ack."""
         started = time.monotonic()
-        self._metrics.in_flight.labels(ctx.stage).inc()
+        metrics = self._metrics.stage(ctx.stage)
+        metrics.in_flight.inc()
         try:
             action = await self._decide(handler, message.body, ctx)
         finally:
-            self._metrics.in_flight.labels(ctx.stage).dec()
+            metrics.in_flight.dec()
         duration_s = time.monotonic() - started
-        self._metrics.stage_duration.labels(ctx.stage).observe(duration_s)
+        metrics.duration.observe(duration_s)
         duration_ms = round(duration_s * 1000, 1)
         await action(_Run(message, headers, ctx, bound.bind(duration_ms=duration_ms), duration_ms))
         await message.ack()
@@ -342,9 +346,10 @@ class Delivery:
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
             if ctx.job_id:
                 await self._advise(self._ledger.mark_done(ctx.job_id, ctx.stage), bound)
-            self._metrics.completed.labels(ctx.stage, type(outcome).__name__.lower()).inc()
             # One info line per job (its end); each stage's line is debug, like each poll's.
             completed = isinstance(outcome, Complete)
+            stage_metrics = self._metrics.stage(ctx.stage)
+            (stage_metrics.completed if completed else stage_metrics.advanced).inc()
             (bound.info if completed else bound.debug)(
                 "stage.done",
                 provider=outcome.provider,

@@ -3,12 +3,26 @@ patient data: stage, provider, vendor, endpoint, errorType and outcome only."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    """One stage's label children, looked up once: labels() costs more than the update."""
+
+    consumed: Counter
+    in_flight: Gauge
+    duration: Histogram
+    advanced: Counter
+    completed: Counter
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._stages: dict[str, StageMetrics] = {}
         r = self.registry
         self.consumed = Counter(
             "scribe_messages_consumed", "Messages taken from a stage queue.", ["stage"], registry=r
@@ -64,6 +78,18 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+
+    def stage(self, stage: str) -> StageMetrics:
+        found = self._stages.get(stage)
+        if found is None:
+            found = self._stages[stage] = StageMetrics(
+                consumed=self.consumed.labels(stage),
+                in_flight=self.in_flight.labels(stage),
+                duration=self.stage_duration.labels(stage),
+                advanced=self.completed.labels(stage, "advance"),
+                completed=self.completed.labels(stage, "complete"),
+            )
+        return found
 
     async def observe_vendor_call(
         self, vendor: str, endpoint: str, outcome: int | str, duration_s: float
