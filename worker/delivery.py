@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiormq
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
@@ -257,7 +258,7 @@ class Delivery:
         metrics.duration.observe(duration_s)
         duration_ms = round(duration_s * 1000, 1)
         await action(_Run(message, headers, ctx, bound.bind(duration_ms=duration_ms), duration_ms))
-        await message.ack()
+        await _ack(message)
 
     async def _defer(
         self,
@@ -501,6 +502,19 @@ class Delivery:
         except (AMQPError, ConnectionError, RuntimeError) as exc:
             # The channel is gone; the broker redelivers unacked messages by itself.
             log.warning("stage.nack_failed", error=type(exc).__name__)
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    """Queue the basic.ack without waiting for the socket write (aio-pika's ack waits).
+
+    Nothing is lost either way: an ack that never reaches the broker means a redelivery, which
+    the ledger turns into a duplicate drop.
+    """
+    channel = message.channel
+    if isinstance(channel, aiormq.Channel) and message.delivery_tag is not None:
+        await channel.basic_ack(message.delivery_tag, wait=False)
+    else:
+        await message.ack()
 
 
 def _drop(headers: dict[str, Any], *names: str) -> None:
