@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import ipaddress
 import mimetypes
+import os
 import socket
+import stat
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -150,16 +152,23 @@ async def _download(
     raise PermanentError(unavailable, "too many redirects")
 
 
-def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> Path:
+def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> tuple[Path, int]:
+    """The file under the storage root a job names, and its size (one realpath, one stat:
+    this runs for every local job, on the event loop)."""
     if policy.storage_root is None:
         raise PermanentError(unavailable, "local paths are disabled (set SCRIBE_STORAGE_ROOT)")
     assert ref.path is not None
-    path = (policy.storage_root / ref.path).resolve()
-    if not path.is_relative_to(policy.storage_root):
+    root = str(policy.storage_root)
+    resolved = os.path.realpath(os.path.join(root, ref.path))
+    if not resolved.startswith(root.rstrip(os.sep) + os.sep):
         raise PermanentError(ErrorType.URL_NOT_ALLOWED, "the path leaves the storage root")
-    if not path.is_file():
+    try:
+        status = os.stat(resolved)
+    except OSError:
+        status = None
+    if status is None or not stat.S_ISREG(status.st_mode):
         raise PermanentError(unavailable, "no readable file at the given path")
-    return path
+    return Path(resolved), status.st_size
 
 
 MAX_WAV_CHUNKS = 64
@@ -252,8 +261,7 @@ class MediaFetcher:
         self, ref: BlobRef, limit_bytes: int, unavailable: ErrorType
     ) -> AsyncIterator[tuple[Path, int]]:
         if ref.path is not None:
-            path = local_path(ref, self._policy, unavailable)
-            size = path.stat().st_size
+            path, size = local_path(ref, self._policy, unavailable)
             if size > limit_bytes:
                 raise PermanentError(ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes")
             yield path, size
