@@ -178,7 +178,7 @@ class Observer:
 
 async def submit_all(connection: AbstractRobustConnection, names: Names, jobs: list[JobRequest],
                      ledger: Ledger) -> None:  # fmt: skip
-    publisher = await Publisher.open(connection, names)
+    publisher = await Publisher.open(connection)
     for job in jobs:
         message = build_message(job.to_wire(), correlation_id=str(job.job_id))
         await publisher.publish(names.jobs_exchange, "transcribe", message)

@@ -91,7 +91,7 @@ async def run_job(prefix: str, job: JobRequest, timeout_s: float) -> list[dict[s
                         finished.set()
 
         await queue.consume(on_event)
-        publisher = await Publisher.open(connection, names)
+        publisher = await Publisher.open(connection)
         message = build_message(
             job.to_wire(),
             correlation_id=str(job.job_id),

@@ -161,9 +161,7 @@ class Watcher:
         headers: dict[str, Any] | None = None,
     ) -> None:
         message = build_message(body, correlation_id=correlation_id, headers=headers)
-        await Publisher(self.channel, self.names).publish(
-            self.names.jobs_exchange, routing_key, message
-        )
+        await Publisher(self.channel).publish(self.names.jobs_exchange, routing_key, message)
 
     async def submit(self, job: JobRequest, headers: dict[str, Any] | None = None) -> str:
         job_id = str(job.job_id)

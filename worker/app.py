@@ -87,7 +87,7 @@ class WorkerApp:
         setup_channel = await self._connection.channel()
         await declare_topology(setup_channel, self.names, settings.retry)
         await setup_channel.close()
-        self._publisher = await Publisher.open(self._connection, self.names)
+        self._publisher = await Publisher.open(self._connection)
         delivery = Delivery(
             self._publisher,
             self.names,

@@ -21,8 +21,6 @@ from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
 
-from worker.topology import Names
-
 PUBLISH_TIMEOUT_S = 30.0
 
 log = structlog.get_logger("scribe.broker")
@@ -77,14 +75,13 @@ class Publisher:
     but CPU on the hot path.
     """
 
-    def __init__(self, channel: AbstractChannel, names: Names) -> None:
+    def __init__(self, channel: AbstractChannel) -> None:
         self._channel = channel
-        self._names = names
 
     @classmethod
-    async def open(cls, connection: AbstractRobustConnection, names: Names) -> Publisher:
+    async def open(cls, connection: AbstractRobustConnection) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return cls(channel, names)
+        return cls(channel)
 
     async def publish(
         self,

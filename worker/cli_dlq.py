@@ -315,7 +315,7 @@ async def _replay(
     if settings.redis_url is not None and not args.dry_run:
         ledger = await dlq.RedisReplayLedger.connect(settings.redis_url.value, settings.prefix)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    publisher = Publisher(channel, names)
+    publisher = Publisher(channel)
     progress = Progress(io.stderr)
     try:
         summary = await dlq.replay(

@@ -145,7 +145,7 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
                         outcome.set_result(json.loads(message.body))
 
             await queue.consume(on_event)
-        publisher = await Publisher.open(connection, names)
+        publisher = await Publisher.open(connection)
         await publisher.publish(
             names.jobs_exchange,
             "transcribe",

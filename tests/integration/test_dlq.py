@@ -94,7 +94,7 @@ class Broker:
         channel = await self.connection.channel(publisher_confirms=True)
         try:
             message = build_message(payload, correlation_id=job_id, headers=all_headers)
-            await Publisher(channel, self.names).publish(
+            await Publisher(channel).publish(
                 self.names.dead_exchange, f"{stage}.{error_type}", message
             )
         finally:
@@ -581,7 +581,7 @@ async def test_replay_does_not_loop_on_replays_that_fail_again(broker: Broker, p
         headers["x-last-failure-at"] = "2026-04-01T00:00:00+00:00"
         channel = await broker.connection.channel(publisher_confirms=True)
         dead = build_message(message.body, correlation_id=message.correlation_id, headers=headers)
-        await Publisher(channel, broker.names).publish(
+        await Publisher(channel).publish(
             broker.names.dead_exchange, "transcribe.invalidTemplate", dead
         )
         await channel.close()

@@ -36,7 +36,7 @@ async def test_pairs_arrive_in_the_order_given_under_contention(
     exchange = await setup.declare_exchange(names.events_exchange, "topic", durable=True)
     queue = await setup.declare_queue(f"{prefix}.order", exclusive=True)
     await queue.bind(exchange, routing_key="#")
-    publisher = await Publisher.open(connection, names)
+    publisher = await Publisher.open(connection)
     pairs = 300
 
     async def pair(index: int) -> None:
@@ -70,7 +70,7 @@ async def test_an_unroutable_mandatory_message_raises(
     names = Names(prefix)
     setup = await connection.channel()
     exchange = await setup.declare_exchange(names.jobs_exchange, "direct", durable=True)
-    publisher = await Publisher.open(connection, names)
+    publisher = await Publisher.open(connection)
     message = build_message(b"{}", correlation_id="x")
     with pytest.raises(PublishError):
         await publisher.publish(names.jobs_exchange, "nobody-listens", message)
