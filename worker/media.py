@@ -153,13 +153,45 @@ async def _download(
 
 
 def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> tuple[Path, int]:
-    """The file under the storage root a job names, and its size (one realpath, one stat:
-    this runs for every local job, on the event loop)."""
+    """The file under the storage root a job names, and its size.
+
+    This runs for every local job, on the event loop: a plain name below the root costs one
+    lstat per component; anything else ('..', symlinks, a missing file) goes through realpath.
+    """
     if policy.storage_root is None:
         raise PermanentError(unavailable, "local paths are disabled (set SCRIBE_STORAGE_ROOT)")
     assert ref.path is not None
     root = str(policy.storage_root)
-    resolved = os.path.realpath(os.path.join(root, ref.path))
+    return _plain_file_under(root, ref.path) or _resolved_file_under(root, ref.path, unavailable)
+
+
+def _plain_file_under(root: str, name: str) -> tuple[Path, int] | None:
+    """The regular file root/name when no component is '..', '.', empty or a symlink (then it
+    is its own realpath); None when realpath has to decide."""
+    prefix = root.rstrip(os.sep) + os.sep
+    if os.path.isabs(name):
+        if not name.startswith(prefix):
+            return None
+        name = name[len(prefix) :]
+    parts = name.split(os.sep)
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    current = prefix.rstrip(os.sep)
+    for part in parts:
+        current = f"{current}{os.sep}{part}"
+        try:
+            status = os.lstat(current)
+        except OSError:
+            return None
+        if stat.S_ISLNK(status.st_mode):
+            return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return Path(current), status.st_size
+
+
+def _resolved_file_under(root: str, name: str, unavailable: ErrorType) -> tuple[Path, int]:
+    resolved = os.path.realpath(os.path.join(root, name))
     if not resolved.startswith(root.rstrip(os.sep) + os.sep):
         raise PermanentError(ErrorType.URL_NOT_ALLOWED, "the path leaves the storage root")
     try:
@@ -172,6 +204,7 @@ def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> tup
 
 
 MAX_WAV_CHUNKS = 64
+WAV_HEAD_BYTES = 4096  # holds the RIFF, fmt and data headers of every common WAV
 WAV_STREAMING_SIZES = {0, 0xFFFFFFFF}  # a data size left unset by a recorder that streamed
 
 
@@ -179,34 +212,56 @@ def wav_duration_s(path: Path) -> float | None:
     """The duration of a RIFF/WAVE file from its fmt and data chunk headers, or None when the
     file is not one this reader understands (then mutagen decides).
 
-    A few small reads, cheap enough for the event loop: the common case then needs neither a
-    thread (whose GIL hand-offs cost the loop far more than the read) nor mutagen's parser.
+    One open and usually one read (positioned, unbuffered), cheap enough for the event loop: the
+    common case then needs neither a thread (whose GIL hand-offs cost the loop far more than the
+    read) nor mutagen's parser.
     """
-    with path.open("rb") as audio:
-        riff = audio.read(12)
-        if len(riff) != 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return _wav_duration_of(_PositionedReader(fd))
+    finally:
+        os.close(fd)
+
+
+class _PositionedReader:
+    """Reads at offsets: from the first WAV_HEAD_BYTES, read once, or from the file."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._head = os.pread(fd, WAV_HEAD_BYTES, 0)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset + size <= len(self._head):
+            return self._head[offset : offset + size]
+        return os.pread(self._fd, size, offset)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+
+def _wav_duration_of(reader: _PositionedReader) -> float | None:
+    riff = reader.read(0, 12)
+    if len(riff) != 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+        return None
+    offset, byte_rate = 12, 0
+    for _ in range(MAX_WAV_CHUNKS):
+        header = reader.read(offset, 8)
+        if len(header) != 8:
             return None
-        byte_rate = 0
-        for _ in range(MAX_WAV_CHUNKS):
-            header = audio.read(8)
-            if len(header) != 8:
+        chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
+        offset += 8
+        if chunk_id == b"data":
+            if byte_rate <= 0:
                 return None
-            chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
-            if chunk_id == b"fmt ":
-                fmt = audio.read(size)
-                if len(fmt) < 16:
-                    return None
-                byte_rate = int.from_bytes(fmt[8:12], "little")
-                if size % 2:
-                    audio.seek(1, 1)
-            elif chunk_id == b"data":
-                if byte_rate <= 0:
-                    return None
-                if size in WAV_STREAMING_SIZES:
-                    size = path.stat().st_size - audio.tell()
-                return size / byte_rate
-            else:
-                audio.seek(size + size % 2, 1)
+            if size in WAV_STREAMING_SIZES:
+                size = reader.size() - offset
+            return size / byte_rate
+        if chunk_id == b"fmt ":
+            fmt = reader.read(offset, min(size, 16))  # a lying size must not size the read
+            if len(fmt) < 16:
+                return None
+            byte_rate = int.from_bytes(fmt[8:12], "little")
+        offset += size + size % 2
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import wave
 from pathlib import Path
 
@@ -102,6 +103,52 @@ async def test_paths_outside_the_storage_root_are_refused(tmp_path: Path) -> Non
     assert await _prepare(root, AudioRef(path="../outside.wav")) == ErrorType.URL_NOT_ALLOWED
 
 
+async def test_symlinks_are_followed_only_within_the_storage_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "clinic" / "2026").mkdir(parents=True)
+    inside = _wav(root / "clinic" / "2026" / "a.wav", 1.0)
+    outside = _wav(tmp_path / "outside.wav", 1.0)
+    (root / "escape.wav").symlink_to(outside)
+    (root / "alias.wav").symlink_to(inside)
+    (root / "linked-dir").symlink_to(tmp_path)
+    assert await _prepare(root, AudioRef(path="escape.wav")) == ErrorType.URL_NOT_ALLOWED
+    assert await _prepare(root, AudioRef(path="linked-dir/outside.wav")) == (
+        ErrorType.URL_NOT_ALLOWED
+    )
+    assert await _prepare(root, AudioRef(path="alias.wav")) == ("audio/x-wav", 1.0)
+    for name in ("clinic/2026/a.wav", "./clinic//2026/a.wav", str(inside)):
+        assert await _prepare(root, AudioRef(path=name)) == ("audio/x-wav", 1.0), name
+    assert await _prepare(root, AudioRef(path="clinic/2026")) == ErrorType.AUDIO_UNAVAILABLE
+    assert await _prepare(root, AudioRef(path="clinic/2026/a.wav/x")) == (
+        ErrorType.AUDIO_UNAVAILABLE
+    )
+
+
+def test_plain_names_resolve_without_realpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path is the common case (a plain name); realpath only for the others."""
+    import worker.media as media
+
+    _wav(tmp_path / "a.wav", 1.0)
+    policy = FetchPolicy(allowlist=frozenset(), storage_root=tmp_path, timeout_s=5)
+    calls: list[str] = []
+    real = os.path.realpath
+
+    def counting_realpath(path: str) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(os.path, "realpath", counting_realpath)
+    assert media.local_path(AudioRef(path="a.wav"), policy, ErrorType.AUDIO_UNAVAILABLE) == (
+        tmp_path / "a.wav",
+        (tmp_path / "a.wav").stat().st_size,
+    )
+    assert calls == []
+    media.local_path(AudioRef(path="./a.wav"), policy, ErrorType.AUDIO_UNAVAILABLE)
+    assert len(calls) == 1
+
+
 async def test_unparseable_audio_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "noise.wav"
     path.write_bytes(b"this is not audio at all" * 10)
@@ -199,6 +246,30 @@ def test_wav_header_reader_skips_other_chunks(tmp_path: Path) -> None:
     )
     assert wav_duration_s(path) == pytest.approx(2.0)
     assert audio_duration_s(path) == pytest.approx(2.0)
+
+
+def test_wav_header_reader_reads_past_its_first_block(tmp_path: Path) -> None:
+    """A LIST chunk larger than the first read, then fmt and data beyond it."""
+    path = tmp_path / "long-tags.wav"
+    path.write_bytes(
+        _riff(
+            [
+                (b"LIST", b"x" * 9001),
+                (b"fmt ", _fmt(2, 16000, 2)),
+                (b"data", b"\x00" * 64000),
+            ]
+        )
+    )
+    assert wav_duration_s(path) == pytest.approx(1.0)
+    assert audio_duration_s(path) == pytest.approx(1.0)
+
+
+def test_a_lying_fmt_size_does_not_size_the_read(tmp_path: Path) -> None:
+    path = tmp_path / "lying.wav"
+    fmt = _fmt(1, 8000, 2)
+    body = b"WAVE" + b"fmt " + (2**32 - 2).to_bytes(4, "little") + fmt
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    assert wav_duration_s(path) is None
 
 
 def test_wav_with_a_streamed_data_size_is_measured_from_the_file(tmp_path: Path) -> None:
