@@ -26,6 +26,9 @@ class WireModel(BaseModel):
         frozen=True,
         extra="forbid",
         str_max_length=5_000_000,
+        # NaN and Infinity are not JSON: a job carrying one would be written on as null and
+        # refused by the next stage instead of at the door.
+        allow_inf_nan=False,
     )
 
     def to_wire(self) -> bytes:

@@ -173,26 +173,51 @@ class ClinicalNoteField(WireModel):
     value: str | list[str] | float | bool
 
 
-class _StageMessage(WireModel):
+class StageEnvelope(WireModel):
+    """The envelope of every later stage's message: the job, whole, so it replays on its own."""
+
     schema_version: SchemaVersion = 1
     job_id: UUID
     job: JobRequest
 
     @model_validator(mode="after")
-    def _same_job(self) -> _StageMessage:
+    def _same_job(self) -> StageEnvelope:
         if self.job.job_id != self.job_id:
             raise ValueError("jobId differs from job.jobId")
         return self
 
 
-class PollMessage(_StageMessage):
+class PollState(WireModel):
+    """What a poll message carries besides the job."""
+
     transcription: TranscriptionHandle
 
 
-class SummarizeMessage(_StageMessage):
+class SummarizeState(WireModel):
     transcript: Transcript
 
 
-class NoteMessage(_StageMessage):
+class NoteState(WireModel):
     transcript: Transcript
     summary: Summary
+
+
+# The wire messages: the envelope's fields first, then the stage's state.
+class PollMessage(PollState, StageEnvelope):
+    pass
+
+
+class SummarizeMessage(SummarizeState, StageEnvelope):
+    pass
+
+
+class NoteMessage(NoteState, StageEnvelope):
+    pass
+
+
+StageState = PollState | SummarizeState | NoteState
+STAGE_MESSAGE_TYPES: dict[type[WireModel], type[StageEnvelope]] = {
+    PollState: PollMessage,
+    SummarizeState: SummarizeMessage,
+    NoteState: NoteMessage,
+}

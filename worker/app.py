@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.broker import Publisher, connect
+from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.delivery import Delivery, Handler
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
@@ -107,12 +108,7 @@ class WorkerApp:
             settings.max_document_bytes,
         )
         self._registry = self._registry_factory(settings, self._vendor_http(self._session))
-        stages = Stages(
-            self._registry,
-            media,
-            self._ledger,
-            settings.retry,
-        )
+        stages = Stages(self._registry, media, self._ledger, settings.retry, StageCodec())
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._start_http()

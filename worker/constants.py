@@ -67,3 +67,9 @@ DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
 # Vendor error messages are copied into dead-letter headers; cap them so that an echoing
 # vendor cannot smuggle a body's worth of text into headers and logs.
 MAX_ERROR_MESSAGE_CHARS: Final = 200
+
+# Validated jobs each worker process keeps so that later stages skip validating them again
+# (worker/codec.py): a bound on count and on bytes; larger jobs are never kept.
+JOB_CACHE_MAX_JOBS: Final = 4096
+JOB_CACHE_MAX_BYTES: Final = 16 * 1024 * 1024
+JOB_CACHE_MAX_JOB_BYTES: Final = 256 * 1024

@@ -3,26 +3,23 @@ worker/delivery.py alone decides what to publish, ack or dead-letter."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import structlog
-from pydantic import BaseModel, ValidationError
 
-from schemas.base import describe_validation_error
 from schemas.errors import ErrorType
 from schemas.events import JobCompleted
 from schemas.jobs import (
     ClinicalNoteField,
     JobRequest,
-    NoteMessage,
-    PollMessage,
-    SummarizeMessage,
+    NoteState,
+    PollState,
+    SummarizeState,
     Summary,
     Transcript,
 )
+from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.delivery import (
     Advance,
@@ -33,47 +30,14 @@ from worker.delivery import (
     PollLater,
     stable_event_id,
 )
-from worker.errors import InvalidMessage, PermanentError
+from worker.errors import PermanentError
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.media import MediaFetcher
 from worker.providers.base import Transcribed
 from worker.providers.registry import ProviderRegistry
 from worker.settings import RetrySettings
 
-M = TypeVar("M", bound=BaseModel)
 log = structlog.get_logger("scribe.stages")
-
-MAX_BODY_BYTES = 32 * 1024 * 1024
-
-
-def parse_message(model: type[M], body: bytes) -> M:
-    """The message as model, or an error that says what is wrong without quoting the body.
-
-    Valid messages take pydantic's JSON parser in one pass; only a failure pays for the
-    step-by-step diagnosis below.
-    """
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidMessage(f"the body is over {MAX_BODY_BYTES} bytes")
-    try:
-        return model.model_validate_json(body)
-    except ValidationError:
-        pass  # diagnosed below, in the order a sender would fix things
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage("the body is not valid UTF-8 JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidMessage("the body is not a JSON object")
-    version = data.get("schemaVersion", 1)
-    if type(version) is not int or version != 1:
-        shown = version if isinstance(version, int) and not isinstance(version, bool) else "?"
-        raise PermanentError(
-            ErrorType.UNSUPPORTED_SCHEMA_VERSION, f"schemaVersion {shown} is not supported (use 1)"
-        )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidMessage(describe_validation_error(exc)) from exc
 
 
 def completed_event(
@@ -99,6 +63,7 @@ class Stages:
     media: MediaFetcher
     ledger: JobLedger
     retry: RetrySettings
+    codec: StageCodec
 
     def handler(self, stage: Stage) -> Handler:
         handlers: dict[Stage, Handler] = {
@@ -110,7 +75,7 @@ class Stages:
         return handlers[stage]
 
     async def transcribe(self, body: bytes, ctx: DeliveryContext) -> Outcome:
-        job = parse_message(JobRequest, body)
+        job = self.codec.decode_job(body)
         provider = self.providers.transcriber(job.providers.transcriber)
         job_id = str(job.job_id)
         handle = await self.ledger.transcription_handle(job_id)
@@ -118,8 +83,8 @@ class Stages:
             async with self.media.audio(job.audio) as audio:
                 result = await provider.submit(job, audio)
             if isinstance(result, Transcribed):
-                message = SummarizeMessage(job_id=job.job_id, job=job, transcript=result.transcript)
-                return Advance("summarize", message.to_wire(), provider.name)
+                summarize = SummarizeState(transcript=result.transcript)
+                return Advance("summarize", self.codec.encode(job, summarize), provider.name)
             handle = result.handle
             # Recorded before the ack: a redelivery polls this handle instead of paying again.
             # If Redis is down now, go on: retrying would certainly pay for a second upload.
@@ -127,45 +92,45 @@ class Stages:
                 await self.ledger.record_transcription_handle(job_id, handle)
             except LedgerUnavailable:
                 log.warning("ledger.write_failed", job_id=job_id, stage="transcribe")
-        poll = PollMessage(job_id=job.job_id, job=job, transcription=handle)
-        return Advance("poll", poll.to_wire(), provider.name, delay_ms=self.retry.poll_interval_ms)
+        poll = self.codec.encode(job, PollState(transcription=handle))
+        return Advance("poll", poll, provider.name, delay_ms=self.retry.poll_interval_ms)
 
     async def poll(self, body: bytes, ctx: DeliveryContext) -> Outcome:
-        message = parse_message(PollMessage, body)
-        provider = self.providers.transcriber(message.transcription.provider)
-        transcript = await provider.status(message.job, message.transcription)
+        message = self.codec.decode(PollState, body)
+        job, handle = message.job, message.state.transcription
+        provider = self.providers.transcriber(handle.provider)
+        transcript = await provider.status(job, handle)
         if transcript is None:
-            waited_s = (datetime.now(UTC) - message.transcription.submitted_at).total_seconds()
+            waited_s = (datetime.now(UTC) - handle.submitted_at).total_seconds()
             if waited_s >= self.retry.poll_deadline_s:
                 raise PermanentError(
                     ErrorType.TRANSCRIPTION_TIMED_OUT,
                     f"still pending after {ctx.polls + 1} polls over {waited_s:.0f} s",
                 )
             return PollLater(provider.name)
-        summarize = SummarizeMessage(job_id=message.job_id, job=message.job, transcript=transcript)
-        return Advance("summarize", summarize.to_wire(), provider.name)
+        summarize = self.codec.encode(job, SummarizeState(transcript=transcript))
+        return Advance("summarize", summarize, provider.name)
 
     async def summarize(self, body: bytes, ctx: DeliveryContext) -> Outcome:
-        message = parse_message(SummarizeMessage, body)
-        job = message.job
+        message = self.codec.decode(SummarizeState, body)
+        job, transcript = message.job, message.state.transcript
         provider = self.providers.summarizer(job.providers.summarizer)
-        summary = await provider.summarize(job, message.transcript)
+        summary = await provider.summarize(job, transcript)
         if job.template is None:
-            return Complete(completed_event(job, message.transcript, summary, None), provider.name)
-        note = NoteMessage(
-            job_id=job.job_id, job=job, transcript=message.transcript, summary=summary
-        )
-        return Advance("note", note.to_wire(), provider.name)
+            self.codec.forget(job.job_id)
+            return Complete(completed_event(job, transcript, summary, None), provider.name)
+        note = self.codec.encode(job, NoteState(transcript=transcript, summary=summary))
+        return Advance("note", note, provider.name)
 
     async def note(self, body: bytes, ctx: DeliveryContext) -> Outcome:
-        message = parse_message(NoteMessage, body)
-        job = message.job
+        message = self.codec.decode(NoteState, body)
+        job, state = message.job, message.state
         if job.template is None:
             raise PermanentError(ErrorType.TEMPLATE_IS_REQUIRED, "the job has no template")
         writer = self.providers.note_writer(job.providers.note)
         documents = [await self.media.document(ref) for ref in job.documents]
         if documents:
             await writer.attach_documents(job, documents)
-        fields = await writer.write_note(job, job.template, message.transcript, message.summary)
-        event = completed_event(job, message.transcript, message.summary, fields)
-        return Complete(event, writer.name)
+        fields = await writer.write_note(job, job.template, state.transcript, state.summary)
+        self.codec.forget(job.job_id)
+        return Complete(completed_event(job, state.transcript, state.summary, fields), writer.name)

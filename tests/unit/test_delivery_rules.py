@@ -10,6 +10,7 @@ import pytest
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, PollMessage
+from worker.codec import parse_message
 from worker.delivery import (
     choose_tier_at_most_ms,
     choose_tier_ms,
@@ -18,7 +19,6 @@ from worker.delivery import (
 )
 from worker.errors import PermanentError, ScribeError
 from worker.settings import RetrySettings
-from worker.stages import parse_message
 
 RETRY = RetrySettings(
     delay_tiers_ms=(1_000, 5_000, 30_000, 120_000),

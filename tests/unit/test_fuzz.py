@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 from schemas.errors import ERROR_CATALOGUE, ErrorType
 from schemas.jobs import JobRequest, NoteMessage, PollMessage, SummarizeMessage, TranscriptionHandle
 from tests.unit.conftest import _Aiohttp314Response
+from worker.codec import parse_message
 from worker.errors import ScribeError
 from worker.providers.http import VendorHttp
 from worker.providers.intron import IntronTranscriber
 from worker.providers.invox import InvoxClient, InvoxSummarizer, InvoxTranscriber
 from worker.providers.invox_auth import InvoxTokenSource
 from worker.settings import Settings
-from worker.stages import parse_message
 
 KNOWN = {e.value for e in ERROR_CATALOGUE}
 ERROR_TYPE_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # a routing-key-safe word
