@@ -131,16 +131,23 @@ class Publisher:
             await self._channel.close()
 
 
-def copy_headers(headers: HeadersType | None) -> dict[str, Any]:
-    """Headers of a consumed message, minus the broker's own bookkeeping."""
-    skip = {"x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason"}
-    skip |= {
+BROKER_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
         "x-last-death-exchange",
         "x-last-death-queue",
         "x-last-death-reason",
         "x-delivery-count",
     }
-    return {key: value for key, value in (headers or {}).items() if key not in skip}
+)
+
+
+def copy_headers(headers: HeadersType | None) -> dict[str, Any]:
+    """Headers of a consumed message, minus the broker's own bookkeeping."""
+    return {key: value for key, value in (headers or {}).items() if key not in BROKER_HEADERS}
 
 
 async def connect(

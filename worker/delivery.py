@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 import traceback
@@ -94,6 +95,39 @@ class DeliveryContext:
 Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]
 
 
+class MessageLog:
+    """A consumed message's logger, bound to its job, stage, attempt and trace on first use.
+
+    Binding copies the context into a new logger; most messages log nothing at or above the
+    configured level, so they never pay for it.
+    """
+
+    __slots__ = ("_base", "_bound", "_fields")
+
+    def __init__(self, base: structlog.typing.FilteringBoundLogger, **fields: Any) -> None:
+        self._base = base
+        self._fields = fields
+        self._bound: structlog.typing.FilteringBoundLogger | None = None
+
+    def with_fields(self, **fields: Any) -> MessageLog:
+        return MessageLog(self._base, **self._fields, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        if self._base.is_enabled_for(logging.DEBUG):
+            self._logger().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._logger().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._logger().warning(event, **fields)
+
+    def _logger(self) -> structlog.typing.FilteringBoundLogger:
+        if self._bound is None:
+            self._bound = self._base.bind(**self._fields)
+        return self._bound
+
+
 @dataclass(frozen=True)
 class _Run:
     """One consumed message, once its handler has returned or raised."""
@@ -101,7 +135,7 @@ class _Run:
     message: AbstractIncomingMessage
     headers: dict[str, Any]
     ctx: DeliveryContext
-    log: structlog.typing.FilteringBoundLogger
+    log: MessageLog
     duration_ms: float
 
 
@@ -220,7 +254,7 @@ class Delivery:
 
     def _context(
         self, stage: Stage, message: AbstractIncomingMessage
-    ) -> tuple[dict[str, Any], DeliveryContext, structlog.typing.FilteringBoundLogger]:
+    ) -> tuple[dict[str, Any], DeliveryContext, MessageLog]:
         headers = copy_headers(message.headers)
         traceparent = valid_traceparent(headers.get(c.HEADER_TRACEPARENT)) or new_traceparent()
         headers[c.HEADER_TRACEPARENT] = traceparent
@@ -233,8 +267,12 @@ class Delivery:
             redelivered=bool(message.redelivered),
             traceparent=traceparent,
         )
-        bound = self._log.bind(
-            job_id=ctx.job_id, stage=stage, attempt=ctx.attempts + 1, trace_id=traceparent[3:35]
+        bound = MessageLog(
+            self._log,
+            job_id=ctx.job_id,
+            stage=stage,
+            attempt=ctx.attempts + 1,
+            trace_id=traceparent[3:35],
         )
         return headers, ctx, bound
 
@@ -244,7 +282,7 @@ class Delivery:
         message: AbstractIncomingMessage,
         headers: dict[str, Any],
         ctx: DeliveryContext,
-        bound: structlog.typing.FilteringBoundLogger,
+        bound: MessageLog,
     ) -> None:
         """Handle the message, carry out the decision (all confirmed), then ack."""
         started = time.monotonic()
@@ -257,7 +295,8 @@ class Delivery:
         duration_s = time.monotonic() - started
         metrics.duration.observe(duration_s)
         duration_ms = round(duration_s * 1000, 1)
-        await action(_Run(message, headers, ctx, bound.bind(duration_ms=duration_ms), duration_ms))
+        run_log = bound.with_fields(duration_ms=duration_ms)
+        await action(_Run(message, headers, ctx, run_log, duration_ms))
         await _ack(message)
 
     async def _defer(
@@ -265,7 +304,7 @@ class Delivery:
         message: AbstractIncomingMessage,
         headers: dict[str, Any],
         ctx: DeliveryContext,
-        bound: structlog.typing.FilteringBoundLogger,
+        bound: MessageLog,
         reason: str,
     ) -> None:
         """Send the message back unprocessed, through the poll-interval tier, then ack."""
@@ -281,7 +320,7 @@ class Delivery:
         message: AbstractIncomingMessage,
         headers: dict[str, Any],
         ctx: DeliveryContext,
-        bound: structlog.typing.FilteringBoundLogger,
+        bound: MessageLog,
         reason: str,
         delay_s: float,
     ) -> None:
@@ -476,19 +515,15 @@ class Delivery:
 
     def _event(self, routing_key: str, body: bytes, ctx: DeliveryContext) -> Publication:
         # Events may have no subscriber yet, so they are not mandatory; they are still confirmed.
-        # message_id is new for every publish (eventId in the body is stable per outcome): a
-        # consumer can tell a broker redelivery (same message_id) from a re-emission.
+        # No message_id: the client assigns a random one to every publish (eventId in the body
+        # is stable per outcome), so a consumer can tell a broker redelivery (same message_id)
+        # from a re-emission.
         event = build_message(
-            body,
-            correlation_id=ctx.job_id,
-            headers={c.HEADER_TRACEPARENT: ctx.traceparent},
-            message_id=uuid.uuid4().hex,
+            body, correlation_id=ctx.job_id, headers={c.HEADER_TRACEPARENT: ctx.traceparent}
         )
         return Publication(self._names.events_exchange, routing_key, event, mandatory=False)
 
-    async def _advise(
-        self, ledger_call: Awaitable[None], bound: structlog.typing.FilteringBoundLogger
-    ) -> None:
+    async def _advise(self, ledger_call: Awaitable[None], bound: MessageLog) -> None:
         """A ledger write after the outcome is published: if Redis is down, go on (the claim
         expires by itself; a missed 'done' only matters if the message comes back)."""
         try:

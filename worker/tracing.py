@@ -3,14 +3,17 @@ so one consultation can be followed across services (OpenTelemetry can pick it u
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_PARENT_ID = "0" * 16
 
 
 def new_traceparent() -> str:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    ids = os.urandom(24).hex()  # one read of the system's random source for both ids
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def valid_traceparent(value: object) -> str | None:
@@ -19,6 +22,6 @@ def valid_traceparent(value: object) -> str | None:
     if not isinstance(text, str):
         return None
     match = _TRACEPARENT.match(text)
-    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+    if match is None or match.group(1) == _ZERO_TRACE_ID or match.group(2) == _ZERO_PARENT_ID:
         return None
     return text

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import uuid
+from typing import Any
 
 import pytest
+import structlog
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, PollMessage
 from worker.codec import parse_message
 from worker.delivery import (
+    MessageLog,
     choose_tier_at_most_ms,
     choose_tier_ms,
     retry_delay_ms,
     stable_event_id,
 )
 from worker.errors import PermanentError, ScribeError
+from worker.logs import configure_logging
 from worker.settings import RetrySettings
+from worker.tracing import new_traceparent, valid_traceparent
 
 RETRY = RetrySettings(
     delay_tiers_ms=(1_000, 5_000, 30_000, 120_000),
@@ -132,3 +138,37 @@ def test_stage_message_must_match_its_job() -> None:
         error = exc
     assert error is not None
     assert error.error_type == ErrorType.INVALID_MESSAGE
+
+
+def test_traceparents_are_well_formed_and_random() -> None:
+    first, second = new_traceparent(), new_traceparent()
+    assert valid_traceparent(first) == first
+    assert first[3:35] != second[3:35]
+    assert valid_traceparent("00-" + "0" * 32 + "-" + "1" * 16 + "-01") is None
+    assert valid_traceparent("00-" + "1" * 32 + "-" + "0" * 16 + "-01") is None
+    assert valid_traceparent(first.upper()) is None
+    assert valid_traceparent(first.encode()) == first
+
+
+def test_a_message_log_binds_only_when_a_line_is_written() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream)
+    base = structlog.get_logger("test").bind()
+    binds: list[dict[str, object]] = []
+    real_bind = base.bind
+
+    def counting_bind(**fields: object) -> Any:
+        binds.append(fields)
+        return real_bind(**fields)
+
+    base.bind = counting_bind
+    log = MessageLog(base, job_id="j-1", stage="poll").with_fields(duration_ms=1.5)
+    log.debug("stage.pending", polls=2)
+    assert binds == []
+    assert stream.getvalue() == ""
+    log.info("stage.done", outcome="advanced")
+    log.warning("stage.retry", delay_ms=5)
+    assert binds == [{"job_id": "j-1", "stage": "poll", "duration_ms": 1.5}]
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["stage.done", "stage.retry"]
+    assert all(line["job_id"] == "j-1" and line["duration_ms"] == 1.5 for line in lines)
