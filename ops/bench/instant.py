@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 from schemas.jobs import (
     ClinicalNoteField,
@@ -23,16 +24,19 @@ from worker.providers.http import VendorHttp
 from worker.providers.registry import ProviderRegistry
 from worker.settings import Settings
 
-NAME = "local"
+NAME: Final = "local"
 TRANSCRIPT = Transcript(provider=NAME, text="Patient reports knee pain for three weeks.")
 SUMMARY = Summary(provider=NAME, output_format="SUMMARY", text="Knee pain, three weeks.")
 
 
 class InstantTranscriber:
+    """Stands in for a vendor's upload: what it returns is built, not validated (a vendor's
+    answer is validated by the real clients, and costs the benchmark nothing here)."""
+
     name = NAME
 
     async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
-        handle = TranscriptionHandle(
+        handle = TranscriptionHandle.model_construct(
             provider=NAME, handle=str(job.job_id), submitted_at=datetime.now(UTC)
         )
         return Submitted(handle)
@@ -49,7 +53,12 @@ class InstantSummarizer:
 
 
 class InstantNoteWriter:
+    """Fills every field of the template with the same value; one note per template, kept."""
+
     name = NAME
+
+    def __init__(self) -> None:
+        self._notes: dict[tuple[tuple[str, str], ...], tuple[ClinicalNoteField, ...]] = {}
 
     async def attach_documents(
         self, job: JobRequest, documents: Sequence[PreparedDocument]
@@ -59,10 +68,14 @@ class InstantNoteWriter:
     async def write_note(
         self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
     ) -> tuple[ClinicalNoteField, ...]:
-        return tuple(
-            ClinicalNoteField(id=field.id, name=field.name, type="string", value="knee pain")
-            for field in template.fields
-        )
+        key = tuple((field.id, field.name) for field in template.fields)
+        note = self._notes.get(key)
+        if note is None:
+            note = self._notes[key] = tuple(
+                ClinicalNoteField(id=field.id, name=field.name, type="string", value="knee pain")
+                for field in template.fields
+            )
+        return note
 
 
 def instant_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
