@@ -13,15 +13,15 @@ import aiohttp
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError
 from aiohttp import web
+from aiormq.abc import DeliveredMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worker.broker import Publisher, connect
+from worker.broker import Delivered, Publisher, StageQueue, connect
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.delivery import Delivery, Handler
@@ -136,16 +136,18 @@ class WorkerApp:
             arguments=stage_queue_arguments(self.names, stage, self.settings.retry),
         )
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(delivered: DeliveredMessage) -> None:
             task = asyncio.current_task()
             if task is not None:
                 self._in_flight.add(task)
             try:
-                await delivery.process(stage, handler, message)
+                await delivery.process(stage, handler, Delivered(delivered))
             finally:
                 if task is not None:
                     self._in_flight.discard(task)
 
+        if not isinstance(queue, StageQueue):  # connect() makes every queue one
+            raise TypeError(f"unexpected queue type {type(queue).__name__}")
         tag = await queue.consume(on_message)
         self._consumers.append(_Consumer(stage, channel, queue, tag))
         self.metrics.consumers_active.labels(stage).set(1)

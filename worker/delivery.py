@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelInvalidStateError
 
 from schemas.errors import ErrorType
 from schemas.events import JobCompleted, JobFailed, StageProgress
 from worker import constants as c
-from worker.broker import Publication, Publisher, build_message, copy_headers
+from worker.broker import Delivered, Publication, Publisher, build_message, copy_headers
 from worker.constants import STAGES, Stage
 from worker.errors import Deferred, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
@@ -132,7 +130,7 @@ class MessageLog:
 class _Run:
     """One consumed message, once its handler has returned or raised."""
 
-    message: AbstractIncomingMessage
+    message: Delivered
     headers: dict[str, Any]
     ctx: DeliveryContext
     log: MessageLog
@@ -154,7 +152,7 @@ def _int_header(headers: dict[str, Any], name: str) -> int:
         return 0
 
 
-def job_id_of(message: AbstractIncomingMessage) -> str | None:
+def job_id_of(message: Delivered) -> str | None:
     """The jobId, from correlation_id or, failing that, a best-effort look into the body."""
     if message.correlation_id:
         return str(message.correlation_id)[:64]
@@ -223,9 +221,7 @@ class Delivery:
         self._claim_ttl_s = claim_ttl_s
         self._rng = rng or random.Random()
 
-    async def process(
-        self, stage: Stage, handler: Handler, message: AbstractIncomingMessage
-    ) -> None:
+    async def process(self, stage: Stage, handler: Handler, message: Delivered) -> None:
         headers, ctx, bound = self._context(stage, message)
         self._metrics.stage(stage).consumed.inc()
         try:
@@ -253,7 +249,7 @@ class Delivery:
             await self._requeue(message)
 
     def _context(
-        self, stage: Stage, message: AbstractIncomingMessage
+        self, stage: Stage, message: Delivered
     ) -> tuple[dict[str, Any], DeliveryContext, MessageLog]:
         headers = copy_headers(message.headers)
         traceparent = valid_traceparent(headers.get(c.HEADER_TRACEPARENT)) or new_traceparent()
@@ -279,7 +275,7 @@ class Delivery:
     async def _run(
         self,
         handler: Handler,
-        message: AbstractIncomingMessage,
+        message: Delivered,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -297,11 +293,11 @@ class Delivery:
         duration_ms = round(duration_s * 1000, 1)
         run_log = bound.with_fields(duration_ms=duration_ms)
         await action(_Run(message, headers, ctx, run_log, duration_ms))
-        await _ack(message)
+        await message.ack()
 
     async def _defer(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivered,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -317,7 +313,7 @@ class Delivery:
 
     async def _send_back(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivered,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -434,7 +430,7 @@ class Delivery:
         return Publication(exchange, outcome.next_stage, next_message)
 
     async def _poll_later(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any], ctx: DeliveryContext
+        self, message: Delivered, headers: dict[str, Any], ctx: DeliveryContext
     ) -> None:
         _drop(headers, *FAILURE_HEADERS)  # a pending answer is a success: attempts restart
         headers[c.HEADER_POLLS] = ctx.polls + 1
@@ -443,7 +439,7 @@ class Delivery:
 
     async def _to_delay(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivered,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         tier_ms: int,
@@ -456,7 +452,7 @@ class Delivery:
 
     async def _dead_letter(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivered,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         error: ScribeError,
@@ -531,25 +527,12 @@ class Delivery:
         except LedgerUnavailable:
             bound.warning("ledger.write_failed", outcome="continued")
 
-    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+    async def _requeue(self, message: Delivered) -> None:
         try:
             await message.nack(requeue=True)
         except (AMQPError, ConnectionError, RuntimeError) as exc:
             # The channel is gone; the broker redelivers unacked messages by itself.
             log.warning("stage.nack_failed", error=type(exc).__name__)
-
-
-async def _ack(message: AbstractIncomingMessage) -> None:
-    """Queue the basic.ack without waiting for the socket write (aio-pika's ack waits).
-
-    Nothing is lost either way: an ack that never reaches the broker means a redelivery, which
-    the ledger turns into a duplicate drop.
-    """
-    channel = message.channel
-    if isinstance(channel, aiormq.Channel) and message.delivery_tag is not None:
-        await channel.basic_ack(message.delivery_tag, wait=False)
-    else:
-        await message.ack()
 
 
 def _drop(headers: dict[str, Any], *names: str) -> None:
