@@ -9,6 +9,7 @@ broker); the quorum queue's delivery limit turns an endless loop into deliveryLi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -140,8 +141,14 @@ class _Run:
 Action = Callable[[_Run], Awaitable[None]]
 
 
+_EVENT_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
 def stable_event_id(job_id: str, kind: str) -> uuid.UUID:
-    return uuid.uuid5(EVENT_NAMESPACE, f"{job_id}/{kind}")
+    """uuid5(EVENT_NAMESPACE, "<jobId>/<kind>"), without uuid5's per-call import and bytes."""
+    name = _EVENT_NAMESPACE_BYTES + f"{job_id}/{kind}".encode()
+    digest = hashlib.sha1(name, usedforsecurity=False).digest()  # what uuid5 is defined with
+    return uuid.UUID(bytes=digest[:16], version=5)
 
 
 def _int_header(headers: dict[str, Any], name: str) -> int:

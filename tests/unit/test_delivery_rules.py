@@ -140,6 +140,14 @@ def test_stage_message_must_match_its_job() -> None:
     assert error.error_type == ErrorType.INVALID_MESSAGE
 
 
+@pytest.mark.parametrize("kind", ["completed", "failed/0", "stage/poll", "ünïcode"])
+def test_event_ids_are_uuid5_in_the_event_namespace(kind: str) -> None:
+    job_id = str(uuid.uuid4())
+    expected = uuid.uuid5(uuid.UUID("6f1d3f0e-93a4-4c8e-9b0a-3f1c5e2d7a10"), f"{job_id}/{kind}")
+    assert stable_event_id(job_id, kind) == expected
+    assert stable_event_id(job_id, kind).version == 5
+
+
 def test_traceparents_are_well_formed_and_random() -> None:
     first, second = new_traceparent(), new_traceparent()
     assert valid_traceparent(first) == first
