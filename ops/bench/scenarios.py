@@ -292,6 +292,7 @@ async def floor(options: Options) -> Result:
     floor_s = statistics.median(run.jobs_s for run in results["floor"])
     ours_s = statistics.median(run.jobs_s for run in results["ours"])
     ratio = ours_s / floor_s if floor_s else 0.0
+    paired = [o.jobs_s / f.jobs_s for f, o in zip(results["floor"], results["ours"], strict=True)]
     data = {
         "jobs": count,
         "runs": runs,
@@ -304,6 +305,7 @@ async def floor(options: Options) -> Result:
         "ours_cpu_ms_per_job": [run.cpu_ms_per_job for run in results["ours"]],
         "floor_broker_cpu_ms_per_job": [run.broker_cpu_ms_per_job for run in results["floor"]],
         "ours_broker_cpu_ms_per_job": [run.broker_cpu_ms_per_job for run in results["ours"]],
+        "paired_ratios": paired,
         "floor_median_jobs_s": floor_s,
         "ours_median_jobs_s": ours_s,
         "ratio": ratio,
@@ -312,6 +314,8 @@ async def floor(options: Options) -> Result:
     }
     notes = [
         "median of the runs; jobs/s = jobs / (first publish -> last job.completed received)",
+        "ratio of each run pair (ours / the floor just before it): "
+        + " ".join(f"{value:.3f}" for value in paired),
         "cpu ms/job: user+system CPU of the pipeline process; broker: of the RabbitMQ node",
         "both: 4 consumer hops + one 1 ms per-queue-TTL delay queue between transcribe and poll",
         "both publish 9 confirmed messages per job: a job.stage event per stage (--stage-events)"
