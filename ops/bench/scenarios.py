@@ -321,7 +321,8 @@ async def floor(options: Options) -> Result:
         "both publish 9 confirmed messages per job: a job.stage event per stage (--stage-events)"
         if options.stage_events
         else "both publish 5 confirmed messages per job (ours: SCRIBE_STAGE_EVENTS=none)",
-        "ours also: pydantic validation per stage, ledger (in memory) claims, a WAV header check,"
+        "ours also: pydantic validation (the job once per process, then each stage's state),"
+        " ledger (in memory) claims, a WAV header check,"
         " traceparent, metrics, JSON logs at info"
         + (f"; worker env {options.worker_env}" if options.worker_env else ""),
     ]
