@@ -230,7 +230,7 @@ class Delivery:
 
     async def process(self, stage: Stage, handler: Handler, message: Delivered) -> None:
         headers, ctx, bound = self._context(stage, message)
-        self._metrics.stage(stage).consumed.inc()
+        self._metrics.stage(stage).consumed += 1
         try:
             if ctx.job_id is None:
                 await self._run(handler, message, headers, ctx, bound)
@@ -290,13 +290,13 @@ class Delivery:
         """Handle the message, carry out the decision (all confirmed), then ack."""
         started = time.monotonic()
         metrics = self._metrics.stage(ctx.stage)
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
         try:
             action = await self._decide(handler, message.body, ctx)
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
         duration_s = time.monotonic() - started
-        metrics.duration.observe(duration_s)
+        metrics.observe_duration(duration_s)
         duration_ms = round(duration_s * 1000, 1)
         run_log = bound.with_fields(duration_ms=duration_ms)
         await action(_Run(message, headers, ctx, run_log, duration_ms))
@@ -392,7 +392,10 @@ class Delivery:
             # One info line per job (its end); each stage's line is debug, like each poll's.
             completed = isinstance(outcome, Complete)
             stage_metrics = self._metrics.stage(ctx.stage)
-            (stage_metrics.completed if completed else stage_metrics.advanced).inc()
+            if completed:
+                stage_metrics.completed += 1
+            else:
+                stage_metrics.advanced += 1
             (bound.info if completed else bound.debug)(
                 "stage.done",
                 provider=outcome.provider,

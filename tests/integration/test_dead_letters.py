@@ -193,7 +193,7 @@ async def test_bad_message_is_dead_lettered_once_never_requeued(
         assert dead.routing_key == f"transcribe.{error_type}"
         assert dead.body == body
         assert_dead_letter_headers(dead.headers, "transcribe", error_type)
-        consumed = app.metrics.consumed.labels("transcribe")._value.get()
+        consumed = app.metrics.stage("transcribe").consumed
     assert consumed == 1  # no requeue loop
 
 

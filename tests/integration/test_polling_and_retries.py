@@ -43,7 +43,7 @@ async def test_pending_transcription_waits_in_a_delay_queue(
         poll_queue = await watcher.channel.declare_queue(names.stage_queue("poll"), passive=True)
         assert delay_queue.declaration_result.message_count == 1
         assert poll_queue.declaration_result.message_count == 0
-        assert app.metrics.in_flight.labels("poll")._value.get() == 0
+        assert app.metrics.stage("poll").in_flight == 0
         outcome = await watcher.outcome(job_id)
     assert outcome["type"] == "job.completed"
     stats = await sandbox_stats(sandbox.base_url)
