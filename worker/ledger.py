@@ -9,8 +9,9 @@ a message redelivered to another replica after a crash repeats the stage's vendo
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -48,11 +49,23 @@ class JobLedger(Protocol):
     async def close(self) -> None: ...
 
 
+MEMORY_LEDGER_MAX_ENTRIES = 100_000
+
+
 class MemoryLedger:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    """One process's record, bounded: the oldest handles and done-marks go first once
+    max_entries is reached (a long-running worker must not grow without end). A redelivery of
+    a stage forgotten that way repeats it, as it would on another replica without Redis."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = MEMORY_LEDGER_MAX_ENTRIES,
+    ) -> None:
         self._clock = clock
-        self._handles: dict[str, str] = {}
-        self._done: set[tuple[str, str]] = set()
+        self._max_entries = max_entries
+        self._handles: OrderedDict[str, str] = OrderedDict()
+        self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._claims: dict[tuple[str, str], float] = {}
 
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None:
@@ -61,12 +74,14 @@ class MemoryLedger:
 
     async def record_transcription_handle(self, job_id: str, handle: TranscriptionHandle) -> None:
         self._handles[job_id] = handle.model_dump_json(by_alias=True)
+        _trim(self._handles, self._max_entries)
 
     async def is_done(self, job_id: str, stage: Stage) -> bool:
         return (job_id, stage) in self._done
 
     async def mark_done(self, job_id: str, stage: Stage) -> None:
-        self._done.add((job_id, stage))
+        self._done[(job_id, stage)] = None
+        _trim(self._done, self._max_entries)
 
     async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
         now = self._clock()
@@ -81,6 +96,11 @@ class MemoryLedger:
 
     async def close(self) -> None:
         return None
+
+
+def _trim(entries: OrderedDict[Any, Any], max_entries: int) -> None:
+    while len(entries) > max_entries:
+        entries.popitem(last=False)
 
 
 class RedisLedger:
