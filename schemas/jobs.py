@@ -215,7 +215,6 @@ class NoteMessage(NoteState, StageEnvelope):
     pass
 
 
-StageState = PollState | SummarizeState | NoteState
 STAGE_MESSAGE_TYPES: dict[type[WireModel], type[StageEnvelope]] = {
     PollState: PollMessage,
     SummarizeState: SummarizeMessage,

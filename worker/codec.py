@@ -127,8 +127,8 @@ class JobCache:
 
 
 class StageCodec:
-    def __init__(self, cache: JobCache | None = None) -> None:
-        self._cache = cache or JobCache(
+    def __init__(self) -> None:
+        self._cache = JobCache(
             c.JOB_CACHE_MAX_JOBS, c.JOB_CACHE_MAX_BYTES, c.JOB_CACHE_MAX_JOB_BYTES
         )
 

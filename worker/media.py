@@ -168,7 +168,8 @@ def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> tup
 def _plain_file_under(root: str, name: str) -> tuple[Path, int] | None:
     """The regular file root/name when no component is '..', '.', empty or a symlink (then it
     is its own realpath); None when realpath has to decide."""
-    prefix = root.rstrip(os.sep) + os.sep
+    current = root.rstrip(os.sep)
+    prefix = current + os.sep
     if os.path.isabs(name):
         if not name.startswith(prefix):
             return None
@@ -176,7 +177,6 @@ def _plain_file_under(root: str, name: str) -> tuple[Path, int] | None:
     parts = name.split(os.sep)
     if any(part in ("", ".", "..") for part in parts):
         return None
-    current = prefix.rstrip(os.sep)
     for part in parts:
         current = f"{current}{os.sep}{part}"
         try:

@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 STAGE_DURATION_BUCKETS_S = Histogram.DEFAULT_BUCKETS[:-1]  # +Inf is implied
+_BUCKET_LABELS = (*(repr(float(bound)) for bound in STAGE_DURATION_BUCKETS_S), "+Inf")
 
 
 class StageMetrics:
@@ -41,9 +42,8 @@ class StageMetrics:
         self._buckets[bisect_left(STAGE_DURATION_BUCKETS_S, seconds)] += 1
 
     def cumulative_buckets(self) -> list[tuple[str, float]]:
-        bounds = [*(repr(float(bound)) for bound in STAGE_DURATION_BUCKETS_S), "+Inf"]
         running, cumulative = 0, []
-        for bound, count in zip(bounds, self._buckets, strict=True):
+        for bound, count in zip(_BUCKET_LABELS, self._buckets, strict=True):
             running += count
             cumulative.append((bound, float(running)))
         return cumulative
