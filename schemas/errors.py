@@ -41,6 +41,12 @@ class ErrorType(StrEnum):
     TRANSCRIPTION_FAILED = "transcriptionFailed"
     TRANSCRIPTION_TIMED_OUT = "transcriptionTimedOut"
     UNKNOWN_VENDOR_STATUS = "unknownVendorStatus"
+    TRANSCRIPT_TOO_LARGE = "transcriptTooLarge"
+    TEMPLATE_TOO_LARGE = "templateTooLarge"
+    SUMMARY_TIMED_OUT = "summaryTimedOut"
+    NOTE_TIMED_OUT = "noteTimedOut"
+    PATH_NOT_ALLOWED = "pathNotAllowed"
+    UNTRUSTED_HANDLE = "untrustedHandle"
     DELIVERY_LIMIT_EXCEEDED = "deliveryLimitExceeded"
     LEDGER_UNAVAILABLE = "ledgerUnavailable"
     INTERNAL_ERROR = "internalError"
@@ -94,6 +100,18 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.TRANSCRIPTION_FAILED: "The vendor reported the transcription as failed.",
     ErrorType.TRANSCRIPTION_TIMED_OUT: "The transcription was still pending at the poll deadline.",
     ErrorType.UNKNOWN_VENDOR_STATUS: "The vendor sent a status we do not know (not polled again).",
+    ErrorType.TRANSCRIPT_TOO_LARGE: (
+        "The transcript is over the size a summary or note may read (5 MB)."
+    ),
+    ErrorType.TEMPLATE_TOO_LARGE: (
+        "The template has more options per field, or longer options, than the note writer reads."
+    ),
+    ErrorType.SUMMARY_TIMED_OUT: "The local summary did not finish within its time budget.",
+    ErrorType.NOTE_TIMED_OUT: "The local note did not finish within its time budget.",
+    ErrorType.PATH_NOT_ALLOWED: "A storage path is malformed (NUL, '..') or outside the root.",
+    ErrorType.UNTRUSTED_HANDLE: (
+        "A poll message's vendor handle was not issued by this worker for this job."
+    ),
     ErrorType.DELIVERY_LIMIT_EXCEEDED: (
         "The broker dead-lettered a message redelivered too often (a crash loop)."
     ),
