@@ -130,9 +130,14 @@ class JobRequest(WireModel):
 
 
 class TranscriptionHandle(WireModel):
+    """A vendor's id for a transcription in progress. In a poll message it carries the worker's
+    signature (HMAC-SHA256 over jobId, provider, handle and submittedAt, worker/handles.py):
+    a handle without it, or with one made for another job, is refused as untrustedHandle."""
+
     provider: TranscriberName
     handle: ShortText
     submitted_at: datetime
+    signature: ShortText | None = None
 
 
 class TranscriptSegment(WireModel):

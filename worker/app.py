@@ -25,6 +25,7 @@ from worker.broker import Delivered, Publisher, StageQueue, connect
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.delivery import Delivery, Handler
+from worker.handles import HandleSigner
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
 from worker.media import FetchPolicy, MediaFetcher, fetch_session
 from worker.metrics import Metrics
@@ -108,7 +109,8 @@ class WorkerApp:
             settings.max_document_bytes,
         )
         self._registry = self._registry_factory(settings, self._vendor_http(self._session))
-        stages = Stages(self._registry, media, self._ledger, settings.retry, StageCodec())
+        signer = HandleSigner.from_settings(settings)
+        stages = Stages(self._registry, media, self._ledger, settings.retry, StageCodec(), signer)
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._start_http()

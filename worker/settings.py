@@ -115,6 +115,8 @@ class Settings:
     log_level: str
     local: LocalSettings = LocalSettings()
     llm: LlmSettings = LlmSettings()
+    # Signs the vendor handles of poll messages (worker/handles.py); None: derived per vendor.
+    handle_key: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -299,7 +301,17 @@ class _Reader:
             log_level=log_level,
             local=LocalSettings(asr_workers=self.integer("SCRIBE_LOCAL_ASR_WORKERS", 1, 1)),
             llm=self._llm(),
+            handle_key=self._handle_key(),
         )
+
+    def _handle_key(self) -> Secret | None:
+        """SCRIBE_HANDLE_KEY: an HMAC key guessable by nobody, so at least 32 bytes."""
+        key = self.secret("SCRIBE_HANDLE_KEY")
+        if key is not None and len(key.value.encode("utf-8")) < 32:
+            raise SettingsError(
+                "SCRIBE_HANDLE_KEY", "must be at least 32 bytes (e.g. `openssl rand -hex 32`)"
+            )
+        return key
 
     def _llm(self) -> LlmSettings:
         return LlmSettings(

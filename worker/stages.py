@@ -31,6 +31,7 @@ from worker.delivery import (
     stable_event_id,
 )
 from worker.errors import PermanentError
+from worker.handles import HandleSigner
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.media import MediaFetcher
 from worker.providers.base import Transcribed
@@ -64,6 +65,7 @@ class Stages:
     ledger: JobLedger
     retry: RetrySettings
     codec: StageCodec
+    handles: HandleSigner
 
     def handler(self, stage: Stage) -> Handler:
         handlers: dict[Stage, Handler] = {
@@ -92,16 +94,26 @@ class Stages:
                 await self.ledger.record_transcription_handle(job_id, handle)
             except LedgerUnavailable:
                 log.warning("ledger.write_failed", job_id=job_id, stage="transcribe")
-        poll = self.codec.encode(job, PollState(transcription=handle))
+        # Signed for this job: the poll stage refuses any handle it did not sign (untrustedHandle).
+        signed = self.handles.sign(job_id, handle)
+        poll = self.codec.encode(job, PollState(transcription=signed))
         return Advance("poll", poll, provider.name, delay_ms=self.retry.poll_interval_ms)
 
     async def poll(self, body: bytes, ctx: DeliveryContext) -> Outcome:
         message = self.codec.decode(PollState, body)
         job, handle = message.job, message.state.transcription
+        # Before any vendor call: the handle's syntax, and that we signed it for this job.
+        self.handles.verify(str(job.job_id), handle)
         provider = self.providers.transcriber(handle.provider)
         transcript = await provider.status(job, handle)
         if transcript is None:
-            waited_s = (datetime.now(UTC) - handle.submitted_at).total_seconds()
+            # A future submittedAt (a replica's clock ahead) counts as now. Each poll came back
+            # through a delay queue at least min(interval, longest tier) later, so the polls made
+            # so far bound the wait from below too: no submittedAt holds the deadline off.
+            now = datetime.now(UTC)
+            since_submitted_s = (now - min(handle.submitted_at, now)).total_seconds()
+            cycle_s = min(self.retry.poll_interval_ms, max(self.retry.delay_tiers_ms)) / 1000
+            waited_s = max(since_submitted_s, ctx.polls * cycle_s)
             if waited_s >= self.retry.poll_deadline_s:
                 raise PermanentError(
                     ErrorType.TRANSCRIPTION_TIMED_OUT,
