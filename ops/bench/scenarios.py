@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import secrets
 import statistics
 import time
 import uuid
@@ -53,6 +54,8 @@ from schemas.jobs import (
 )
 from worker import constants as c
 from worker.constants import STAGES
+from worker.handles import HandleSigner
+from worker.settings import Settings
 from worker.topology import Names
 
 SANDBOX_INTRON_KEY = "bench-intron-key"
@@ -156,6 +159,8 @@ async def _pipeline(
         "SCRIBE_STORAGE_ROOT": str(options.workdir),
         "SCRIBE_HTTP_PORT": str(free_port()),
         "SCRIBE_LOG_LEVEL": "info",
+        # The instant provider's handles name "local": no vendor credentials to derive a key from.
+        "SCRIBE_HANDLE_KEY": secrets.token_hex(32),
         **({} if stage_events else {"SCRIBE_STAGE_EVENTS": "none"}),
         **options.worker_env,
     }
@@ -563,6 +568,8 @@ async def polling(options: Options) -> Result:
                               SCRIBE_DELAY_TIERS_MS=",".join(map(str, tiers)),
                               SCRIBE_POLL_INTERVAL_MS="1000")  # fmt: skip
             request_ids = await _create_invox_transcriptions(session, base_url, count)
+            # Signed as the worker's transcribe stage would: its poll stage refuses others.
+            signer = HandleSigner.from_settings(Settings.from_env(env))
             log = options.workdir / f"{prefix}.log"
             async with scribe_worker(env, port, log) as worker:
                 connection = await aio_pika.connect_robust(options.amqp_url)
@@ -575,8 +582,11 @@ async def polling(options: Options) -> Result:
                         job = _our_job(audio).model_copy(
                             update={"providers": _providers("invox"), "template": None}
                         )
-                        handle = TranscriptionHandle(
-                            provider="invox", handle=request_id, submitted_at=now
+                        handle = signer.sign(
+                            str(job.job_id),
+                            TranscriptionHandle(
+                                provider="invox", handle=request_id, submitted_at=now
+                            ),
                         )
                         body = PollMessage(job_id=job.job_id, job=job, transcription=handle)
                         messages.append(("poll", body.to_wire(), str(job.job_id)))
