@@ -1,17 +1,23 @@
 """Reading the bytes a job points at (audio, supporting documents) safely and within limits.
 
 Remote fetches follow a fetch policy (scheme allow list, no private/loopback/link-local
-addresses unless the host is in SCRIBE_URL_ALLOWLIST) and stream with a size cap. Local paths
-must resolve under SCRIBE_STORAGE_ROOT. Error messages name the problem, never the URL or path.
+addresses unless the host is in SCRIBE_URL_ALLOWLIST) and stream with a size cap. An IPv6
+address that embeds an IPv4 one (NAT64, 6to4, Teredo, IPv4-mapped, IPv4-compatible) is judged by
+the IPv4 address it carries. Local paths must resolve under SCRIBE_STORAGE_ROOT. Input that is
+simply bad (a malformed URL, a NUL or '..' in a path) fails at once with its own errorType.
+Error messages name the problem, never the URL or path, and exceptions that could quote either
+are not chained.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import mimetypes
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -24,6 +30,7 @@ import aiohttp
 import mutagen
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef, BlobRef, DocumentRef
@@ -33,6 +40,18 @@ from worker.providers.base import PreparedAudio, PreparedDocument
 MAX_REDIRECTS = 3
 CHUNK_BYTES = 64 * 1024
 DOCUMENT_MIME_TYPES = {"PDF": "application/pdf", "TXT": "text/plain"}
+MAX_PATH_BYTES = 4096  # Linux PATH_MAX, the terminating NUL included
+MAX_NAME_BYTES = 255  # Linux NAME_MAX: one path component
+MAX_DOWNLOAD_NAME_BYTES = 100
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: any RFC 6052 layout
+NAT64_LOCAL_PREFIX_LENGTHS = (48, 56, 64, 96)  # the RFC 6052 layouts a /48 can hold
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 (deprecated), '::' and '::1' too
+HOST_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+MAX_HOST_NAME_CHARS = 253
+NUMERIC_HOST_CHARS = frozenset("0123456789abcdefx.")  # what inet_aton may read as an address
 
 
 @dataclass(frozen=True)
@@ -42,29 +61,181 @@ class FetchPolicy:
     timeout_s: float
 
 
-async def check_url(url: str, policy: FetchPolicy, error_type: ErrorType) -> None:
-    """Refuse schemes other than https, and private addresses, unless the host is allow-listed."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    allowed = host in policy.allowlist
-    if parts.scheme != "https" and not (allowed and parts.scheme == "http"):
-        scheme = parts.scheme if parts.scheme.isalpha() else "?"
-        raise PermanentError(ErrorType.URL_NOT_ALLOWED, f"scheme {scheme[:10]!r} is not allowed")
+class AddressNotAllowed(OSError):
+    """PolicyResolver's refusal of a DNS answer.
+
+    An OSError because that is what aiohttp expects from a resolver (it wraps it in a
+    ClientConnectorError); _download finds it in that error's chain and fails the job as
+    urlNotAllowed, where a plain OSError would be retried as connectionFailed.
+    """
+
+
+def address_allowed(address: str | IPAddress) -> bool:
+    """Whether the fetch policy lets a connection go to this address (no allow list here).
+
+    Global unicast only. An IPv6 address that embeds an IPv4 address is judged by the IPv4
+    address it carries, because that is where the packets end up: the network's translator
+    (NAT64), relay (6to4, Teredo) or the host's own stack (IPv4-mapped) delivers them there.
+    A string that is not an IP address raises ValueError.
+    """
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else ()
+    if embedded:
+        return all(_global_unicast(v4) for v4 in embedded)
+    return _global_unicast(ip)
+
+
+def _global_unicast(ip: IPAddress) -> bool:
+    return ip.is_global and not ip.is_multicast
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries; a Teredo address carries two (the server's
+    and the client's), a local-use NAT64 address one per layout its operator may use."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip in NAT64_WELL_KNOWN or ip in IPV4_COMPATIBLE:
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    if ip in NAT64_LOCAL_USE:
+        return tuple(_rfc6052_ipv4(int(ip), length) for length in NAT64_LOCAL_PREFIX_LENGTHS)
+    return ()
+
+
+def _rfc6052_ipv4(value: int, prefix_length: int) -> ipaddress.IPv4Address:
+    """The IPv4 address after a NAT64 prefix of this length (RFC 6052 2.2: bits 64-71 are
+    the zero 'u' octet and hold no address bits)."""
+    if prefix_length == 96:
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    without_u_octet = ((value >> 64) << 56) | (value & ((1 << 56) - 1))  # 120 bits
+    return ipaddress.IPv4Address((without_u_octet >> (88 - prefix_length)) & 0xFFFFFFFF)
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    """The address a host names without DNS: an IP literal, or an IPv4 address in one of the
+    forms the C library's inet_aton reads (127.1, 2130706433, 0x7f.1, 0177.0.0.1), which is
+    where a connection to that host would go."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and set(host) <= NUMERIC_HOST_CHARS:
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _looks_like_an_address(host: str) -> bool:
+    """aiohttp connects to such a host without calling the resolver (so without
+    PolicyResolver's check): it must then be an address check_url can judge."""
+    return ":" in host or host.replace(".", "").isdigit()
+
+
+def _host_name_ok(host: str) -> bool:
+    """A DNS name: labels of letters, digits, '-' and '_' once IDNA-encoded (an empty or
+    over-long label makes the idna codec raise UnicodeError)."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    return len(ascii_host) <= MAX_HOST_NAME_CHARS and all(
+        HOST_LABEL.fullmatch(label.lower()) for label in labels
+    )
+
+
+def _refused(problem: str) -> PermanentError:
+    return PermanentError(ErrorType.URL_NOT_ALLOWED, problem)
+
+
+def _split(url: str) -> tuple[str, str, int | None]:
+    """Scheme, lower-case host and port; any URL either parser cannot read is refused.
+
+    yarl is the parser aiohttp connects with; it refuses URLs whose host the two could read
+    differently (a backslash in the authority, text around brackets), so a URL passes only
+    when both parsers read it. Errors are not chained: their text may quote the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()  # '[127.0.0.1]' raises here
+        port = parts.port  # 'h:abc' and 'h:99999' raise here
+        URL(url)
+    except ValueError:  # UnicodeError included
+        raise _refused("the URL is malformed") from None
+    if "[" in parts.netloc and ":" not in host:  # brackets hold IPv6 only, not 'IPvFuture'
+        raise _refused("the URL is malformed")
+    return parts.scheme, host, port
+
+
+def _judge_without_dns(url: str, allowlist: frozenset[str], no_host: ErrorType) -> str | None:
+    """Every decision that needs no DNS. Returns the host name still to be resolved and
+    judged, or None when the URL is allowed as it is (an allow-listed host, a global
+    address); raises PermanentError (urlNotAllowed, or no_host for a URL without a host)."""
+    scheme, host, port = _split(url)
+    allowed = host in allowlist
+    if scheme != "https" and not (allowed and scheme == "http"):
+        shown = scheme if scheme.isalpha() else "?"
+        raise _refused(f"scheme {shown[:10]!r} is not allowed")
     if not host:
-        raise PermanentError(error_type, "the URL has no host")
+        raise PermanentError(no_host, "the URL has no host")
+    if port == 0:
+        raise _refused("the URL's port is 0")
     if allowed:
+        return None
+    address = _literal_address(host)
+    if address is not None:
+        if not address_allowed(address):
+            raise _refused("the URL names a private, loopback or link-local address")
+        return None
+    if _looks_like_an_address(host) or not _host_name_ok(host):
+        raise _refused("the URL's host is malformed")
+    return host
+
+
+def check_upload_url(url: str, allowlist: frozenset[str]) -> None:
+    """The fetch policy for a URL the worker sends to but does not fetch with fetch_session()
+    (a vendor's signed upload URL): synchronous, without DNS.
+
+    Refuses, with PermanentError(urlNotAllowed): a malformed URL, a scheme other than https
+    (http only for an allow-listed host), no host, port 0, an IP address (literal or in an
+    inet_aton form) that address_allowed() refuses. A host name passes here; only a session
+    whose connector resolves through PolicyResolver judges the address it resolves to.
+    """
+    _judge_without_dns(url, allowlist, ErrorType.URL_NOT_ALLOWED)
+
+
+async def check_url(url: str, policy: FetchPolicy, error_type: ErrorType) -> None:
+    """Refuse schemes other than https, and private addresses, unless the host is allow-listed.
+
+    IP literals are judged here, without DNS: aiohttp does not call the resolver for them, so
+    PolicyResolver never sees them. A host name is resolved for a clear error; PolicyResolver
+    repeats the check on the answer the connection really uses.
+    """
+    host = _judge_without_dns(url, policy.allowlist, error_type)
+    if host is None:
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443)
-    except socket.gaierror as exc:
-        raise TransientError(ErrorType.CONNECTION_FAILED, "the URL's host did not resolve") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise PermanentError(
-                ErrorType.URL_NOT_ALLOWED,
-                "the URL resolves to a private, loopback or link-local address",
-            )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, 443)
+    except socket.gaierror:
+        raise TransientError(
+            ErrorType.CONNECTION_FAILED, "the URL's host did not resolve"
+        ) from None
+    except ValueError:  # UnicodeError included: a name the C library cannot take
+        raise _refused("the URL's host is malformed") from None
+    if not all(_answer_allowed(str(info[4][0])) for info in infos):
+        raise _refused("the URL resolves to a private, loopback or link-local address")
+
+
+def _answer_allowed(host: str) -> bool:
+    try:
+        return address_allowed(host)
+    except ValueError:
+        return False
 
 
 class PolicyResolver(AbstractResolver):
@@ -72,12 +243,13 @@ class PolicyResolver(AbstractResolver):
 
     check_url() resolves the host first for a clear error; this resolver repeats the check on
     the answer aiohttp connects to, so a DNS answer that changes in between (DNS rebinding)
-    cannot reach a private address.
+    cannot reach a private address. A refused answer raises AddressNotAllowed. inner is the
+    resolver asked (ThreadedResolver unless a test gives its own).
     """
 
-    def __init__(self, allowlist: frozenset[str]) -> None:
+    def __init__(self, allowlist: frozenset[str], inner: AbstractResolver | None = None) -> None:
         self._allowlist = allowlist
-        self._inner = ThreadedResolver()
+        self._inner = ThreadedResolver() if inner is None else inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -85,8 +257,12 @@ class PolicyResolver(AbstractResolver):
         answers = await self._inner.resolve(host, port, family)
         if host.lower() in self._allowlist:
             return answers
-        if not answers or not all(ipaddress.ip_address(a["host"]).is_global for a in answers):
-            raise OSError("the host resolves to a private, loopback or link-local address")
+        if not answers:
+            raise OSError("the host did not resolve")
+        if not all(_answer_allowed(a["host"]) for a in answers):
+            raise AddressNotAllowed(
+                "the host resolves to a private, loopback or link-local address"
+            )
         return answers
 
     async def close(self) -> None:
@@ -115,7 +291,7 @@ async def _download(
         try:
             async with session.get(url, allow_redirects=False, timeout=timeout) as response:
                 if response.status in {301, 302, 303, 307, 308} and "Location" in response.headers:
-                    url = urljoin(url, response.headers["Location"])
+                    url = _redirect_target(url, response.headers["Location"])
                     continue
                 if response.status >= 500 or response.status == 429:
                     raise TransientError(
@@ -143,26 +319,97 @@ async def _download(
                             )
                         sink.write(chunk)
                 return size
-        except TimeoutError as exc:
-            raise TransientError(ErrorType.UPSTREAM_TIMEOUT, "download timed out") from exc
+        except TimeoutError:
+            raise TransientError(ErrorType.UPSTREAM_TIMEOUT, "download timed out") from None
+        except aiohttp.InvalidURL:
+            raise _refused("the URL is malformed") from None
         except aiohttp.ClientError as exc:
+            if _refused_by_resolver(exc):
+                raise _refused(
+                    "the host resolved to a private, loopback or link-local address on connect"
+                ) from None
             raise TransientError(
                 ErrorType.CONNECTION_FAILED, f"download failed ({type(exc).__name__})"
-            ) from exc
+            ) from None
     raise PermanentError(unavailable, "too many redirects")
+
+
+def _redirect_target(url: str, location: str) -> str:
+    """The URL a redirect points to (check_url then judges it); a Location that cannot be
+    joined (urljoin raises ValueError, e.g. for an unclosed '[') is refused."""
+    try:
+        return urljoin(url, location)
+    except ValueError:
+        raise _refused("the redirect target is malformed") from None
+
+
+def _refused_by_resolver(exc: BaseException) -> bool:
+    """Whether PolicyResolver refused the connection (DNS rebinding): its AddressNotAllowed
+    is the ClientConnectorError's os_error, and the cause in the exception chain."""
+    current: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a cycle must not loop forever
+        if current is None:
+            return False
+        if isinstance(current, AddressNotAllowed):
+            return True
+        if isinstance(current, aiohttp.ClientConnectorError) and isinstance(
+            current.os_error, AddressNotAllowed
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _download_name(url: str) -> str:
+    """The URL's last path segment as a name the temporary folder can hold: no NUL, at most
+    MAX_DOWNLOAD_NAME_BYTES bytes of UTF-8 (its end, which has the extension), never '.' or
+    '..' ('download' instead). It names the file for the vendor and guesses its MIME type."""
+    try:
+        name = Path(urlsplit(url).path).name
+    except ValueError:
+        return "download"
+    encoded = name.replace("\x00", "").encode("utf-8", "ignore")
+    name = encoded[-MAX_DOWNLOAD_NAME_BYTES:].decode("utf-8", "ignore")
+    return "download" if name in ("", ".", "..") else name
 
 
 def local_path(ref: BlobRef, policy: FetchPolicy, unavailable: ErrorType) -> tuple[Path, int]:
     """The file under the storage root a job names, and its size.
 
     This runs for every local job, on the event loop: a plain name below the root costs one
-    lstat per component; anything else ('..', symlinks, a missing file) goes through realpath.
+    lstat per component; anything else (symlinks, '.', a missing file) goes through realpath.
+    A malformed path (NUL, a '..' component, too long, not encodable) or one that leaves the
+    root is refused as pathNotAllowed.
     """
     if policy.storage_root is None:
         raise PermanentError(unavailable, "local paths are disabled (set SCRIBE_STORAGE_ROOT)")
     assert ref.path is not None
     root = str(policy.storage_root)
+    _check_storage_name(root, ref.path)
     return _plain_file_under(root, ref.path) or _resolved_file_under(root, ref.path, unavailable)
+
+
+def _path_refused(problem: str) -> PermanentError:
+    return PermanentError(ErrorType.PATH_NOT_ALLOWED, problem)
+
+
+def _check_storage_name(root: str, name: str) -> None:
+    """Refuse a name that is malformed rather than missing before a system call sees it: a
+    NUL makes os.stat raise ValueError, a surrogate UnicodeEncodeError, an over-long name or
+    component ENAMETOOLONG. '..' is refused even when it would stay under the root: no
+    legitimate job needs it, and it makes the name mean something other than what it says."""
+    if "\x00" in name:
+        raise _path_refused("the path contains a NUL byte")
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        raise _path_refused("the path cannot be encoded for the file system") from None
+    components = encoded.split(os.fsencode(os.sep))
+    if b".." in components:
+        raise _path_refused("the path has a '..' component")
+    too_long = len(os.fsencode(root)) + 1 + len(encoded) >= MAX_PATH_BYTES
+    if too_long or any(len(component) > MAX_NAME_BYTES for component in components):
+        raise _path_refused("the path is too long")
 
 
 def _plain_file_under(root: str, name: str) -> tuple[Path, int] | None:
@@ -191,12 +438,16 @@ def _plain_file_under(root: str, name: str) -> tuple[Path, int] | None:
 
 
 def _resolved_file_under(root: str, name: str, unavailable: ErrorType) -> tuple[Path, int]:
+    """realpath decides; a missing or unreadable file is `unavailable`, a name the file system
+    finds too long (a symlink can make it so) pathNotAllowed."""
     resolved = os.path.realpath(os.path.join(root, name))
     if not resolved.startswith(root.rstrip(os.sep) + os.sep):
-        raise PermanentError(ErrorType.URL_NOT_ALLOWED, "the path leaves the storage root")
+        raise _path_refused("the path leaves the storage root")
     try:
         status = os.stat(resolved)
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _path_refused("the path is too long") from None
         status = None
     if status is None or not stat.S_ISREG(status.st_mode):
         raise PermanentError(unavailable, "no readable file at the given path")
@@ -323,8 +574,7 @@ class MediaFetcher:
             return
         assert ref.url is not None
         with tempfile.TemporaryDirectory(prefix="scribe-") as folder:
-            name = Path(urlsplit(ref.url).path).name or "download"
-            target = Path(folder) / name[-100:]
+            target = Path(folder) / _download_name(ref.url)
             size = await _download(
                 self._session, ref.url, self._policy, limit_bytes, target, unavailable
             )

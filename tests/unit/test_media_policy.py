@@ -99,8 +99,8 @@ async def test_paths_outside_the_storage_root_are_refused(tmp_path: Path) -> Non
     root = tmp_path / "root"
     root.mkdir()
     outside = _wav(tmp_path / "outside.wav", 1.0)
-    assert await _prepare(root, AudioRef(path=str(outside))) == ErrorType.URL_NOT_ALLOWED
-    assert await _prepare(root, AudioRef(path="../outside.wav")) == ErrorType.URL_NOT_ALLOWED
+    assert await _prepare(root, AudioRef(path=str(outside))) == ErrorType.PATH_NOT_ALLOWED
+    assert await _prepare(root, AudioRef(path="../outside.wav")) == ErrorType.PATH_NOT_ALLOWED
 
 
 async def test_symlinks_are_followed_only_within_the_storage_root(tmp_path: Path) -> None:
@@ -111,9 +111,9 @@ async def test_symlinks_are_followed_only_within_the_storage_root(tmp_path: Path
     (root / "escape.wav").symlink_to(outside)
     (root / "alias.wav").symlink_to(inside)
     (root / "linked-dir").symlink_to(tmp_path)
-    assert await _prepare(root, AudioRef(path="escape.wav")) == ErrorType.URL_NOT_ALLOWED
+    assert await _prepare(root, AudioRef(path="escape.wav")) == ErrorType.PATH_NOT_ALLOWED
     assert await _prepare(root, AudioRef(path="linked-dir/outside.wav")) == (
-        ErrorType.URL_NOT_ALLOWED
+        ErrorType.PATH_NOT_ALLOWED
     )
     assert await _prepare(root, AudioRef(path="alias.wav")) == ("audio/x-wav", 1.0)
     for name in ("clinic/2026/a.wav", "./clinic//2026/a.wav", str(inside)):
@@ -122,6 +122,62 @@ async def test_symlinks_are_followed_only_within_the_storage_root(tmp_path: Path
     assert await _prepare(root, AudioRef(path="clinic/2026/a.wav/x")) == (
         ErrorType.AUDIO_UNAVAILABLE
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "clinic/2026/a\x00.wav",  # a NUL: os.stat would raise ValueError
+        "\x00",
+        "clinic/..",  # ends in '..' (realpath would give the root itself)
+        "clinic/2026/..",
+        "..",
+        "/..",
+        "clinic/../clinic/2026/a.wav",  # '..' that stays under the root is refused too
+        "clinic/2026/../../../outside.wav",
+        pytest.param(f"clinic/{'a' * 256}.wav", id="component-over-NAME_MAX"),
+        pytest.param("clinic/" + "\u20ac" * 86, id="component-of-258-bytes-86-chars"),
+        pytest.param("a/" * 2047 + "a", id="over-PATH_MAX-once-joined-to-the-root"),
+    ],
+)
+async def test_malformed_paths_are_refused_as_path_not_allowed(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    (root / "clinic" / "2026").mkdir(parents=True)
+    _wav(root / "clinic" / "2026" / "a.wav", 1.0)
+    _wav(tmp_path / "outside.wav", 1.0)
+    assert await _prepare(root, AudioRef(path=name)) == ErrorType.PATH_NOT_ALLOWED
+
+
+def test_a_path_that_cannot_be_encoded_is_refused(tmp_path: Path) -> None:
+    """A lone surrogate (pydantic refuses it on the wire; a model built in code need not)."""
+    import worker.media as media
+
+    policy = FetchPolicy(allowlist=frozenset(), storage_root=tmp_path, timeout_s=5)
+    with pytest.raises(PermanentError) as caught:
+        media.local_path(
+            AudioRef.model_construct(path="a\ud800.wav", url=None),
+            policy,
+            ErrorType.AUDIO_UNAVAILABLE,
+        )
+    assert caught.value.error_type == ErrorType.PATH_NOT_ALLOWED
+
+
+def test_a_name_too_long_for_the_file_system_is_path_not_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENAMETOOLONG from the file system itself (e.g. through a symlink), not a missing file."""
+    import errno
+
+    import worker.media as media
+
+    def too_long(_path: object, *_args: object, **_kwargs: object) -> os.stat_result:
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+
+    monkeypatch.setattr(os, "stat", too_long)
+    policy = FetchPolicy(allowlist=frozenset(), storage_root=tmp_path, timeout_s=5)
+    with pytest.raises(PermanentError) as caught:
+        media.local_path(AudioRef(path="./a.wav"), policy, ErrorType.AUDIO_UNAVAILABLE)
+    assert caught.value.error_type == ErrorType.PATH_NOT_ALLOWED
 
 
 def test_plain_names_resolve_without_realpath(
