@@ -21,6 +21,7 @@ RUN pip install --no-deps . \
 
 USER scribe
 ENV SCRIBE_HTTP_PORT=8080
+ENV SCRIBE_HTTP_HOST=0.0.0.0
 EXPOSE 8080
 
 # Liveness of the worker's HTTP endpoint (slim images have no curl).

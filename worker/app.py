@@ -6,8 +6,10 @@ Nothing happens at import; every resource is created in start() and released in 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import structlog
@@ -34,9 +36,16 @@ from worker.providers.registry import ProviderRegistry
 from worker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from worker.settings import Settings
 from worker.stages import Stages
-from worker.topology import Names, declare_topology, stage_queue_arguments
+from worker.topology import (
+    Names,
+    broker_dead_letter_queue_arguments,
+    declare_topology,
+    stage_queue_arguments,
+)
 
 log = structlog.get_logger("scribe.app")
+
+BROKER_DEAD_LETTER_PREFETCH = 16
 
 RegistryFactory = Callable[[Settings, VendorHttp], ProviderRegistry]
 
@@ -64,8 +73,11 @@ class WorkerApp:
         self._registry: ProviderRegistry | None = None
         self._consumers: list[_Consumer] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.reconnects = 0
+        self._broker_dead_letters: tuple[AbstractChannel, AbstractQueue, str] | None = None
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        self.http_address: tuple[Any, ...] | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -86,6 +98,7 @@ class WorkerApp:
         self._connection = await connect(
             settings.amqp_url.value, f"scribe-worker {settings.prefix}"
         )
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
         setup_channel = await self._connection.channel()
         await declare_topology(setup_channel, self.names, settings.retry)
         await setup_channel.close()
@@ -113,8 +126,16 @@ class WorkerApp:
         stages = Stages(self._registry, media, self._ledger, settings.retry, StageCodec(), signer)
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
+        await self._consume_broker_dead_letters(delivery)
         await self._start_http()
         log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
+
+    def _on_reconnect(self, *_args: object) -> None:
+        """Counted: a reconnect raises the delivery count of every unacked message, so a
+        message must never be what causes one (tests/integration/test_hostile_frames.py)."""
+        self.reconnects += 1
+        self.metrics.broker_reconnects.inc()
+        log.warning("broker.reconnected", reconnects=self.reconnects)
 
     def _vendor_http(self, session: aiohttp.ClientSession) -> VendorHttp:
         return VendorHttp(
@@ -124,6 +145,7 @@ class WorkerApp:
             limiter=self._limiter,
             limits_per_min=self.settings.rate_limits_per_min,
             max_wait_s=self.settings.rate_limit_max_wait_s,
+            max_response_bytes=self.settings.max_vendor_response_bytes,
         )
 
     async def _consume(self, stage: Stage, handler: Handler, delivery: Delivery) -> None:
@@ -154,8 +176,37 @@ class WorkerApp:
         self._consumers.append(_Consumer(stage, channel, queue, tag))
         self.metrics.consumers_active.labels(stage).set(1)
 
+    async def _consume_broker_dead_letters(self, delivery: Delivery) -> None:
+        """job.failed for what the broker dead-letters (deliveryLimitExceeded); every worker
+        takes a share, so these events do not depend on which stages a process runs."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=BROKER_DEAD_LETTER_PREFETCH)
+        queue = await channel.declare_queue(
+            self.names.broker_dead_letter_queue,
+            durable=True,
+            arguments=broker_dead_letter_queue_arguments(),
+        )
+
+        async def on_message(delivered: DeliveredMessage) -> None:
+            await delivery.announce_broker_dead_letter(Delivered(delivered))
+
+        if not isinstance(queue, StageQueue):
+            raise TypeError(f"unexpected queue type {type(queue).__name__}")
+        self._broker_dead_letters = (channel, queue, await queue.consume(on_message))
+
+    def stalled_stages(self) -> list[Stage]:
+        """Stages holding messages that have settled none for SCRIBE_STALL_AFTER_S."""
+        now_s = time.monotonic()
+        return [
+            stage
+            for stage in self.settings.stages
+            if self.metrics.stage(stage).stalled(now_s, self.settings.stall_after_s)
+        ]
+
     async def ready(self) -> bool:
-        """Connected, and every configured stage has a consumer registered on an open channel.
+        """Connected, every configured stage has a consumer registered on an open channel, and
+        no stage has stopped making progress while holding messages.
 
         Checks the consumer tag on the channel itself: after a reconnect, or when the broker
         cancels a consumer (queue deleted), the channel can be open with nobody consuming.
@@ -175,10 +226,16 @@ class WorkerApp:
                 active.add(consumer.stage)
         for stage in self.settings.stages:
             self.metrics.consumers_active.labels(stage).set(1 if stage in active else 0)
-        return active == set(self.settings.stages)
+        return active == set(self.settings.stages) and not self.stalled_stages()
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight work finish within the grace period, requeue the rest."""
+        if self._broker_dead_letters is not None:
+            channel, queue, tag = self._broker_dead_letters
+            if not channel.is_closed:
+                await queue.cancel(tag)
+                await channel.close()
+            self._broker_dead_letters = None
         for consumer in self._consumers:
             if not consumer.channel.is_closed:
                 await consumer.queue.cancel(consumer.tag)
@@ -218,18 +275,19 @@ class WorkerApp:
         app.router.add_get("/metrics", self._metrics)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, "0.0.0.0", self.settings.http_port)
+        site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+        # The port really bound (SCRIBE_HTTP_PORT=0 asks for any free one).
+        self.http_address = self._http_runner.addresses[0]
+        self.http_port = int(self.http_address[1])
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         ready = await self.ready()
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        body = {"ready": ready, "stalledStages": self.stalled_stages()}
+        return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(

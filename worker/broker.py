@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import aio_pika
@@ -26,6 +28,11 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp.commands import Basic
 from pamqp.common import Arguments
+
+from worker import amqp_decoding
+from worker import constants as c
+from worker.amqp_decoding import UNDECODABLE_PROPERTIES_HEADER
+from worker.tracing import valid_traceparent
 
 PUBLISH_TIMEOUT_S = 30.0
 
@@ -137,18 +144,72 @@ class Publisher:
             await self._channel.close()
 
 
-BROKER_HEADERS = frozenset(
+# What the worker carries from a consumed message onto what it publishes, and how each is
+# checked. Nothing else is copied: AMQP's CC/BCC headers re-route a message (sender-selected
+# distribution), and x-stage, x-job-id, x-error-message are the worker's own words on a dead
+# letter, never a sender's.
+_COUNT_HEADERS = frozenset({c.HEADER_ATTEMPTS, c.HEADER_POLLS, c.HEADER_REPLAYS})
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
+_TEXT_HEADERS = frozenset(
     {
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-delivery-count",
+        c.HEADER_FIRST_FAILURE_AT,
+        c.HEADER_LAST_FAILURE_AT,
+        c.HEADER_ERROR_TYPE,
+        c.HEADER_REPLAY_OF,
     }
 )
+
+# AMQP short-string properties the worker reads or copies; tolerant decoding leaves any that is
+# not UTF-8 as bytes (worker/amqp_decoding.py).
+_TEXT_PROPERTIES = ("correlation_id", "message_id", "content_type", "content_encoding")
+
+
+def bounded_count(value: object) -> int:
+    """A counter header as 0..MAX_HEADER_COUNT, whatever its type; anything unreadable is 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("ascii", "replace")
+    if isinstance(value, str):
+        value = value.strip()
+        if not (0 < len(value) <= 20 and value.isascii() and value.isdigit()):
+            return 0
+    if isinstance(value, int | str | float | Decimal):
+        try:
+            number = int(value)
+        except (ValueError, OverflowError):
+            return 0
+        return min(max(0, number), c.MAX_HEADER_COUNT)
+    return 0
+
+
+def carried_headers(headers: HeadersType | None) -> dict[str, Any]:
+    """The headers of a consumed message the worker carries on, each checked; nothing else."""
+    if not headers:
+        return {}
+    carried: dict[str, Any] = {}
+    for name in _COUNT_HEADERS:
+        if name in headers:
+            carried[name] = bounded_count(headers[name])
+    for name in _TEXT_HEADERS:
+        value = headers.get(name)
+        if isinstance(value, str) and _TOKEN.fullmatch(value):
+            carried[name] = value
+    traceparent = valid_traceparent(headers.get(c.HEADER_TRACEPARENT))
+    if traceparent is not None:
+        carried[c.HEADER_TRACEPARENT] = traceparent
+    return carried
+
+
+def property_problem(properties: BasicProperties) -> str | None:
+    """Why a message's AMQP properties are unusable, in words without their values; or None."""
+    for name in _TEXT_PROPERTIES:
+        if isinstance(getattr(properties, name), bytes):
+            return f"the AMQP property {name} is not valid UTF-8"
+    headers = properties.headers
+    if headers is not None and UNDECODABLE_PROPERTIES_HEADER in headers:
+        return "the AMQP properties or headers could not be decoded"
+    return None
 
 
 class Delivered:
@@ -167,6 +228,7 @@ class Delivered:
         "delivery_tag",
         "headers",
         "message_id",
+        "problem",
         "redelivered",
     )
 
@@ -174,9 +236,13 @@ class Delivered:
         properties = delivery.header.properties
         self.body: bytes = delivery.body
         self.headers: HeadersType | None = properties.headers
-        self.correlation_id: str | None = properties.correlation_id
-        self.message_id: str | None = properties.message_id
-        self.content_type: str | None = properties.content_type
+        # Why the properties are unusable (None: they are fine). Then the text properties are
+        # not used: the message is dead-lettered as invalidMessage without them.
+        self.problem = property_problem(properties)
+        usable = self.problem is None
+        self.correlation_id: str | None = properties.correlation_id if usable else None
+        self.message_id: str | None = properties.message_id if usable else None
+        self.content_type: str | None = properties.content_type if usable else None
         self.delivery_tag: int | None = delivery.delivery_tag
         self.redelivered: bool = bool(delivery.redelivered)
         self.channel: aiormq.abc.AbstractChannel = delivery.channel
@@ -242,19 +308,17 @@ class _WorkerConnection(RobustConnection):
     CHANNEL_CLASS = _StageChannel
 
 
-def copy_headers(headers: HeadersType | None) -> dict[str, Any]:
-    """Headers of a consumed message, minus the broker's own bookkeeping."""
-    return {key: value for key, value in (headers or {}).items() if key not in BROKER_HEADERS}
-
-
 async def connect(
     amqp_url: str, name: str, give_up_after_s: float = 60.0
 ) -> AbstractRobustConnection:
     """A robust connection: it reconnects and restores channels, queues and consumers.
 
+    Installs tolerant frame decoding first (worker/amqp_decoding.py): a message whose
+    properties the client library cannot decode must not take the connection down.
     The first connection is retried too (a broker restarting while workers start), up to
     give_up_after_s; then the error propagates and the process exits for its supervisor.
     """
+    amqp_decoding.install()
     deadline = time.monotonic() + give_up_after_s
     while True:
         try:

@@ -15,13 +15,14 @@ validation, so what is accepted, and every error, is the same either way.
 
 from __future__ import annotations
 
-import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from schemas.base import WireModel, describe_validation_error
 from schemas.errors import ErrorType
@@ -41,6 +42,41 @@ _JOB_START = _JOB_ID_END + len(_JOB_MEMBER)
 _COMMA = ord(",")
 
 
+_HEX = rb"[0-9a-fA-F]"
+_UUID_TEXT = re.compile(_HEX + rb"{8}-" + (_HEX + rb"{4}-") * 3 + _HEX + rb"{12}")
+
+
+def canonical_uuid(value: object) -> str | None:
+    """value as a UUID's canonical text if it is one (str or bytes), else None."""
+    if isinstance(value, str):
+        value = value.encode("ascii", "replace")
+    if not isinstance(value, bytes) or len(value) > 64:
+        return None
+    try:
+        return str(UUID(value.decode("ascii")))
+    except ValueError:
+        return None
+
+
+def job_id_of_body(body: bytes) -> str | None:
+    """The body's jobId (a job's identity) as canonical UUID text, or None; never raises.
+
+    A stage message the codec wrote has it at a fixed place; any other body is parsed, after the
+    size check, by pydantic-core's parser, whose nesting limit turns a body nested 100,000 deep
+    into a ValueError instead of a RecursionError.
+    """
+    id_start = len(_ENVELOPE_START)
+    if body.startswith(_ENVELOPE_START) and _UUID_TEXT.fullmatch(body, id_start, _JOB_ID_END):
+        return body[len(_ENVELOPE_START) : _JOB_ID_END].decode("ascii").lower()
+    if len(body) > MAX_BODY_BYTES:
+        return None
+    try:
+        decoded = from_json(body, allow_inf_nan=False)
+    except ValueError:
+        return None
+    return canonical_uuid(decoded.get("jobId")) if isinstance(decoded, dict) else None
+
+
 def parse_message(model: type[M], body: bytes) -> M:
     """The message as model, or an error that says what is wrong without quoting the body.
 
@@ -54,8 +90,10 @@ def parse_message(model: type[M], body: bytes) -> M:
     except ValidationError:
         pass  # diagnosed below, in the order a sender would fix things
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise InvalidMessage("the body is nested too deeply") from exc
         raise InvalidMessage("the body is not valid UTF-8 JSON") from exc
     if not isinstance(data, dict):
         raise InvalidMessage("the body is not a JSON object")

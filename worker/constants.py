@@ -16,6 +16,9 @@ EVENTS_EXCHANGE: Final = "events"
 DELAY_EXCHANGE: Final = "delay"
 DEAD_LETTER_QUEUE: Final = "dead-letters"
 DELAY_QUEUE_PREFIX: Final = "delay"
+# A second copy of what the broker itself dead-letters (deliveryLimitExceeded), consumed by the
+# workers to emit job.failed for it; the dead letter itself stays in <prefix>.dead-letters.
+BROKER_DEAD_LETTER_QUEUE: Final = "broker-dead-letters"
 
 # Event routing keys on <prefix>.events.
 EVENT_COMPLETED: Final = "job.completed"
@@ -36,6 +39,11 @@ HEADER_HTTP_STATUS: Final = "x-http-status"
 HEADER_STAGE: Final = "x-stage"
 HEADER_JOB_ID: Final = "x-job-id"
 HEADER_TRACEPARENT: Final = "traceparent"
+HEADER_REPLAY_OF: Final = "x-replay-of"
+
+# Counters read from headers (attempts, polls, replays) are clamped to this: a sender's 2^63
+# must not overflow what the worker writes back (AMQP integers are 64-bit).
+MAX_HEADER_COUNT: Final = 1_000_000
 
 # Defaults for settings (worker/settings.py reads the SCRIBE_* overrides).
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
@@ -62,7 +70,12 @@ DEFAULT_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
 DEFAULT_MAX_AUDIO_DURATION_S: Final = 600.0
 DEFAULT_MAX_DOCUMENT_BYTES: Final = 20 * 1024 * 1024
 DEFAULT_HTTP_PORT: Final = 8080
+DEFAULT_HTTP_HOST: Final = "127.0.0.1"
+DEFAULT_STALL_AFTER_S: Final = 600.0
 DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
+# Time budgets of the offline summary and note (worker/providers/local_budget.py).
+DEFAULT_LOCAL_SUMMARY_BUDGET_S: Final = 60.0
+DEFAULT_LOCAL_NOTE_BUDGET_S: Final = 60.0
 
 # Vendor error messages are copied into dead-letter headers; cap them so that an echoing
 # vendor cannot smuggle a body's worth of text into headers and logs.
@@ -74,3 +87,11 @@ MAX_ERROR_MESSAGE_CHARS: Final = 200
 JOB_CACHE_MAX_JOBS: Final = 4096
 JOB_CACHE_MAX_BYTES: Final = 4 * 1024 * 1024
 JOB_CACHE_MAX_JOB_BYTES: Final = 64 * 1024
+
+# Vendor answers are refused while being read once the bytes on the wire or the decoded bytes
+# pass this (SCRIBE_MAX_VENDOR_RESPONSE_BYTES): room for the longest transcript with timings.
+DEFAULT_MAX_VENDOR_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+# A vendor transcript (UTF-8 text, and separately its post-processing outputs) over this is
+# transcriptTooLarge at the poll stage; so is one with more segments than the second bound.
+MAX_TRANSCRIPT_BYTES: Final = 5 * 1024 * 1024
+MAX_TRANSCRIPT_SEGMENTS: Final = 100_000

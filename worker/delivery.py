@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import random
 import time
@@ -28,14 +27,22 @@ from aiormq.exceptions import ChannelInvalidStateError
 from schemas.errors import ErrorType
 from schemas.events import JobCompleted, JobFailed, StageProgress
 from worker import constants as c
-from worker.broker import Delivered, Publication, Publisher, build_message, copy_headers
+from worker.broker import (
+    Delivered,
+    Publication,
+    Publisher,
+    bounded_count,
+    build_message,
+    carried_headers,
+)
+from worker.codec import canonical_uuid, job_id_of_body
 from worker.constants import STAGES, Stage
-from worker.errors import Deferred, ScribeError, TransientError
+from worker.errors import Deferred, InvalidMessage, PermanentError, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
-from worker.metrics import Metrics
+from worker.metrics import Metrics, error_label
 from worker.settings import RetrySettings
 from worker.topology import Names
-from worker.tracing import new_traceparent, valid_traceparent
+from worker.tracing import new_traceparent
 
 log = structlog.get_logger("scribe.delivery")
 
@@ -151,24 +158,11 @@ def stable_event_id(job_id: str, kind: str) -> uuid.UUID:
     return uuid.UUID(bytes=digest[:16], version=5)
 
 
-def _int_header(headers: dict[str, Any], name: str) -> int:
-    value = headers.get(name, 0)
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return 0
-
-
 def job_id_of(message: Delivered) -> str | None:
-    """The jobId, from correlation_id or, failing that, a best-effort look into the body."""
-    if message.correlation_id:
-        return str(message.correlation_id)[:64]
-    try:
-        decoded = json.loads(message.body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    job_id = decoded.get("jobId") if isinstance(decoded, dict) else None
-    return job_id[:64] if isinstance(job_id, str) else None
+    """The job's identity: the body's jobId (a UUID). correlation_id is informational: it is used
+    only when the body has no readable jobId (so that the publisher still hears job.failed), and
+    only if it is a UUID itself; a correlation_id that disagrees with the body is ignored."""
+    return job_id_of_body(message.body) or canonical_uuid(message.correlation_id)
 
 
 def choose_tier_ms(tiers_ms: tuple[int, ...], wanted_ms: float) -> int:
@@ -229,9 +223,31 @@ class Delivery:
         self._rng = rng or random.Random()
 
     async def process(self, stage: Stage, handler: Handler, message: Delivered) -> None:
+        """Bring one delivery to exactly one outcome, whatever it holds.
+
+        Everything that can go wrong with a message is decided below; an exception that still
+        escapes is a bug in the consume path, which would repeat on every redelivery and, left
+        unsettled, hold a prefetch slot for good: it is dead-lettered at once as internalError
+        (or, if even that fails, nacked back for the delivery limit to end).
+        """
+        figures = self._metrics.stage(stage)
+        figures.took(time.monotonic())
+        try:
+            await self._process(stage, handler, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last resort described above
+            await self._last_resort(stage, message, exc)
+        finally:
+            figures.settled(time.monotonic())
+
+    async def _process(self, stage: Stage, handler: Handler, message: Delivered) -> None:
         headers, ctx, bound = self._context(stage, message)
         self._metrics.stage(stage).consumed += 1
         try:
+            if message.problem is not None:
+                await self._reject(message, headers, ctx, bound, InvalidMessage(message.problem))
+                return
             if ctx.job_id is None:
                 await self._run(handler, message, headers, ctx, bound)
                 return
@@ -255,18 +271,78 @@ class Delivery:
             bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
 
+    async def _reject(
+        self,
+        message: Delivered,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        bound: MessageLog,
+        error: ScribeError,
+    ) -> None:
+        """Dead-letter without running the handler (the message itself is unusable), then ack."""
+        await self._failure_action(error)(_Run(message, headers, ctx, bound, 0.0))
+        await message.ack()
+
+    async def _last_resort(self, stage: Stage, message: Delivered, exc: Exception) -> None:
+        where = _failure_location(exc)
+        log.warning("stage.consume_failed", stage=stage, error=type(exc).__name__, at=where)
+        error = PermanentError(
+            ErrorType.INTERNAL_ERROR, f"the consume path failed: {type(exc).__name__} at {where}"
+        )
+        try:
+            ctx = DeliveryContext(stage, _safe_job_id(message), 0, 0, 0, False, new_traceparent())
+            headers = {c.HEADER_TRACEPARENT: ctx.traceparent}
+            await self._dead_letter(message, headers, ctx, error, attempts=1)
+            self._metrics.dead_lettered.labels(stage, error.error_type).inc()
+            await message.ack()
+        except Exception as again:  # noqa: BLE001 - the delivery limit ends what this cannot
+            log.warning("stage.last_resort_failed", stage=stage, error=type(again).__name__)
+            await self._requeue(message)
+
+    async def announce_broker_dead_letter(self, message: Delivered) -> None:
+        """job.failed for a message the broker dead-lettered itself (deliveryLimitExceeded).
+
+        The stage comes from the broker's own x-first-death-queue header, never from a header a
+        sender could have set on the job; the dead letter itself is in <prefix>.dead-letters.
+        """
+        try:
+            headers = carried_headers(message.headers)
+            stage = self._names.stage_of_queue((message.headers or {}).get("x-first-death-queue"))
+            job_id = job_id_of(message)
+            if stage is not None and job_id is not None:
+                ctx = DeliveryContext(
+                    stage,
+                    job_id,
+                    attempts=0,
+                    polls=0,
+                    replays=headers.get(c.HEADER_REPLAYS, 0),
+                    redelivered=False,
+                    traceparent=headers.get(c.HEADER_TRACEPARENT) or new_traceparent(),
+                )
+                deliveries = bounded_count((message.headers or {}).get("x-delivery-count"))
+                event = self._failed_event(ctx, _DELIVERY_LIMIT, deliveries)
+                await self._publisher.publish_in_order(event)
+                self._metrics.dead_lettered.labels(stage, _DELIVERY_LIMIT.error_type).inc()
+            await message.ack()
+        except BROKER_ERRORS as exc:
+            log.warning("broker_dead_letter.publish_failed", error=type(exc).__name__)
+            await self._requeue(message)
+        except Exception as exc:  # noqa: BLE001 - an announcement that cannot be made is dropped
+            log.warning("broker_dead_letter.unreadable", error=type(exc).__name__)
+            await message.ack()
+
     def _context(
         self, stage: Stage, message: Delivered
     ) -> tuple[dict[str, Any], DeliveryContext, MessageLog]:
-        headers = copy_headers(message.headers)
-        traceparent = valid_traceparent(headers.get(c.HEADER_TRACEPARENT)) or new_traceparent()
+        headers = carried_headers(message.headers)
+        traceparent = headers.get(c.HEADER_TRACEPARENT) or new_traceparent()
         headers[c.HEADER_TRACEPARENT] = traceparent
         ctx = DeliveryContext(
             stage=stage,
             job_id=job_id_of(message),
-            attempts=_int_header(headers, c.HEADER_ATTEMPTS),
-            polls=_int_header(headers, c.HEADER_POLLS),
-            replays=_int_header(headers, c.HEADER_REPLAYS),
+            attempts=headers.get(c.HEADER_ATTEMPTS, 0),
+            polls=headers.get(c.HEADER_POLLS, 0),
+            replays=headers.get(c.HEADER_REPLAYS, 0),
             redelivered=bool(message.redelivered),
             traceparent=traceparent,
         )
@@ -417,11 +493,11 @@ class Delivery:
                 tier = retry_delay_ms(self._retry, attempts, error.retry_after_s, self._rng)
                 headers[c.HEADER_ERROR_TYPE] = error.error_type
                 await self._to_delay(message, headers, ctx, tier)
-                self._metrics.retried.labels(ctx.stage, error.error_type).inc()
+                self._metrics.retried.labels(ctx.stage, error_label(error.error_type)).inc()
                 bound.warning("stage.retry", outcome="retry", delay_ms=tier, **fields)
                 return
             await self._dead_letter(message, headers, ctx, error, attempts)
-            self._metrics.dead_lettered.labels(ctx.stage, error.error_type).inc()
+            self._metrics.dead_lettered.labels(ctx.stage, error_label(error.error_type)).inc()
             bound.warning("stage.dead_lettered", outcome="dead_letter", **fields)
 
         return act
@@ -492,6 +568,10 @@ class Delivery:
         )
         if ctx.job_id is None:
             return
+        await self._publisher.publish_in_order(self._failed_event(ctx, error, attempts))
+
+    def _failed_event(self, ctx: DeliveryContext, error: ScribeError, attempts: int) -> Publication:
+        assert ctx.job_id is not None
         event = JobFailed(
             event_id=stable_event_id(ctx.job_id, f"failed/{ctx.replays}"),
             job_id=_as_uuid(ctx.job_id),
@@ -502,7 +582,7 @@ class Delivery:
             attempts=attempts,
             occurred_at=datetime.now(UTC),
         )
-        await self._publisher.publish_in_order(self._event(c.EVENT_FAILED, event.to_wire(), ctx))
+        return self._event(c.EVENT_FAILED, event.to_wire(), ctx)
 
     def _progress(
         self, ctx: DeliveryContext, provider: str, duration_ms: float
@@ -543,6 +623,20 @@ class Delivery:
         except (AMQPError, ConnectionError, RuntimeError) as exc:
             # The channel is gone; the broker redelivers unacked messages by itself.
             log.warning("stage.nack_failed", error=type(exc).__name__)
+
+
+_DELIVERY_LIMIT = PermanentError(
+    ErrorType.DELIVERY_LIMIT_EXCEEDED,
+    "the broker dead-lettered the message after too many deliveries (a crash loop or a message "
+    "the worker could not settle)",
+)
+
+
+def _safe_job_id(message: Delivered) -> str | None:
+    try:
+        return job_id_of(message)
+    except Exception:  # noqa: BLE001 - used only on the last-resort path, which must not fail
+        return None
 
 
 def _drop(headers: dict[str, Any], *names: str) -> None:

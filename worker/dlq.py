@@ -51,7 +51,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelClosed
 
 from worker import constants as c
-from worker.broker import Publisher, build_message, copy_headers
+from worker.broker import Publisher, build_message, carried_headers
 from worker.constants import STAGES, Stage
 from worker.topology import Names
 
@@ -476,7 +476,7 @@ def replay_headers(letter: DeadLetter) -> dict[str, Any]:
     """The dead letter's headers without failure bookkeeping, plus x-replays and x-replay-of."""
     headers = {
         key: value
-        for key, value in copy_headers(letter.headers).items()
+        for key, value in carried_headers(letter.headers).items()
         if key not in _FAILURE_HEADERS and not key.startswith(_FAILURE_HEADER_PREFIXES)
     }
     headers[c.HEADER_REPLAYS] = letter.replays + 1

@@ -15,6 +15,21 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from schemas.errors import ErrorType
+
+_KNOWN_ERROR_TYPES = frozenset(error_type.value for error_type in ErrorType)
+OTHER_ERROR_TYPE = "other"
+
+
+def error_label(error_type: str) -> str:
+    """An errorType as a metric label: one of the catalogue's, or "other".
+
+    A 403 carries whatever errorType the vendor put in it; as a label, each new value would be a
+    new time series for as long as the process lives.
+    """
+    return error_type if error_type in _KNOWN_ERROR_TYPES else OTHER_ERROR_TYPE
+
+
 STAGE_DURATION_BUCKETS_S = Histogram.DEFAULT_BUCKETS[:-1]  # +Inf is implied
 _BUCKET_LABELS = (*(repr(float(bound)) for bound in STAGE_DURATION_BUCKETS_S), "+Inf")
 
@@ -27,11 +42,24 @@ class StageMetrics:
     the only writer, and scrapes run on it too.
     """
 
-    __slots__ = ("_buckets", "advanced", "completed", "consumed", "duration_sum_s", "in_flight")
+    __slots__ = (
+        "_buckets",
+        "advanced",
+        "completed",
+        "consumed",
+        "duration_sum_s",
+        "in_flight",
+        "last_settled_s",
+        "unsettled",
+    )
 
     def __init__(self) -> None:
         self.consumed = 0
         self.in_flight = 0
+        # Deliveries taken and not yet settled, and when the last one was (time.monotonic()):
+        # readiness turns false when a stage holds messages and has settled none for a while.
+        self.unsettled = 0
+        self.last_settled_s = 0.0
         self.advanced = 0
         self.completed = 0
         self.duration_sum_s = 0.0
@@ -40,6 +68,19 @@ class StageMetrics:
     def observe_duration(self, seconds: float) -> None:
         self.duration_sum_s += seconds
         self._buckets[bisect_left(STAGE_DURATION_BUCKETS_S, seconds)] += 1
+
+    def took(self, now_s: float) -> None:
+        """A delivery arrived; a stage that held nothing starts its stall clock now."""
+        if self.unsettled == 0:
+            self.last_settled_s = now_s
+        self.unsettled += 1
+
+    def settled(self, now_s: float) -> None:
+        self.unsettled -= 1
+        self.last_settled_s = now_s
+
+    def stalled(self, now_s: float, stall_after_s: float) -> bool:
+        return self.unsettled > 0 and now_s - self.last_settled_s > stall_after_s
 
     def cumulative_buckets(self) -> list[tuple[str, float]]:
         running, cumulative = 0, []
@@ -116,6 +157,11 @@ class Metrics:
             "scribe_poll_attempts_per_job",
             "Status calls a job needed before its transcript was ready.",
             buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.broker_reconnects = Counter(
+            "scribe_broker_reconnects",
+            "Times the broker connection was lost and restored.",
             registry=r,
         )
         self.consumers_active = Gauge(

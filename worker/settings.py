@@ -6,6 +6,7 @@ instead of at the first job. Secrets may also come from a file named by <VARIABL
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -113,6 +114,12 @@ class Settings:
     http_port: int
     shutdown_grace_s: float
     log_level: str
+    # Where /healthz, /readyz and /metrics listen: loopback unless a container asks for more.
+    http_host: str = c.DEFAULT_HTTP_HOST
+    # /readyz turns false when a stage holds messages and has settled none for this long.
+    stall_after_s: float = c.DEFAULT_STALL_AFTER_S
+    # A vendor answer (wire or decoded bytes) over this is refused while it is read.
+    max_vendor_response_bytes: int = c.DEFAULT_MAX_VENDOR_RESPONSE_BYTES
     local: LocalSettings = LocalSettings()
     llm: LlmSettings = LlmSettings()
     # Signs the vendor handles of poll messages (worker/handles.py); None: derived per vendor.
@@ -121,6 +128,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         return _Reader(env).settings()
+
+
+def _bind_host(text: str) -> str:
+    """An address to listen on: an IP literal (0.0.0.0 or :: for every interface)."""
+    return str(ipaddress.ip_address(text))
 
 
 class _Reader:
@@ -289,6 +301,9 @@ class _Reader:
             max_document_bytes=self.integer(
                 "SCRIBE_MAX_DOCUMENT_BYTES", c.DEFAULT_MAX_DOCUMENT_BYTES, 1
             ),
+            max_vendor_response_bytes=self.integer(
+                "SCRIBE_MAX_VENDOR_RESPONSE_BYTES", c.DEFAULT_MAX_VENDOR_RESPONSE_BYTES, 1024
+            ),
             url_allowlist=frozenset(
                 host.strip().lower()
                 for host in (self.raw("SCRIBE_URL_ALLOWLIST") or "").split(",")
@@ -297,6 +312,10 @@ class _Reader:
             storage_root=Path(storage_root).resolve() if storage_root else None,
             redis_url=self._redis_url(),
             http_port=self.integer("SCRIBE_HTTP_PORT", c.DEFAULT_HTTP_PORT),
+            http_host=self.parse(
+                "SCRIBE_HTTP_HOST", c.DEFAULT_HTTP_HOST, _bind_host, "expected an IP address"
+            ),
+            stall_after_s=self.number("SCRIBE_STALL_AFTER_S", c.DEFAULT_STALL_AFTER_S, 1.0),
             shutdown_grace_s=self.number("SCRIBE_SHUTDOWN_GRACE_S", c.DEFAULT_SHUTDOWN_GRACE_S),
             log_level=log_level,
             local=LocalSettings(asr_workers=self.integer("SCRIBE_LOCAL_ASR_WORKERS", 1, 1)),

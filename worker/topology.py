@@ -8,6 +8,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from schemas.errors import ErrorType
 from worker import constants as c
 from worker.constants import STAGES, Stage
 from worker.settings import RetrySettings
@@ -37,6 +38,18 @@ class Names:
     def dead_letter_queue(self) -> str:
         return f"{self.prefix}.{c.DEAD_LETTER_QUEUE}"
 
+    @property
+    def broker_dead_letter_queue(self) -> str:
+        return f"{self.prefix}.{c.BROKER_DEAD_LETTER_QUEUE}"
+
+    def stage_of_queue(self, queue: object) -> Stage | None:
+        """The stage whose queue this is (a broker header's value), or None."""
+        text = queue.decode("utf-8", "replace") if isinstance(queue, bytes) else queue
+        for stage in STAGES:
+            if text == self.stage_queue(stage):
+                return stage
+        return None
+
     def stage_queue(self, stage: Stage) -> str:
         return f"{self.prefix}.{stage}"
 
@@ -48,6 +61,7 @@ class Names:
             *(self.stage_queue(stage) for stage in STAGES),
             *(self.delay_queue(ms) for ms in delay_tiers_ms),
             self.dead_letter_queue,
+            self.broker_dead_letter_queue,
         ]
 
     def all_exchanges(self) -> list[str]:
@@ -95,6 +109,16 @@ def dead_letter_queue_arguments() -> dict[str, Any]:
     return _quorum_args(**{"x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT})
 
 
+BROKER_DEAD_LETTER_DELIVERY_LIMIT = 20
+BROKER_DEAD_LETTER_BINDING = f"*.{ErrorType.DELIVERY_LIMIT_EXCEEDED.value}"
+
+
+def broker_dead_letter_queue_arguments() -> dict[str, Any]:
+    """Its messages only trigger job.failed events; one that cannot be announced in 20
+    deliveries is dropped (RabbitMQ 4's default): the dead letter itself is kept elsewhere."""
+    return _quorum_args(**{"x-delivery-limit": BROKER_DEAD_LETTER_DELIVERY_LIMIT})
+
+
 def delay_binding_arguments(delay_ms: int) -> dict[str, Any]:
     return {"x-match": "all", c.HEADER_DELAY_TIER_MS: str(delay_ms)}
 
@@ -129,3 +153,9 @@ async def declare_topology(channel: AbstractChannel, names: Names, retry: RetryS
         names.dead_letter_queue, durable=True, arguments=dead_letter_queue_arguments()
     )
     await dead_letters.bind(dead, routing_key="#")
+    broker_dead = await channel.declare_queue(
+        names.broker_dead_letter_queue,
+        durable=True,
+        arguments=broker_dead_letter_queue_arguments(),
+    )
+    await broker_dead.bind(dead, routing_key=BROKER_DEAD_LETTER_BINDING)
