@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pamqp import commands, frame
 from pamqp.body import ContentBody
 from pamqp.header import ProtocolHeader
+
+F = TypeVar("F")
 
 FRAME_HEADER = 2
 BASIC_CLASS_ID = 60
@@ -170,7 +173,7 @@ class RawPublisher:
                 raise ConnectionError("the broker closed the connection")
             self._buffer += chunk
 
-    async def _expect(self, kind: type[frame.FrameTypes]) -> frame.FrameTypes:
+    async def _expect(self, kind: type[F]) -> F:
         value = await self._next()
         if not isinstance(value, kind):
             raise RuntimeError(f"expected {kind.__name__}, got {value!r}")
