@@ -18,9 +18,11 @@ import ipaddress
 import mimetypes
 import os
 import re
+import shutil
 import socket
 import stat
 import tempfile
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -603,13 +605,48 @@ class MediaFetcher:
             )
 
     async def document(self, ref: DocumentRef) -> PreparedDocument:
-        async with self._materialise(
-            ref, self._max_document_bytes, ErrorType.DOCUMENT_UNAVAILABLE
-        ) as (path, _size):
-            content = await asyncio.to_thread(path.read_bytes)
+        """The document checked against the size limit and left on disk, to be streamed (never
+        read whole into memory): the job's own file under the storage root, or a download kept
+        in a temporary folder for as long as the returned PreparedDocument lives."""
+        limit_bytes = self._max_document_bytes
+        folder: _DocumentFolder | None = None
+        if ref.path is not None:
+            path, size = local_path(ref, self._policy, ErrorType.DOCUMENT_UNAVAILABLE)
+            if size > limit_bytes:
+                raise PermanentError(ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes")
+        else:
+            assert ref.url is not None
+            folder = _DocumentFolder()
+            path = folder.path / "document"
+            try:
+                size = await _download(
+                    self._session,
+                    ref.url,
+                    self._policy,
+                    limit_bytes,
+                    path,
+                    ErrorType.DOCUMENT_UNAVAILABLE,
+                )
+            except BaseException:
+                folder.remove()
+                raise
         return PreparedDocument(
             document_type=ref.document_type,
             document_name=ref.document_name,
             mime_type=DOCUMENT_MIME_TYPES[ref.document_type],
-            content=content,
+            source=path,
+            size_bytes=size,
+            keep=folder,
         )
+
+
+class _DocumentFolder:
+    """A downloaded document's temporary folder, removed when the last PreparedDocument holding
+    it is gone (or at exit): the note stage drops its documents when it returns."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="scribe-doc-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+    def remove(self) -> None:
+        self._finalizer()

@@ -167,6 +167,7 @@ async def test_invox_every_call_sends_auth_json_and_version(
         "Authorization": f"Bearer {STATIC}",
         "Content-Type": "application/json",
         "X-Invox-Medical-Api-Version": VERSION,
+        "Accept-Encoding": "gzip, deflate",
     }
 
 
@@ -275,7 +276,7 @@ async def test_invox_400_error_type_both_message_spellings(
     with pytest.raises(PermanentError) as info:
         await InvoxSummarizer(make_client(http)).summarize(make_job(), transcript())
     assert info.value.error_type == ErrorType.INVALID_OUTPUT_FORMAT
-    assert info.value.message == "invox.summary: HTTP 400: Invalid output format"
+    assert info.value.message == "invox.summary answered HTTP 400 (invalidOutputFormat)"
 
 
 @pytest.mark.parametrize(
@@ -340,7 +341,10 @@ async def test_invox_submit_presigned_url_then_put_without_auth(
     assert json.loads(presign.kwargs["data"]) == {"mimeType": "audio/webm"}
     assert presign.kwargs["headers"]["X-Invox-Medical-Api-Version"] == VERSION
     (put,) = calls(mocked, "PUT", SIGNED_URL)
-    assert put.kwargs["headers"] == {"Content-Type": "audio/webm"}
+    assert put.kwargs["headers"] == {
+        "Content-Type": "audio/webm",
+        "Accept-Encoding": "gzip, deflate",
+    }
 
 
 @pytest.mark.parametrize(
@@ -410,7 +414,8 @@ async def test_invox_status_error(http: VendorHttp, mocked: aioresponses) -> Non
     with pytest.raises(PermanentError) as info:
         await InvoxTranscriber(make_client(http)).status(make_job(), handle())
     assert info.value.error_type == ErrorType.TRANSCRIPTION_FAILED
-    assert "decoder failed" in info.value.message
+    # errorMessage is vendor free text: our own wording only.
+    assert info.value.message == "invox.transcription: ERROR"
     assert_clean(info.value)
 
 
@@ -683,10 +688,16 @@ async def test_invox_documents_signed_urls_then_puts(
     assert request.kwargs["headers"]["X-Invox-Medical-Api-Version"] == VERSION
     (pdf,) = calls(mocked, "PUT", PDF_URL)
     (txt,) = calls(mocked, "PUT", TXT_URL)
-    assert pdf.kwargs["headers"] == {"Content-Type": "application/pdf"}
-    assert pdf.kwargs["data"] == DOCS[0].content
-    assert txt.kwargs["headers"] == {"Content-Type": "text/plain"}
-    assert txt.kwargs["data"] == DOCS[1].content
+    assert pdf.kwargs["headers"] == {
+        "Content-Type": "application/pdf",
+        "Accept-Encoding": "gzip, deflate",
+    }
+    assert pdf.kwargs["data"] == DOCS[0].source
+    assert txt.kwargs["headers"] == {
+        "Content-Type": "text/plain",
+        "Accept-Encoding": "gzip, deflate",
+    }
+    assert txt.kwargs["data"] == DOCS[1].source
 
 
 async def test_invox_documents_session_defaults_to_job_id(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from schemas.jobs import (
     ClinicalNoteField,
@@ -35,10 +37,44 @@ class PreparedAudio:
 
 @dataclass(frozen=True)
 class PreparedDocument:
+    """A supporting document checked against the size limit, left on disk to be streamed.
+
+    Never held whole in memory (twenty 20 MB documents and their decoded copies took one job to
+    935 MiB): vendors get `open()` streamed to them, text readers take a bounded prefix with
+    `read_text(max_bytes)`. `source` is the file (the job's own under the storage root, or a
+    download that `keep` holds on disk for as long as this object lives), or the bytes themselves
+    for small documents built in memory (tests). Both methods block: call them in a thread.
+    """
+
     document_type: str  # "PDF" | "TXT"
     document_name: str
     mime_type: str
-    content: bytes
+    source: Path | bytes
+    size_bytes: int = -1  # -1: unknown (in-memory documents know their length)
+    keep: object = field(default=None, repr=False, compare=False)
+
+    def open(self) -> IO[bytes]:
+        """A binary stream of the whole document, for uploads (the caller closes it)."""
+        if isinstance(self.source, bytes):
+            return io.BytesIO(self.source)
+        return self.source.open("rb")
+
+    def read_text(self, max_bytes: int) -> str:
+        """At most max_bytes of the document as UTF-8 text: undecodable bytes are replaced, and a
+        character cut by the bound at the end is dropped."""
+        if isinstance(self.source, bytes):
+            data = self.source[:max_bytes]
+        else:
+            with self.source.open("rb") as stream:
+                data = stream.read(max_bytes)
+        return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
+
+    @property
+    def content(self) -> bytes:
+        """The whole document. Transitional, for readers not yet on read_text(): prefer that."""
+        if isinstance(self.source, bytes):
+            return self.source
+        return self.source.read_bytes()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,11 @@ Decisions the vendor pages leave open (documented here and in the tests):
   file_id, exactly what Invox's documented errorType means. 404 on upload -> badRequest.
 - FILE_PROCESSING_TIMEOUT -> PermanentError(transcriptionFailed): polling the same file_id again
   cannot change a vendor-side timeout; a replay of the dead letter resubmits the audio.
-- Any status we do not know -> PermanentError(unknownVendorStatus), never "still pending".
+- Any status we do not know -> PermanentError(unknownVendorStatus), never "still pending"; so is
+  a processing_status that is not a string (a list, an object, a number).
+- A transcript over MAX_TRANSCRIPT_BYTES of UTF-8 (or its post-processing outputs over the same,
+  together), or more than MAX_TRANSCRIPT_SEGMENTS diarized turns -> PermanentError
+  (transcriptTooLarge). A duration that is not a finite number (1e400, 10**400) is ignored.
 - Diarized transcripts ("SPEAKER_01: ..." lines) become segments with the speaker set and
   start = end = 0.0, because Intron gives no timings; 0.0/0.0 means "untimed". Undiarized
   transcripts have no segments.
@@ -25,12 +29,22 @@ from typing import Final
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import ValidationError
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Summary, Transcript, TranscriptionHandle, TranscriptSegment
 from worker.errors import PermanentError
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
-from worker.providers.http import JsonObject, VendorHttp, expect_dict, expect_str, malformed
+from worker.providers.http import (
+    JsonObject,
+    VendorHttp,
+    check_transcript_size,
+    expect_dict,
+    expect_str,
+    finite_number,
+    malformed,
+    status_name,
+)
 from worker.settings import IntronSettings
 
 VENDOR: Final = "intron"
@@ -50,14 +64,6 @@ FAILED_STATUSES: Final[dict[str, ErrorType]] = {
 
 _POST_PROCESSING_PREFIX: Final = "transcript_"
 _SPEAKER_LINE_RE: Final = re.compile(r"^(SPEAKER_[A-Za-z0-9]+)\s*:\s*(.*)$")
-_STATUS_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
-
-
-def _status_name(value: object) -> str:
-    """A vendor status, safe to put in a message (it is vendor text, so keep it a short word)."""
-    if not isinstance(value, str):
-        return "<missing>"
-    return _STATUS_NAME_RE.sub("?", value)[:40] or "<empty>"
 
 
 class IntronTranscriber:
@@ -132,37 +138,48 @@ class IntronTranscriber:
         )
         data = expect_dict(body, "data", STATUS_ENDPOINT)
         status = data.get("processing_status")
+        if not isinstance(status, str):
+            # A list or an object is not hashable: testing it against the sets would crash.
+            raise PermanentError(
+                ErrorType.UNKNOWN_VENDOR_STATUS,
+                f"{STATUS_ENDPOINT}: processing_status is {status_name(status)}, not a string",
+            )
         if status in PENDING_STATUSES:
             return None
         if status == DONE_STATUS:
             return _transcript(job, data)
-        if isinstance(status, str) and status in FAILED_STATUSES:
+        if status in FAILED_STATUSES:
             raise PermanentError(FAILED_STATUSES[status], f"{STATUS_ENDPOINT}: {status}")
         raise PermanentError(
             ErrorType.UNKNOWN_VENDOR_STATUS,
-            f"{STATUS_ENDPOINT}: unknown processing_status {_status_name(status)}",
+            f"{STATUS_ENDPOINT}: unknown processing_status {status_name(status)}",
         )
 
 
 def _transcript(job: JobRequest, data: JsonObject) -> Transcript:
     raw = expect_str(data, "audio_transcript", STATUS_ENDPOINT, allow_empty=True)
-    lines = [line.strip() for line in raw.splitlines() if line.strip()]
-    segments = _speaker_segments(lines) if job.intron.use_diarization else ()
-    duration = data.get("processed_audio_duration_in_seconds")
+    check_transcript_size(STATUS_ENDPOINT, (raw,))
     post_processing = {
         "get_" + key.removeprefix(_POST_PROCESSING_PREFIX): value
         for key, value in data.items()
         if key.startswith(_POST_PROCESSING_PREFIX) and isinstance(value, str)
     }
-    return Transcript(
-        provider="intron",
-        text="\n".join(lines),
-        segments=segments,
-        duration_s=float(duration)
-        if isinstance(duration, int | float) and not isinstance(duration, bool)
-        else None,
-        post_processing=post_processing,
-    )
+    check_transcript_size(STATUS_ENDPOINT, post_processing.values())
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    segments = _speaker_segments(lines) if job.intron.use_diarization else ()
+    try:
+        return Transcript(
+            provider="intron",
+            text="\n".join(lines),
+            segments=segments,
+            duration_s=finite_number(data.get("processed_audio_duration_in_seconds")),
+            post_processing=post_processing,
+        )
+    except ValidationError:
+        # The message would quote the transcript: name the endpoint only.
+        raise PermanentError(
+            ErrorType.MALFORMED_RESPONSE, f"{STATUS_ENDPOINT}: the transcript does not fit"
+        ) from None
 
 
 def _speaker_segments(lines: list[str]) -> tuple[TranscriptSegment, ...]:
@@ -179,6 +196,8 @@ def _speaker_segments(lines: list[str]) -> tuple[TranscriptSegment, ...]:
             turns.append((None, line))
     if not any(speaker for speaker, _ in turns):
         return ()
+    # Counted before any model is built: 5 MB of "SPEAKER_1: a" lines is 400,000 turns.
+    check_transcript_size(STATUS_ENDPOINT, (), len(turns))
     return tuple(
         TranscriptSegment(start=0.0, end=0.0, text=text, speaker=speaker) for speaker, text in turns
     )

@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from pydantic import ValidationError
 
@@ -38,15 +38,18 @@ from schemas.jobs import (
     TranscriptSegment,
 )
 from worker.constants import INVOX_API_VERSION_HEADER
-from worker.errors import PermanentError
+from worker.errors import PermanentError, ScribeError
 from worker.providers.base import PreparedAudio, PreparedDocument, Submitted, Transcribed
 from worker.providers.http import (
     AuthenticationRejected,
     JsonObject,
     VendorHttp,
+    check_transcript_size,
     expect_str,
+    finite_number,
     malformed,
-    scrub_vendor_text,
+    parse_json,
+    status_name,
 )
 from worker.providers.invox_auth import InvoxTokenSource
 from worker.settings import InvoxSettings
@@ -131,15 +134,28 @@ class InvoxClient:
         )
 
     async def upload(
-        self, endpoint: str, signed_url: str, content: bytes | PreparedAudio, content_type: str
+        self,
+        endpoint: str,
+        signed_url: str,
+        content: bytes | PreparedAudio | PreparedDocument,
+        content_type: str,
     ) -> None:
-        """PUT to a pre-signed URL, without our Authorization header."""
+        """PUT to a pre-signed URL, without our Authorization header.
+
+        Files (audio, documents) are streamed from disk in aiohttp's 64 KiB chunks, with their
+        Content-Length, never read whole into memory."""
+        if isinstance(content, PreparedDocument) and isinstance(content.source, bytes):
+            content = content.source
         if isinstance(content, bytes):
             await self._http.upload(
                 VENDOR, endpoint, signed_url, content, content_type=content_type
             )
             return
-        stream = await asyncio.to_thread(content.path.open, "rb")
+        stream: IO[bytes]
+        if isinstance(content, PreparedDocument):
+            stream = await asyncio.to_thread(content.open)
+        else:
+            stream = await asyncio.to_thread(content.path.open, "rb")
         try:
             await self._http.upload(VENDOR, endpoint, signed_url, stream, content_type=content_type)
         finally:
@@ -192,47 +208,50 @@ class InvoxTranscriber:
         if status == "COMPLETED":
             return _transcript(body)
         if status == "ERROR":
-            detail = body.get("errorMessage")
-            message = f"{TRANSCRIPTION_ENDPOINT}: ERROR"
-            if isinstance(detail, str) and detail.strip():
-                message = f"{message}: {scrub_vendor_text(detail)}"
-            raise PermanentError(ErrorType.TRANSCRIPTION_FAILED, message)
-        name = status[:40] if isinstance(status, str) else "<missing>"
+            # errorMessage is vendor free text (it may quote the recording): never forwarded.
+            raise PermanentError(ErrorType.TRANSCRIPTION_FAILED, f"{TRANSCRIPTION_ENDPOINT}: ERROR")
         raise PermanentError(
             ErrorType.UNKNOWN_VENDOR_STATUS,
-            f"{TRANSCRIPTION_ENDPOINT}: unknown status {scrub_vendor_text(name) or '<empty>'}",
+            f"{TRANSCRIPTION_ENDPOINT}: unknown status {status_name(status)}",
         )
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
 
 
 def _transcript(body: JsonObject) -> Transcript:
+    """Segments in order; a start or end that is not a finite number (1e400) counts as absent.
+
+    The size caps are checked on the vendor's data before any model is built."""
     raw_segments = body.get("transcription")
     if not isinstance(raw_segments, list):
         raise malformed(TRANSCRIPTION_ENDPOINT, "response has no list 'transcription'")
+    check_transcript_size(TRANSCRIPTION_ENDPOINT, (), len(raw_segments))
+    if not all(isinstance(e, dict) and isinstance(e.get("text"), str) for e in raw_segments):
+        raise malformed(TRANSCRIPTION_ENDPOINT, "a transcription segment has no text")
+    texts = [entry["text"].strip() for entry in raw_segments]
+    text = " ".join(t for t in texts if t)
+    check_transcript_size(TRANSCRIPTION_ENDPOINT, (text,))
     segments: list[TranscriptSegment] = []
-    for entry in raw_segments:
-        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
-            raise malformed(TRANSCRIPTION_ENDPOINT, "a transcription segment has no text")
-        start = _number(entry.get("start"))
-        end = _number(entry.get("end"))
-        segments.append(
-            TranscriptSegment(
-                start=start or 0.0,
-                end=end if end is not None else (start or 0.0),
-                text=entry["text"].strip(),
+    try:
+        for entry, segment_text in zip(raw_segments, texts, strict=True):
+            start = finite_number(entry.get("start"))
+            end = finite_number(entry.get("end"))
+            segments.append(
+                TranscriptSegment(
+                    start=start or 0.0,
+                    end=end if end is not None else (start or 0.0),
+                    text=segment_text,
+                )
             )
+        return Transcript(
+            provider="invox",
+            text=text,
+            segments=tuple(segments),
+            duration_s=max((segment.end for segment in segments), default=None),
         )
-    return Transcript(
-        provider="invox",
-        text=" ".join(segment.text for segment in segments if segment.text),
-        segments=tuple(segments),
-        duration_s=max((segment.end for segment in segments), default=None),
-    )
+    except ValidationError:
+        # The message would quote the transcript: name the endpoint only.
+        raise PermanentError(
+            ErrorType.MALFORMED_RESPONSE, f"{TRANSCRIPTION_ENDPOINT}: the transcript does not fit"
+        ) from None
 
 
 class InvoxSummarizer:
@@ -253,19 +272,33 @@ class InvoxSummarizer:
         )
         note = body.get("clinicalNote")
         if isinstance(note, str) and job.summary.output_format == "SOAP_TEMPLATE":
-            try:
-                decoded = json.loads(note)
-            except ValueError:
-                decoded = None
+            decoded = _json_in_string(note)
             if isinstance(decoded, dict) and "fields" in decoded:
                 note = decoded
-        if isinstance(note, str):
-            return Summary(provider="invox", output_format="SUMMARY", text=note)
-        if isinstance(note, dict):
-            return Summary(
-                provider="invox", output_format="SOAP_TEMPLATE", fields=_soap_fields(note)
-            )
+        try:
+            if isinstance(note, str):
+                return Summary(provider="invox", output_format="SUMMARY", text=note)
+            if isinstance(note, dict):
+                return Summary(
+                    provider="invox", output_format="SOAP_TEMPLATE", fields=_soap_fields(note)
+                )
+        except ValidationError:
+            # Over the schema's string bound, say: the message would quote the summary.
+            raise PermanentError(
+                ErrorType.MALFORMED_RESPONSE, f"{SUMMARY_ENDPOINT}: the summary does not fit"
+            ) from None
         raise malformed(SUMMARY_ENDPOINT, "response has no clinicalNote")
+
+
+def _json_in_string(text: str) -> object:
+    """A SOAP clinicalNote sent as a JSON string, decoded (depth-limited); None if it is not
+    JSON, which keeps it as SUMMARY text."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        return parse_json(text, SUMMARY_ENDPOINT)
+    except ScribeError:
+        return None
 
 
 def _soap_fields(note: JsonObject) -> tuple[SoapField, ...]:
@@ -282,13 +315,14 @@ def _soap_fields(note: JsonObject) -> tuple[SoapField, ...]:
             raise malformed(SUMMARY_ENDPOINT, "a clinicalNote field has no name")
         if value is None:
             value = ""
-        result.append(
-            SoapField(
-                name=name,
-                description=description,
-                value=value if isinstance(value, str) else json.dumps(value, ensure_ascii=False),
-            )
-        )
+        if not isinstance(value, str):
+            try:
+                value = json.dumps(value, ensure_ascii=False)
+            except ValueError:  # an integer too long to print (Python's 4300-digit limit)
+                raise malformed(
+                    SUMMARY_ENDPOINT, "a clinicalNote field value is unusable"
+                ) from None
+        result.append(SoapField(name=name, description=description, value=value))
     return tuple(result)
 
 
@@ -364,9 +398,7 @@ class InvoxNoteWriter:
             entry = by_name.get(doc.document_name) if unique else None
             signed_url = _signed_url(entry or entries[index], "signedUrl", DOCUMENTS_ENDPOINT)
             content_type = DOCUMENT_CONTENT_TYPES[doc.document_type]
-            await self._client.upload(
-                DOCUMENT_UPLOAD_ENDPOINT, signed_url, doc.content, content_type
-            )
+            await self._client.upload(DOCUMENT_UPLOAD_ENDPOINT, signed_url, doc, content_type)
 
 
 def _note_field(entry: Any) -> ClinicalNoteField:

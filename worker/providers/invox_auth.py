@@ -12,6 +12,11 @@ Tokens live 2 hours; we use one until `refresh_margin_s` before it expires.
 Concurrent callers share one fetch: fetching happens under one asyncio.Lock, and `refresh(stale)`
 fetches only if the current token is still the stale one the caller was rejected with.
 Tokens never appear in exceptions, logs or repr.
+
+The token answer is vendor JSON like any other: a token that is not one printable word of at most
+MAX_TOKEN_CHARS (it becomes an HTTP header: a newline would be header injection, and aiohttp
+would refuse it later with a ValueError) or an expiresIn that is not a finite positive number
+(1e400, 10**400, "nan") -> malformedResponse.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Final
@@ -26,11 +32,20 @@ from typing import Final
 from schemas.errors import ErrorType
 from worker.constants import INVOX_TOKEN_LIFETIME_S
 from worker.errors import PermanentError
-from worker.providers.http import AuthenticationRejected, JsonObject, VendorHttp, malformed
+from worker.providers.http import (
+    AuthenticationRejected,
+    JsonObject,
+    VendorHttp,
+    finite_number,
+    malformed,
+)
 from worker.settings import InvoxSettings
 
 TOKEN_ENDPOINT: Final = "invox.token"  # noqa: S105 - an endpoint name, not a secret
 DEFAULT_REFRESH_MARGIN_S: Final = 300.0
+MAX_TOKEN_CHARS: Final = 8192
+# RFC 6750 b64token characters (JWTs and opaque tokens alike): nothing that could break a header.
+_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
 class InvoxTokenSource:
@@ -133,17 +148,23 @@ def _parse_token(body: JsonObject) -> tuple[str, float]:
     token = body.get("accessToken", body.get("access_token"))
     if not isinstance(token, str) or not token.strip():
         raise malformed(TOKEN_ENDPOINT, "response has no accessToken")
-    expires = body.get("expiresIn", body.get("expires_in"))
-    lifetime_s = float(INVOX_TOKEN_LIFETIME_S)
+    token = token.strip()
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_RE.match(token):
+        raise malformed(TOKEN_ENDPOINT, "accessToken is not a bearer token")
+    return token, _lifetime_s(body.get("expiresIn", body.get("expires_in")))
+
+
+def _lifetime_s(expires: object) -> float:
+    if expires is None:
+        return float(INVOX_TOKEN_LIFETIME_S)
     if isinstance(expires, str):
         try:
             expires = float(expires)
         except ValueError:
             raise malformed(TOKEN_ENDPOINT, "expiresIn is not a number") from None
-    if isinstance(expires, int | float) and not isinstance(expires, bool):
-        if not math.isfinite(expires) or expires <= 0:
-            raise malformed(TOKEN_ENDPOINT, "expiresIn is not a positive number")
-        lifetime_s = float(expires)
-    elif expires is not None:
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
         raise malformed(TOKEN_ENDPOINT, "expiresIn is not a number")
-    return token.strip(), lifetime_s
+    lifetime_s = finite_number(expires)
+    if lifetime_s is None or lifetime_s <= 0:
+        raise malformed(TOKEN_ENDPOINT, "expiresIn is not a positive number")
+    return lifetime_s

@@ -14,16 +14,26 @@ stages do not care which provider ran:
 - summary SOAP_TEMPLATE: {"fields": [{"name", "description", "value"}, ...]} (S, O, A, P);
 - note: {"clinicalNote": [{"id": "<template field id>", "value": ...}, ...]}; a field left out
   is empty ("" or [] for arrays), as with the local note writer.
-TXT supporting documents are passed to the note prompt; PDFs are ignored.
+TXT supporting documents are passed to the note prompt (the first MAX_DOCUMENT_TEXT_BYTES of
+each, read from disk in a thread); PDFs are ignored.
+
+Hostile answers (issue 12): the content is parsed depth-limited (nested past 200 levels ->
+PermanentError(malformedResponse)); a number that is not finite (1e400, 10**400) is a wrong type;
+an answer that does not fit the schemas' bounds (a 6 MB string, say) is PermanentError
+(malformedResponse), never a ValidationError quoting it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
 
+from pydantic import ValidationError
+
+from schemas.errors import ErrorType
 from schemas.jobs import (
     ClinicalNoteField,
     JobRequest,
@@ -33,9 +43,12 @@ from schemas.jobs import (
     TemplateField,
     Transcript,
 )
+from worker.errors import PermanentError
 from worker.providers.base import PreparedDocument
-from worker.providers.http import JsonObject, VendorHttp, malformed
+from worker.providers.http import JsonObject, VendorHttp, finite_number, malformed, parse_json
 from worker.settings import LlmSettings
+
+T = TypeVar("T")
 
 VENDOR: Final = "llm"
 PROVIDER: Final = "llm"
@@ -43,6 +56,8 @@ SUMMARY_ENDPOINT: Final = "llm.summary"
 NOTE_ENDPOINT: Final = "llm.note"
 CHAT_PATH: Final = "/v1/chat/completions"
 MAX_PENDING_JOBS: Final = 64
+# What of each TXT document goes into the note prompt (a 20 MB document would be 20 MB of prompt).
+MAX_DOCUMENT_TEXT_BYTES: Final = 256 * 1024
 SOAP_NAMES: Final = ("Subjective", "Objective", "Assessment", "Plan")
 
 _RULES: Final = (
@@ -95,10 +110,7 @@ def parse_answer(body: JsonObject, endpoint: str) -> JsonObject:
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str):
         raise malformed(endpoint, "response has no message content")
-    try:
-        answer = json.loads(content)
-    except ValueError:
-        raise malformed(endpoint, "the answer is not JSON") from None
+    answer = parse_json(content, endpoint)
     if not isinstance(answer, dict):
         raise malformed(endpoint, "the answer is not a JSON object")
     return answer
@@ -129,13 +141,31 @@ class LlmSummarizer:
             SUMMARY_ENDPOINT, _RULES, f"{instruction}\n\nTranscript:\n{transcript.text}"
         )
         if job.summary.output_format == "SOAP_TEMPLATE":
-            return Summary(
-                provider=PROVIDER, output_format="SOAP_TEMPLATE", fields=_soap_fields(answer)
+            return _fitting(
+                SUMMARY_ENDPOINT,
+                lambda: Summary(
+                    provider=PROVIDER, output_format="SOAP_TEMPLATE", fields=_soap_fields(answer)
+                ),
             )
         text = answer.get("summary")
         if not isinstance(text, str):
             raise malformed(SUMMARY_ENDPOINT, "the answer has no string 'summary'")
-        return Summary(provider=PROVIDER, output_format="SUMMARY", text=text)
+        return _fitting(
+            SUMMARY_ENDPOINT,
+            lambda: Summary(provider=PROVIDER, output_format="SUMMARY", text=text),
+        )
+
+
+def _fitting(endpoint: str, build: Callable[[], T]) -> T:
+    """build(), with a model that rejects the answer (a string over the schema's bound) turned
+    into malformedResponse: permanent (the same prompt gives the same kind of answer) and
+    without the ValidationError's text, which would quote the answer."""
+    try:
+        return build()
+    except ValidationError:
+        raise PermanentError(
+            ErrorType.MALFORMED_RESPONSE, f"{endpoint}: the answer does not fit the schema"
+        ) from None
 
 
 def _soap_fields(answer: JsonObject) -> tuple[SoapField, ...]:
@@ -166,9 +196,10 @@ def _checked_value(field: TemplateField, value: Any) -> str | list[str] | float 
     if field.type == "string":
         ok = isinstance(value, str)
     elif field.type == "number":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        number = finite_number(value)
+        ok = number is not None
         if ok:
-            value = float(value)
+            value = number
     elif field.type == "boolean":
         ok = isinstance(value, bool)
     elif field.type == "array":
@@ -193,7 +224,7 @@ class LlmNoteWriter:
     ) -> None:
         key = str(job.job_id)
         self._documents[key] = [
-            doc.content.decode("utf-8", errors="replace")
+            await asyncio.to_thread(doc.read_text, MAX_DOCUMENT_TEXT_BYTES)
             for doc in documents
             if doc.document_type == "TXT"
         ]
@@ -247,14 +278,17 @@ class LlmNoteWriter:
             if not isinstance(field_id, str) or field_id not in by_id:
                 raise malformed(NOTE_ENDPOINT, "the answer names a field the template lacks")
             values[field_id] = _checked_value(by_id[field_id], entry.get("value"))
-        return tuple(
-            ClinicalNoteField(
-                id=f.id,
-                name=f.name,
-                description=f.description,
-                type=f.type,
-                enumerable_options=f.enumerable_options,
-                value=values.get(f.id, _empty(f)),
-            )
-            for f in template.fields
+        return _fitting(
+            NOTE_ENDPOINT,
+            lambda: tuple(
+                ClinicalNoteField(
+                    id=f.id,
+                    name=f.name,
+                    description=f.description,
+                    type=f.type,
+                    enumerable_options=f.enumerable_options,
+                    value=values.get(f.id, _empty(f)),
+                )
+                for f in template.fields
+            ),
         )
