@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,11 +18,14 @@ from yarl import URL
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Transcript, TranscriptionHandle
+from worker.constants import MAX_TRANSCRIPT_BYTES, MAX_TRANSCRIPT_SEGMENTS
 from worker.errors import PermanentError, TransientError
 from worker.providers.base import PreparedAudio, Submitted
 from worker.providers.http import VendorHttp
 from worker.providers.intron import IntronSummarizer, IntronTranscriber
 from worker.settings import IntronSettings, Secret
+
+from .vendor_loopback import loopback_server
 
 BASE = "https://infer.intron.test"
 API_KEY = "MARKER-INTRON-KEY"
@@ -381,7 +385,11 @@ async def test_intron_status_failures(
     assert_clean(info.value)
 
 
-@pytest.mark.parametrize("status", ["FILE_ARCHIVED", "file_queued", "", None, 3])
+@pytest.mark.parametrize(
+    "status",
+    # Issue 12, item 8: a list or an object is unhashable and crashed the set lookup.
+    ["FILE_ARCHIVED", "file_queued", "", None, 3, 1.5, True, ["FILE_QUEUED"], {"a": 1}],
+)
 async def test_intron_status_unknown_is_permanent(
     http: VendorHttp, mocked: aioresponses, status: Any
 ) -> None:
@@ -446,3 +454,82 @@ async def test_intron_summarizer_without_output_is_inconsistent(transcript: Tran
     assert info.value.error_type == ErrorType.INCONSISTENT_INPUT
     assert "get_summary" in info.value.message
     assert_clean(info.value)
+
+
+# ---------------------------------------------------------------- hostile answers (issue 12)
+
+
+async def intron_status_over_loopback(body: str | bytes, **intron: Any) -> Transcript | None:
+    """The status call against a real loopback server answering `body`."""
+    async with loopback_server() as server, aiohttp.ClientSession() as session:
+        server.answer(body)
+        transcriber = IntronTranscriber(
+            intron_settings(server.base), VendorHttp(session, timeout_s=10)
+        )
+        return await transcriber.status(make_job(**intron), handle())
+
+
+def transcribed(transcript: str, extra: str = "") -> str:
+    return (
+        '{"status": "Ok", "data": {"processing_status": "FILE_TRANSCRIBED", '
+        f'"audio_transcript": {json.dumps(transcript)}{extra}}}}}'
+    )
+
+
+@pytest.mark.parametrize("duration", ["1e400", "-1e400", "1" + "0" * 400, "[20]", '"20"'])
+async def test_intron_duration_that_is_not_a_finite_number_is_ignored(duration: str) -> None:
+    """1e400 parsed to inf (a ValidationError later), 10**400 raised OverflowError: both crashed."""
+    transcript = await intron_status_over_loopback(
+        transcribed("hello", f', "processed_audio_duration_in_seconds": {duration}'),
+        use_diarization=False,
+    )
+    assert transcript == Transcript(provider="intron", text="hello", duration_s=None)
+
+
+async def test_intron_transcript_nan_is_malformed() -> None:
+    with pytest.raises(TransientError) as info:
+        await intron_status_over_loopback(
+            transcribed("hello", ', "processed_audio_duration_in_seconds": NaN')
+        )
+    assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
+
+
+async def test_intron_transcript_over_5_mib_is_too_large() -> None:
+    # 2.6 million characters, 5 MiB + 2 bytes of UTF-8: the bound is on bytes, not characters.
+    text = "\u00e9" * (MAX_TRANSCRIPT_BYTES // 2 + 1)
+    with pytest.raises(PermanentError) as info:
+        await intron_status_over_loopback(transcribed(text), use_diarization=False)
+    assert info.value.error_type == ErrorType.TRANSCRIPT_TOO_LARGE
+    assert info.value.message == "intron.status: the transcript is over 5242880 bytes"
+
+
+async def test_intron_transcript_at_5_mib_is_read() -> None:
+    text = "\u00e9" * (MAX_TRANSCRIPT_BYTES // 2 - 1)
+    transcript = await intron_status_over_loopback(transcribed(text), use_diarization=False)
+    assert transcript is not None
+    assert len(transcript.text.encode()) == MAX_TRANSCRIPT_BYTES - 2
+
+
+async def test_intron_transcript_over_the_wire_string_bound_is_too_large() -> None:
+    """Under 5 MiB of bytes but over the wire models' 5,000,000 characters: the Transcript model
+    would refuse it (a ValidationError, which crashed as internalError before)."""
+    text = "a" * 5_000_001
+    with pytest.raises(PermanentError) as info:
+        await intron_status_over_loopback(transcribed(text), use_diarization=False)
+    assert info.value.error_type == ErrorType.TRANSCRIPT_TOO_LARGE
+
+
+async def test_intron_post_processing_over_5_mib_is_too_large() -> None:
+    big = json.dumps("#" * (MAX_TRANSCRIPT_BYTES // 2 + 1))
+    extra = f', "transcript_summary": {big}, "transcript_soap_note": {big}'
+    with pytest.raises(PermanentError) as info:
+        await intron_status_over_loopback(transcribed("hello", extra))
+    assert info.value.error_type == ErrorType.TRANSCRIPT_TOO_LARGE
+
+
+async def test_intron_too_many_diarized_turns_are_too_large() -> None:
+    text = "SPEAKER_1: a\n" * (MAX_TRANSCRIPT_SEGMENTS + 1)
+    with pytest.raises(PermanentError) as info:
+        await intron_status_over_loopback(transcribed(text), use_diarization=True)
+    assert info.value.error_type == ErrorType.TRANSCRIPT_TOO_LARGE
+    assert "segments" in info.value.message

@@ -207,3 +207,30 @@ async def test_invox_no_credentials_is_not_configured(http: VendorHttp) -> None:
     with pytest.raises(PermanentError) as info:
         await source.token()
     assert info.value.error_type == ErrorType.PROVIDER_NOT_CONFIGURED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"accessToken": "MARKER-FETCHED-TOKEN", "expiresIn": 1' + "0" * 400 + "}",  # 10**400
+        '{"accessToken": "MARKER-FETCHED-TOKEN", "expiresIn": 1e400}',
+        '{"accessToken": "MARKER-FETCHED-TOKEN", "expiresIn": "1e400"}',
+        '{"accessToken": "MARKER-FETCHED-TOKEN", "expiresIn": "nan"}',
+        '{"accessToken": "MARKER-FETCHED-TOKEN", "expiresIn": [7200]}',
+        '{"accessToken": "MARKER-FETCHED-TOKEN\\r\\nX-Injected: 1", "expiresIn": 7200}',
+        '{"accessToken": "two words", "expiresIn": 7200}',
+        '{"accessToken": "' + "a" * 8193 + '", "expiresIn": 7200}',
+        '{"accessToken": ["MARKER-FETCHED-TOKEN"]}',
+    ],
+)
+async def test_invox_token_hostile_answers_are_malformed(
+    http: VendorHttp, mocked: aioresponses, body: str
+) -> None:
+    """Issue 12, item 8: 10**400 raised OverflowError (internalError); a token with CR LF was
+    accepted and would have become a header."""
+    mocked.post(TOKEN_URL, body=body, content_type="application/json")
+    source = InvoxTokenSource(settings(), http)
+    with pytest.raises(TransientError) as info:
+        await source.token()
+    assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
+    assert_clean(info.value)

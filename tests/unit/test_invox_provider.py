@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from yarl import URL
 from schemas.errors import ErrorType
 from schemas.jobs import (
     ClinicalNoteField,
+    DocumentRef,
     JobRequest,
     SoapField,
     Summary,
@@ -26,7 +28,9 @@ from schemas.jobs import (
     Transcript,
     TranscriptionHandle,
 )
+from worker.constants import MAX_TRANSCRIPT_BYTES, MAX_TRANSCRIPT_SEGMENTS
 from worker.errors import PermanentError, ScribeError, TransientError
+from worker.media import FetchPolicy, MediaFetcher
 from worker.providers.base import PreparedAudio, PreparedDocument, Submitted
 from worker.providers.http import VendorHttp
 from worker.providers.invox import (
@@ -37,6 +41,8 @@ from worker.providers.invox import (
 )
 from worker.providers.invox_auth import InvoxTokenSource
 from worker.settings import InvoxSettings, Secret
+
+from .vendor_loopback import Loopback, loopback_server
 
 BASE = "https://api.invox.test"
 TOKEN_URL = "https://auth.invox.test/token"
@@ -426,6 +432,10 @@ async def test_invox_status_error(http: VendorHttp, mocked: aioresponses) -> Non
         {"transcription": [], "transcriptionStatus": "completed"},
         {"transcription": []},
         {"processingStatus": None},
+        {"transcription": [], "processingStatus": ["COMPLETED"]},
+        {"transcription": [], "processingStatus": {"COMPLETED": True}},
+        {"transcription": [], "processingStatus": 3},
+        {"transcription": [], "processingStatus": f"PENDING {TRANSCRIPT}"},
     ],
 )
 async def test_invox_status_unknown(
@@ -435,6 +445,7 @@ async def test_invox_status_unknown(
     with pytest.raises(PermanentError) as info:
         await InvoxTranscriber(make_client(http)).status(make_job(), handle())
     assert info.value.error_type == ErrorType.UNKNOWN_VENDOR_STATUS
+    assert_clean(info.value)
 
 
 async def test_invox_status_completed_malformed(http: VendorHttp, mocked: aioresponses) -> None:
@@ -871,3 +882,156 @@ async def test_invox_no_exception_message_leaks_markers(
         assert_clean(error)
         assert "eyJ" not in str(error)
         assert error.__cause__ is None
+
+
+# ---------------------------------------------------------------- hostile answers (issue 12)
+
+
+@pytest.fixture
+async def vendor() -> AsyncIterator[tuple[Loopback, InvoxClient]]:
+    """A loopback Invox answering whatever the test sets, and a client of it."""
+    async with loopback_server() as server, aiohttp.ClientSession() as session:
+        http = VendorHttp(session, timeout_s=10.0)
+        yield server, make_client(http, invox_settings(base=server.base, token_url=None))
+
+
+def completed(segments: str) -> str:
+    return '{"processingStatus": "COMPLETED", "transcription": [' + segments + "]}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        ("1e400", "2.5", (0.0, 2.5)),
+        ("1", "1e400", (1.0, 1.0)),
+        ("-1e400", "1" + "0" * 400, (0.0, 0.0)),  # 10**400: float() raised OverflowError
+        ('"1"', "[2]", (0.0, 0.0)),
+    ],
+)
+async def test_invox_segment_times_that_are_not_finite_are_absent(
+    vendor: tuple[Loopback, InvoxClient], start: str, end: str, expected: tuple[float, float]
+) -> None:
+    server, client = vendor
+    server.answer(completed(f'{{"text": "hello", "start": {start}, "end": {end}}}'))
+    transcript = await InvoxTranscriber(client).status(make_job(), handle())
+    assert transcript is not None
+    assert [(s.start, s.end) for s in transcript.segments] == [expected]
+    assert transcript.duration_s == expected[1]
+
+
+async def test_invox_nan_in_an_answer_is_malformed(vendor: tuple[Loopback, InvoxClient]) -> None:
+    server, client = vendor
+    server.answer(completed('{"text": "hello", "start": NaN, "end": 1}'))
+    with pytest.raises(TransientError) as info:
+        await InvoxTranscriber(client).status(make_job(), handle())
+    assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
+
+
+async def test_invox_transcript_over_5_mib_is_too_large(
+    vendor: tuple[Loopback, InvoxClient],
+) -> None:
+    server, client = vendor
+    half = json.dumps("\u00e9" * (MAX_TRANSCRIPT_BYTES // 4 + 1))
+    server.answer(completed(f'{{"text": {half}}}, {{"text": {half}}}'))
+    with pytest.raises(PermanentError) as info:
+        await InvoxTranscriber(client).status(make_job(), handle())
+    assert info.value.error_type == ErrorType.TRANSCRIPT_TOO_LARGE
+
+
+async def test_invox_too_many_segments_are_too_large(
+    vendor: tuple[Loopback, InvoxClient],
+) -> None:
+    server, client = vendor
+    server.answer(completed(",".join(['{"text": "a"}'] * (MAX_TRANSCRIPT_SEGMENTS + 1))))
+    with pytest.raises(PermanentError) as info:
+        await InvoxTranscriber(client).status(make_job(), handle())
+    assert info.value.error_type == ErrorType.TRANSCRIPT_TOO_LARGE
+
+
+async def test_invox_soap_summary_string_nested_deep_is_summary_text(
+    vendor: tuple[Loopback, InvoxClient],
+) -> None:
+    """json.loads of this clinicalNote raised RecursionError (internalError)."""
+    server, client = vendor
+    deep = '{"fields":' + "[" * 100_000
+    server.answer(json.dumps({"clinicalNote": deep}))
+    job = make_job(summary={"outputFormat": "SOAP_TEMPLATE"})
+    summary = await InvoxSummarizer(client).summarize(job, transcript())
+    assert (summary.output_format, summary.text) == ("SUMMARY", deep)
+
+
+async def test_invox_summary_over_the_schema_bound_is_malformed(
+    vendor: tuple[Loopback, InvoxClient],
+) -> None:
+    """A 5,000,001-character summary raised pydantic's ValidationError (internalError)."""
+    server, client = vendor
+    server.answer(json.dumps({"clinicalNote": "MARKER-TRANSCRIPT " + "x" * 5_000_000}))
+    with pytest.raises(PermanentError) as info:
+        await InvoxSummarizer(client).summarize(make_job(), transcript())
+    assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
+    assert_clean(info.value)
+
+
+async def test_invox_error_text_echoing_the_transcript_is_not_forwarded(
+    vendor: tuple[Loopback, InvoxClient],
+) -> None:
+    """Item 7: the vendor's message is never forwarded, only status and errorType."""
+    server, client = vendor
+    server.answer(
+        json.dumps(
+            {"messsage": f"template invalid for: {TRANSCRIPT}", "errorType": "invalidTemplate"}
+        ),
+        status=400,
+    )
+    with pytest.raises(PermanentError) as info:
+        await InvoxSummarizer(client).summarize(make_job(), transcript())
+    assert info.value.message == "invox.summary answered HTTP 400 (invalidTemplate)"
+    assert_clean(info.value)
+
+
+async def test_invox_documents_stream_from_disk(tmp_path: Path) -> None:
+    """Item 5: documents are prepared as files and streamed (64 KiB chunks, Content-Length),
+    never read whole: a downloaded one stays on disk only as long as its PreparedDocument."""
+    stored = tmp_path / "referral.txt"
+    stored.write_bytes(b"MARKER-TRANSCRIPT referral " * 200_000)  # 5.4 MB
+    async with loopback_server() as server, aiohttp.ClientSession() as session:
+        remote = b"%PDF-1.7 " + b"x" * 3_000_000
+        server.answer(remote, headers={"Content-Type": "application/pdf"})
+        policy = FetchPolicy(frozenset({"127.0.0.1"}), tmp_path, 10.0)
+        media = MediaFetcher(session, policy, 10**8, 600.0, 20 * 1024 * 1024)
+        local_doc = await media.document(
+            DocumentRef(path="referral.txt", document_type="TXT", document_name="referral.txt")
+        )
+        remote_doc = await media.document(
+            DocumentRef(url=f"{server.base}/labs.pdf", document_type="PDF", document_name="l.pdf")
+        )
+        assert local_doc.source == stored
+        assert isinstance(remote_doc.source, Path)
+        downloaded = remote_doc.source
+        assert downloaded.read_bytes() == remote
+        signed = f"{server.base}/bucket/MARKER-SIGNED-URL?X-Amz-Signature=MARKER-SIG"
+        server.answer(
+            json.dumps(
+                {
+                    "documents": [
+                        {"documentName": "referral.txt", "signedUrl": signed + "&d=1"},
+                        {"documentName": "l.pdf", "signedUrl": signed + "&d=2"},
+                    ]
+                }
+            )
+        )
+        http = VendorHttp(session, timeout_s=10.0)
+        client = make_client(http, invox_settings(base=server.base, token_url=None))
+        await InvoxNoteWriter(client).attach_documents(make_job(), [local_doc, remote_doc])
+        puts = [(headers, body) for method, _, headers, body in server.requests if method == "PUT"]
+        assert [body for _, body in puts] == [stored.read_bytes(), remote]
+        assert [headers["Content-Length"] for headers, _ in puts] == [
+            str(stored.stat().st_size),
+            str(len(remote)),
+        ]
+        assert all("Authorization" not in headers for headers, _ in puts)
+        assert local_doc.read_text(27) == "MARKER-TRANSCRIPT referral "
+        del remote_doc
+        gc.collect()
+        assert not downloaded.exists()
+        assert stored.exists()

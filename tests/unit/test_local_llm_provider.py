@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,8 +17,10 @@ from schemas.jobs import JobRequest, Summary, Template, Transcript
 from worker.errors import PermanentError, TransientError
 from worker.providers.base import PreparedDocument
 from worker.providers.http import VendorHttp
-from worker.providers.llm import LlmClient, LlmNoteWriter, LlmSummarizer
+from worker.providers.llm import MAX_DOCUMENT_TEXT_BYTES, LlmClient, LlmNoteWriter, LlmSummarizer
 from worker.settings import LlmSettings, Secret, Settings
+
+from .vendor_loopback import Loopback, loopback_server
 
 BASE = "https://llm.test"
 CHAT = f"{BASE}/v1/chat/completions"
@@ -226,3 +229,69 @@ async def test_settings_and_registration() -> None:
     with pytest.raises(PermanentError) as caught:
         without.summarizer("llm")
     assert caught.value.error_type == ErrorType.PROVIDER_NOT_CONFIGURED
+
+
+# ---------------------------------------------------------------- hostile answers (issue 12)
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[tuple[Loopback, LlmClient]]:
+    """A loopback chat endpoint answering whatever the test sets, and a client of it."""
+    async with loopback_server() as server, aiohttp.ClientSession() as session:
+        settings = LlmSettings(base_url=server.base, model="tiny", api_key=Secret(KEY), timeout_s=5)
+        yield server, LlmClient(settings, VendorHttp(session, timeout_s=5))
+
+
+async def test_answer_nested_deep_is_malformed_at_once(
+    model: tuple[Loopback, LlmClient],
+) -> None:
+    """json.loads of the content raised RecursionError (internalError, retried)."""
+    server, client = model
+    server.answer(json.dumps(answer('{"summary":' * 100_000)))
+    with pytest.raises(PermanentError) as caught:
+        await LlmSummarizer(client).summarize(job(), TRANSCRIPT)
+    assert caught.value.error_type == ErrorType.MALFORMED_RESPONSE
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" + "0" * 400])
+async def test_note_number_that_is_not_finite_is_malformed(
+    model: tuple[Loopback, LlmClient], number: str
+) -> None:
+    """inf became a ClinicalNoteField (ValidationError), 10**400 raised OverflowError."""
+    server, client = model
+    content = '{"clinicalNote": [{"id": "pain", "value": ' + number + "}]}"
+    server.answer(json.dumps(answer(content)))
+    summary = Summary(provider="local", output_format="SUMMARY", text="x")
+    with pytest.raises(TransientError) as caught:
+        await LlmNoteWriter(client).write_note(job(), TEMPLATE, TRANSCRIPT, summary)
+    assert caught.value.error_type == ErrorType.MALFORMED_RESPONSE
+
+
+async def test_summary_over_the_schema_bound_is_malformed(
+    model: tuple[Loopback, LlmClient],
+) -> None:
+    server, client = model
+    server.answer(json.dumps(answer({"summary": "MARKER-SUMMARY " + "x" * 5_000_000})))
+    with pytest.raises(PermanentError) as caught:
+        await LlmSummarizer(client).summarize(job(), TRANSCRIPT)
+    assert caught.value.error_type == ErrorType.MALFORMED_RESPONSE
+    assert "MARKER-SUMMARY" not in str(caught.value)
+
+
+async def test_documents_go_to_the_prompt_bounded(
+    model: tuple[Loopback, LlmClient], tmp_path: Path
+) -> None:
+    """Item 5: a 20 MB TXT document was decoded whole into the prompt; now its first
+    MAX_DOCUMENT_TEXT_BYTES only, read from disk (a character cut at the bound is dropped)."""
+    server, client = model
+    path = tmp_path / "referral.txt"
+    path.write_bytes("\u00e9".encode() * (10 * 1024 * 1024))  # 20 MiB
+    writer = LlmNoteWriter(client)
+    request = job()
+    await writer.attach_documents(request, [PreparedDocument("TXT", "r.txt", "text/plain", path)])
+    server.answer(json.dumps(answer({"clinicalNote": []})))
+    summary = Summary(provider="local", output_format="SUMMARY", text="x")
+    await writer.write_note(request, TEMPLATE, TRANSCRIPT, summary)
+    ((_, _, _, body),) = server.requests
+    prompt = json.loads(body)["messages"][1]["content"]
+    assert prompt.endswith("Supporting document:\n" + "\u00e9" * (MAX_DOCUMENT_TEXT_BYTES // 2))

@@ -502,10 +502,12 @@ async def loopback() -> AsyncIterator[Loopback]:
         await server.close()
 
 
-def answer(body: bytes, status: int = 200, **headers: str) -> Reply:
+def answer(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
     async def reply(request: web.Request) -> web.StreamResponse:
         return web.Response(
-            body=body, status=status, headers={"Content-Type": "application/json", **headers}
+            body=body,
+            status=status,
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
 
     return reply
@@ -536,7 +538,7 @@ async def test_vendor_gzip_bomb_is_refused_while_reading(
     session: aiohttp.ClientSession, loopback: Loopback
 ) -> None:
     """Item 5: 256 KiB on the wire expanding to 256 MiB must not be expanded past the cap."""
-    loopback.reply = answer(gzip_bomb(256), **{"Content-Encoding": "gzip"})
+    loopback.reply = answer(gzip_bomb(256), headers={"Content-Encoding": "gzip"})
     before = peak_rss_bytes()
     with pytest.raises(PermanentError) as info:
         await capped_call(session, loopback.url)
@@ -629,7 +631,9 @@ async def test_vendor_compressed_answers_within_the_cap_are_decoded(
     encode: Callable[[bytes], bytes],
 ) -> None:
     payload = {"text": "hello " * 50_000, "n": 1}
-    loopback.reply = answer(encode(json.dumps(payload).encode()), **{"Content-Encoding": encoding})
+    loopback.reply = answer(
+        encode(json.dumps(payload).encode()), headers={"Content-Encoding": encoding}
+    )
     assert await capped_call(session, loopback.url) == payload
     assert loopback.headers[0]["Accept-Encoding"] == "gzip, deflate"
 
@@ -646,7 +650,7 @@ async def test_vendor_compressed_answers_within_the_cap_are_decoded(
 async def test_vendor_undecodable_answers_are_malformed(
     session: aiohttp.ClientSession, loopback: Loopback, encoding: str, body: bytes
 ) -> None:
-    loopback.reply = answer(body, **{"Content-Encoding": encoding})
+    loopback.reply = answer(body, headers={"Content-Encoding": encoding})
     with pytest.raises(ScribeError) as info:
         await capped_call(session, loopback.url)
     assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
@@ -655,7 +659,7 @@ async def test_vendor_undecodable_answers_are_malformed(
 async def test_vendor_error_answer_over_the_cap_still_maps_the_status(
     session: aiohttp.ClientSession, loopback: Loopback
 ) -> None:
-    loopback.reply = answer(gzip_bomb(64), status=400, **{"Content-Encoding": "gzip"})
+    loopback.reply = answer(gzip_bomb(64), status=400, headers={"Content-Encoding": "gzip"})
     with pytest.raises(PermanentError) as info:
         await capped_call(session, loopback.url)
     assert info.value.error_type == ErrorType.BAD_REQUEST

@@ -49,6 +49,7 @@ import aiohttp
 import pydantic_core
 from multidict import CIMultiDictProxy
 
+from schemas.base import WireModel
 from schemas.errors import ErrorType
 from worker.constants import (
     DEFAULT_MAX_VENDOR_RESPONSE_BYTES,
@@ -82,6 +83,8 @@ MAX_JSON_DEPTH: Final = 200
 _RECURSION_MARK: Final = "recursion limit exceeded"
 _STATUS_TOKEN_RE: Final = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
+# The wire models' bound on one string (schemas/base.py), in characters.
+_WIRE_MAX_CHARS: Final[int] = WireModel.model_config.get("str_max_length") or MAX_TRANSCRIPT_BYTES
 
 
 async def _no_hook(vendor: str, endpoint: str, outcome: int | str, duration_s: float) -> None:
@@ -209,8 +212,11 @@ def utf8_over(texts: Iterable[str], max_bytes: int) -> bool:
 
 
 def check_transcript_size(endpoint: str, texts: Iterable[str], segments: int = 0) -> None:
-    """transcriptTooLarge (permanent: the vendor holds this transcript as it is) over the caps."""
-    if utf8_over(texts, MAX_TRANSCRIPT_BYTES):
+    """transcriptTooLarge (permanent: the vendor holds this transcript as it is) over the caps:
+    MAX_TRANSCRIPT_BYTES of UTF-8 together, or one text over the wire models' own string bound
+    (str_max_length, in characters), which the Transcript model would refuse anyway."""
+    strings = list(texts)
+    if utf8_over(strings, MAX_TRANSCRIPT_BYTES) or any(len(t) > _WIRE_MAX_CHARS for t in strings):
         raise PermanentError(
             ErrorType.TRANSCRIPT_TOO_LARGE,
             f"{endpoint}: the transcript is over {MAX_TRANSCRIPT_BYTES} bytes",

@@ -316,12 +316,8 @@ def _soap_fields(note: JsonObject) -> tuple[SoapField, ...]:
         if value is None:
             value = ""
         if not isinstance(value, str):
-            try:
-                value = json.dumps(value, ensure_ascii=False)
-            except ValueError:  # an integer too long to print (Python's 4300-digit limit)
-                raise malformed(
-                    SUMMARY_ENDPOINT, "a clinicalNote field value is unusable"
-                ) from None
+            # Printable: pydantic_core refuses integers over Python's 4300-digit str() limit.
+            value = json.dumps(value, ensure_ascii=False)
         result.append(SoapField(name=name, description=description, value=value))
     return tuple(result)
 
