@@ -670,3 +670,18 @@ def test_vendor_default_answer_cap_is_the_setting_default() -> None:
     settings = Settings.from_env({})
     assert settings.max_vendor_response_bytes == DEFAULT_MAX_VENDOR_RESPONSE_BYTES
     assert DEFAULT_MAX_VENDOR_RESPONSE_BYTES == 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" + b",".join([b"0"] * 1_000_001) + b"]", b'{"a": [' + b"{}," * 1_000_000 + b"{}]}"]
+)
+def test_vendor_json_with_too_many_values_is_refused_before_parsing(body: bytes) -> None:
+    """32 MiB of "[0,0,...]" took pydantic_core to +1.4 GiB: the value count is bounded first."""
+    with pytest.raises(PermanentError) as info:
+        parse_json(body, "x.y")
+    assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
+    assert info.value.message == "x.y: the answer has over 1000000 JSON values"
+
+
+def test_vendor_json_at_the_value_bound_parses() -> None:
+    assert parse_json(b"[" + b",".join([b"0"] * 1_000_000) + b"]", "x.y") == [0] * 1_000_000
