@@ -207,8 +207,18 @@ def property_problem(properties: BasicProperties) -> str | None:
         if isinstance(getattr(properties, name), bytes):
             return f"the AMQP property {name} is not valid UTF-8"
     headers = properties.headers
-    if headers is not None and UNDECODABLE_PROPERTIES_HEADER in headers:
+    if headers is None:
+        return None
+    if UNDECODABLE_PROPERTIES_HEADER in headers:
         return "the AMQP properties or headers could not be decoded"
+    deaths = headers.get("x-death")
+    if deaths is not None and not (
+        isinstance(deaths, list) and all(isinstance(death, dict) for death in deaths)
+    ):
+        # Only the broker writes x-death (a list of tables). RabbitMQ 3.10 crashes its
+        # at-least-once dead-lettering, for every queue of the node, when it dead-letters a
+        # message whose x-death holds anything else: such a message must not stay in a queue.
+        return "the x-death header is not the broker's (a list of tables)"
     return None
 
 

@@ -257,3 +257,22 @@ async def test_tolerant_decoding_reads_what_pamqp_alone_cannot() -> None:
         assert message.message_id == "ok"
         assert message.timestamp.year == 9999
         assert not channel.is_closed
+
+
+async def test_a_forged_x_death_is_dead_lettered_by_the_worker_not_left_for_the_broker(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    """RabbitMQ 3.10 crashes its at-least-once dead-lettering (for every queue of the node) when
+    it dead-letters a message whose x-death is not a list of tables; the worker takes such a job
+    out of the stage queue at once, as invalidMessage, with headers of its own."""
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    async with running_worker(env), watching(prefix) as watcher:
+        job_id = await watcher.submit(make_job(audio_file), headers={"x-death": ["str"]})
+        failed = await watcher.outcome(job_id)
+        [dead] = await watcher.dead_letters(1)
+        # The stage goes on with the next job.
+        after = await watcher.submit(make_job(audio_file))
+        assert (await watcher.outcome(after))["type"] == "job.completed"
+    assert (failed["type"], failed["errorType"]) == ("job.failed", "invalidMessage")
+    assert "x-death" in failed["message"]
+    assert "x-death" not in dead.headers
