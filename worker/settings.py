@@ -62,9 +62,13 @@ class InvoxSettings:
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """Offline providers: SCRIBE_LOCAL_ASR_WORKERS threads share one lazily loaded ASR model."""
+    """Offline providers: SCRIBE_LOCAL_ASR_WORKERS threads share one lazily loaded ASR model;
+    the summary and the note each get a time budget (over it: summaryTimedOut, noteTimedOut),
+    as one hostile but valid job must not hold a thread, and the CPU, for minutes."""
 
     asr_workers: int = 1
+    summary_budget_s: float = c.DEFAULT_LOCAL_SUMMARY_BUDGET_S
+    note_budget_s: float = c.DEFAULT_LOCAL_NOTE_BUDGET_S
 
 
 @dataclass(frozen=True)
@@ -318,7 +322,7 @@ class _Reader:
             stall_after_s=self.number("SCRIBE_STALL_AFTER_S", c.DEFAULT_STALL_AFTER_S, 1.0),
             shutdown_grace_s=self.number("SCRIBE_SHUTDOWN_GRACE_S", c.DEFAULT_SHUTDOWN_GRACE_S),
             log_level=log_level,
-            local=LocalSettings(asr_workers=self.integer("SCRIBE_LOCAL_ASR_WORKERS", 1, 1)),
+            local=self._local(),
             llm=self._llm(),
             handle_key=self._handle_key(),
         )
@@ -331,6 +335,21 @@ class _Reader:
                 "SCRIBE_HANDLE_KEY", "must be at least 32 bytes (e.g. `openssl rand -hex 32`)"
             )
         return key
+
+    def _local(self) -> LocalSettings:
+        budgets: dict[str, float] = {}
+        for name, default in (
+            ("SCRIBE_LOCAL_SUMMARY_BUDGET_S", c.DEFAULT_LOCAL_SUMMARY_BUDGET_S),
+            ("SCRIBE_LOCAL_NOTE_BUDGET_S", c.DEFAULT_LOCAL_NOTE_BUDGET_S),
+        ):
+            budgets[name] = self.number(name, default, 0.001)
+            if budgets[name] != budgets[name]:  # NaN compares false with everything
+                raise SettingsError(name, "expected a number of seconds")
+        return LocalSettings(
+            asr_workers=self.integer("SCRIBE_LOCAL_ASR_WORKERS", 1, 1),
+            summary_budget_s=budgets["SCRIBE_LOCAL_SUMMARY_BUDGET_S"],
+            note_budget_s=budgets["SCRIBE_LOCAL_NOTE_BUDGET_S"],
+        )
 
     def _llm(self) -> LlmSettings:
         return LlmSettings(

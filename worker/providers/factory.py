@@ -39,8 +39,14 @@ def _with_offline_and_llm(
         **registry.transcribers,
         "local": LocalTranscriber(workers=settings.local.asr_workers),
     }
-    summarizers = {**registry.summarizers, "local": LocalSummarizer()}
-    note_writers = {**registry.note_writers, "local": LocalNoteWriter()}
+    summarizers = {
+        **registry.summarizers,
+        "local": LocalSummarizer(budget_s=settings.local.summary_budget_s),
+    }
+    note_writers = {
+        **registry.note_writers,
+        "local": LocalNoteWriter(budget_s=settings.local.note_budget_s),
+    }
     if settings.llm.configured:
         llm = LlmClient(settings.llm, http)
         summarizers["llm"] = LlmSummarizer(llm)

@@ -22,22 +22,35 @@ How each field type is filled:
 number, boolean and enum and [] for array. A number field is never filled with 0 or with the
 template's placeholder value: either would read as a measurement nobody took.
 
-Documents: `attach_documents` keeps TXT documents' text (UTF-8, undecodable bytes replaced) for
-the job's `write_note`; PDFs are ignored (no PDF parser ships with the worker). Both calls happen
-in the same note stage delivery, so the text is held in memory only until write_note runs (and
-at most for MAX_PENDING_JOBS jobs).
+Documents: `attach_documents` keeps TXT documents' text (UTF-8, undecodable bytes replaced; the
+first MAX_TXT_DOCUMENT_BYTES of each) for the job's `write_note`; PDFs are ignored (no PDF parser
+ships with the worker). Both calls happen in the same note stage delivery, so the text is held in
+memory only until write_note runs (and at most for MAX_PENDING_JOBS jobs and
+MAX_PENDING_DOCUMENT_CHARS characters, oldest first out).
+
+Cost (issue 12: a valid job may be hostile): the work runs in a thread of the writer's own pool
+within budget_s (SCRIBE_LOCAL_NOTE_BUDGET_S; over it: noteTimedOut), on capped inputs: at most
+MAX_ENUM_OPTIONS options of MAX_OPTION_CHARS characters per enum field and MAX_TEMPLATE_OPTIONS
+in the template (over them: templateTooLarge), a transcript of MAX_TRANSCRIPT_BYTES
+(transcriptTooLarge), the first MAX_NOTE_SENTENCES sentences of the sources (MAX_NOTE_SOURCE_CHARS
+characters at most) and the first MAX_FIELD_KEYWORDS key words of a field. Each key word and each
+option is looked up once per note (fields share them), not once per field and sentence.
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
+from schemas.errors import ErrorType
 from schemas.jobs import ClinicalNoteField, JobRequest, Summary, Template, TemplateField, Transcript
+from worker.constants import DEFAULT_LOCAL_NOTE_BUDGET_S
+from worker.errors import PermanentError
 from worker.providers.base import PreparedDocument
+from worker.providers.local_budget import NO_DEADLINE, BudgetExceeded, CpuPool, Deadline
 from worker.providers.local_summary import (
     AP,
     CC,
@@ -45,16 +58,30 @@ from worker.providers.local_summary import (
     HPI,
     RESULTS,
     ROS,
-    build_note,
+    check_transcript_size,
     digits_for_numbers,
-    note_style_sentences,
+    note_and_statements,
     split_sentences,
 )
 
+T = TypeVar("T")
+
 PROVIDER: Final = "local"
 MAX_PENDING_JOBS: Final = 64
+MAX_PENDING_DOCUMENT_CHARS: Final = 64 * 1024 * 1024  # parked TXT text of all jobs together
 MAX_LIST_ITEMS: Final = 10
 MAX_MATCHES: Final = 3
+# Caps on what the note writer reads (see the module docstring). A real template has a few enum
+# fields of a few options; the sources of the longest ACI-Bench consultation have ~300
+# sentences and 20,000 characters. With every cap at its limit the note takes about 25 s here
+# (tests/unit/test_local_budget.py), inside the default budget of 60 s.
+MAX_ENUM_OPTIONS: Final = 200  # per enum field
+MAX_OPTION_CHARS: Final = 200  # per option
+MAX_TEMPLATE_OPTIONS: Final = 2_000  # all enum fields together
+MAX_TXT_DOCUMENT_BYTES: Final = 1024 * 1024  # read of each TXT document; the rest is left out
+MAX_NOTE_SENTENCES: Final = 5_000  # summary, documents, transcript statements, in that order
+MAX_NOTE_SOURCE_CHARS: Final = 1_000_000  # of those sentences; a longer one is left out
+MAX_FIELD_KEYWORDS: Final = 32  # a field name's words and synonyms, first ones kept
 
 _WORD_RE: Final = re.compile(r"[a-z0-9]+")
 _STOP: Final = frozenset(
@@ -203,7 +230,64 @@ class _Sources:
     sentences: list[str]  # everything, note style, summary first
 
 
-def _summary_sections(summary: Summary) -> dict[str, list[str]]:
+class _Index:
+    """In which of the sources' sentences each key word and each enum option occurs: looked up
+    once per note (fields share them) and checked against the deadline, instead of a regular
+    expression per field, key word or option, and sentence (options x sentences on the loop)."""
+
+    def __init__(self, sources: _Sources, deadline: Deadline) -> None:
+        self.sentences = sources.sentences
+        self.lowered = [sentence.lower() for sentence in sources.sentences]
+        self.deadline = deadline
+        self._keywords: dict[str, tuple[re.Pattern[str], list[int]]] = {}
+        self._options: dict[str, list[int]] = {}
+        self._age: float | str | None = None
+
+    def keyword(self, keyword: str) -> tuple[re.Pattern[str], list[int]]:
+        """The key word's pattern (at a word start) and the sentences it occurs in, in order."""
+        found = self._keywords.get(keyword)
+        if found is None:
+            self.deadline.check()
+            pattern = re.compile(rf"(?<![a-z0-9]){re.escape(keyword)}")
+            hits = [
+                i for i, low in enumerate(self.lowered) if keyword in low and pattern.search(low)
+            ]
+            found = self._keywords[keyword] = (pattern, hits)
+        return found
+
+    def mentions(self, keywords: Sequence[str]) -> dict[int, int]:
+        """Sentence index -> how many of the key words it mentions (only those mentioning one)."""
+        counts: dict[int, int] = {}
+        for keyword in keywords:
+            for i in self.keyword(keyword)[1]:
+                counts[i] = counts.get(i, 0) + 1
+        return counts
+
+    def option(self, option: str) -> list[int]:
+        """The sentences an enum option occurs in as words of its own, in order."""
+        hits = self._options.get(option)
+        if hits is None:
+            self.deadline.check()
+            needle = option.lower()
+            pattern = re.compile(rf"(?<![a-z0-9]){re.escape(needle)}(?![a-z0-9])")
+            hits = [
+                i for i, low in enumerate(self.lowered) if needle in low and pattern.search(low)
+            ]
+            self._options[option] = hits
+        return hits
+
+    def age(self) -> float | str:
+        if self._age is None:
+            self._age = ""
+            for sentence in self.sentences:
+                found = re.search(r"\b(\d{1,3})[- ]years?[- ]old\b", sentence, re.IGNORECASE)
+                if found:
+                    self._age = float(found.group(1))
+                    break
+        return self._age
+
+
+def _summary_sections(summary: Summary, deadline: Deadline) -> dict[str, list[str]]:
     """Sentences per section key from any provider's summary (sectioned text or SOAP fields)."""
     sections: dict[str, list[str]] = {}
     if summary.fields:
@@ -214,6 +298,7 @@ def _summary_sections(summary: Summary) -> dict[str, list[str]]:
     if summary.text:
         current: str | None = None
         for line in summary.text.splitlines():
+            deadline.check()
             stripped = line.strip().strip("#*").strip()
             if not stripped:
                 continue
@@ -240,9 +325,11 @@ def _section_key(name: str) -> str | None:
     return None
 
 
-def _sources(summary: Summary, transcript: Transcript, documents: Sequence[str]) -> _Sources:
-    sections = _summary_sections(summary)
-    local = build_note(transcript.text)
+def _sources(
+    summary: Summary, transcript: Transcript, documents: Sequence[str], deadline: Deadline
+) -> _Sources:
+    sections = _summary_sections(summary, deadline)
+    local, statements = note_and_statements(transcript.text, deadline)
     mapping = {CC: "cc", HPI: "hpi", ROS: "ros", EXAM: "exam", RESULTS: "results", AP: "ap"}
     transcript_sections: dict[str, list[str]] = {
         key: list(local.sections[name]) for name, key in mapping.items()
@@ -263,68 +350,84 @@ def _sources(summary: Summary, transcript: Transcript, documents: Sequence[str])
         ]
     if not sections.get("objective"):
         sections["objective"] = [*sections.get("exam", []), *sections.get("results", [])]
-    ordered: list[str] = []
-    seen: set[str] = set()
-    groups = (
-        *sections.values(),
-        *(split_sentences(d) for d in documents),
-        note_style_sentences(transcript.text),  # last: what the summary left out
-    )
-    for group in groups:
-        for sentence in group:
-            key = " ".join(_WORD_RE.findall(sentence.lower()))
-            if key and key not in seen:
-                seen.add(key)
-                ordered.append(digits_for_numbers(sentence.strip()))
+    ordered = _first_sentences(sections, documents, statements, deadline)
     return _Sources(sections={k: v for k, v in sections.items() if v}, sentences=ordered)
 
 
+def _first_sentences(
+    sections: dict[str, list[str]],
+    documents: Sequence[str],
+    statements: list[str],
+    deadline: Deadline,
+) -> list[str]:
+    """Every distinct sentence, summary first, then documents, then the transcript: the first
+    MAX_NOTE_SENTENCES of them, MAX_NOTE_SOURCE_CHARS characters at most (a sentence that does
+    not fit any more is left out). Groups are split only when reached."""
+
+    def groups() -> Iterator[list[str]]:
+        yield from sections.values()
+        for document in documents:
+            yield split_sentences(document)
+        yield statements  # the transcript's, last: what the summary left out
+
+    ordered: list[str] = []
+    seen: set[str] = set()
+    chars = 0
+    for group in groups():
+        for sentence in group:
+            deadline.check()
+            key = " ".join(_WORD_RE.findall(sentence.lower()))
+            if not key or key in seen or chars + len(sentence) > MAX_NOTE_SOURCE_CHARS:
+                continue
+            seen.add(key)
+            chars += len(sentence)
+            ordered.append(digits_for_numbers(sentence.strip()))
+            if len(ordered) >= MAX_NOTE_SENTENCES:
+                return ordered
+    return ordered
+
+
 def _keywords(template_field: TemplateField) -> list[str]:
-    """Key phrases for a field: its name's words plus known synonyms (lower case, stems)."""
+    """Key phrases for a field: its name's words plus known synonyms (lower case, stems); the
+    first MAX_FIELD_KEYWORDS of them."""
     text = template_field.name.lower()
     keys = sorted(_stems(template_field.name))
     for trigger, synonyms in _SYNONYMS.items():
         if trigger in text or trigger in template_field.description.lower():
             keys.extend(synonyms)
-    return list(dict.fromkeys(keys))
+    return list(dict.fromkeys(keys))[:MAX_FIELD_KEYWORDS]
 
 
-def _mentions(sentence: str, keywords: Sequence[str]) -> int:
-    lower = sentence.lower()
-    return sum(1 for k in keywords if re.search(rf"(?<![a-z0-9]){re.escape(k)}", lower))
+def _matching(index: _Index, keywords: Sequence[str]) -> list[str]:
+    """The (at most MAX_MATCHES) sentences mentioning most of the key words, in source order."""
+    scored = [(n, i) for i, n in index.mentions(keywords).items()]
+    best = sorted(scored, key=lambda x: (-x[0], x[1]))[:MAX_MATCHES]
+    return [index.sentences[i] for i in sorted(i for _, i in best)]
 
 
-def _matching(sources: _Sources, keywords: Sequence[str]) -> list[str]:
-    scored = [(_mentions(s, keywords), i, s) for i, s in enumerate(sources.sentences)]
-    best = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1]))[:MAX_MATCHES]
-    return [s for _, _, s in sorted(best, key=lambda x: x[1])]
-
-
-def _text_items(field: TemplateField, sources: _Sources) -> list[str]:
+def _text_items(field: TemplateField, sources: _Sources, index: _Index) -> list[str]:
     key = _section_key(field.name)
     if key and sources.sections.get(key):
         return list(sources.sections[key])
-    return _matching(sources, _keywords(field))
+    return _matching(index, _keywords(field))
 
 
-def _number(field: TemplateField, sources: _Sources) -> float | str:
-    keywords = _keywords(field)
+def _number(field: TemplateField, index: _Index) -> float | str:
     name = field.name.lower()
     if re.search(r"\bage\b|\bedad\b|\bidade\b", name):
-        for sentence in sources.sentences:
-            age = re.search(r"\b(\d{1,3})[- ]years?[- ]old\b", sentence, re.IGNORECASE)
-            if age:
-                return float(age.group(1))
-        return ""
-    for sentence in sources.sentences:
-        lower = sentence.lower()
-        for keyword in keywords:
-            for hit in re.finditer(rf"(?<![a-z0-9]){re.escape(keyword)}", lower):
+        return index.age()
+    systolic_or_diastolic = "systolic" in name or "diastolic" in name
+    patterns = [index.keyword(keyword)[0] for keyword in _keywords(field)]
+    for position in sorted(index.mentions(_keywords(field))):  # the others mention none
+        index.deadline.check()
+        lower = index.lowered[position]
+        for pattern in patterns:
+            for hit in pattern.finditer(lower):
                 tail = lower[hit.end() : hit.end() + 60]
                 pressure = re.search(r"(\d+)\s*(?:over|/)\s*(\d+)", tail)
-                if pressure and ("systolic" in name or "diastolic" in name):
+                if pressure and systolic_or_diastolic:
                     return float(pressure.group(2 if "diastolic" in name else 1))
-                if "systolic" in name or "diastolic" in name:
+                if systolic_or_diastolic:
                     continue
                 number = re.match(r"^[^.;\d]{0,30}?(\d+(?:\.\d+)?)(?![\w])", tail)
                 if number:
@@ -332,29 +435,27 @@ def _number(field: TemplateField, sources: _Sources) -> float | str:
     return ""
 
 
-def _boolean(field: TemplateField, sources: _Sources) -> bool | str:
-    keywords = _keywords(field)
-    hits = [s for s in sources.sentences if _mentions(s, keywords)]
+def _boolean(field: TemplateField, index: _Index) -> bool | str:
+    hits = [index.sentences[i] for i in sorted(index.mentions(_keywords(field)))]
     if not hits:
         return ""
     return not all(_NEGATION_RE.search(s) for s in hits)
 
 
-def _enum(field: TemplateField, sources: _Sources) -> str:
-    options = field.enumerable_options or ()
-    keywords = _keywords(field)
-
-    def support(option: str, near_field: bool) -> int:
-        pattern = rf"(?<![a-z0-9]){re.escape(option.lower())}(?![a-z0-9])"
-        total = 0
-        for sentence in sources.sentences:
-            lower = sentence.lower()
-            if re.search(pattern, lower) and (not near_field or _mentions(sentence, keywords)):
-                total += 1
-        return total
-
+def _enum(field: TemplateField, index: _Index) -> str:
+    """The one option mentioned most (first counting only sentences near the field's key
+    words, then all); a tie or no mention -> empty."""
+    hits: dict[str, list[int]] = {}
+    for option in field.enumerable_options or ():
+        hits[option] = index.option(option)
+    if not any(hits.values()):
+        return ""
+    near = index.mentions(_keywords(field))
     for near_field in (True, False):
-        counts = {option: support(option, near_field) for option in options}
+        counts = {
+            option: sum(1 for i in found if i in near) if near_field else len(found)
+            for option, found in hits.items()
+        }
         best = max(counts.values(), default=0)
         if best > 0:
             winners = [o for o, n in counts.items() if n == best]
@@ -362,26 +463,52 @@ def _enum(field: TemplateField, sources: _Sources) -> str:
     return ""
 
 
+def _check_template(template: Template) -> None:
+    """templateTooLarge over the option caps (counted before any work)."""
+    total = 0
+    for field in template.fields:
+        options = field.enumerable_options or ()
+        total += len(options)
+        if (
+            len(options) > MAX_ENUM_OPTIONS
+            or total > MAX_TEMPLATE_OPTIONS
+            or any(len(option) > MAX_OPTION_CHARS for option in options)
+        ):
+            raise PermanentError(
+                ErrorType.TEMPLATE_TOO_LARGE,
+                f"a local note reads at most {MAX_ENUM_OPTIONS} options of {MAX_OPTION_CHARS} "
+                f"characters per enum field and {MAX_TEMPLATE_OPTIONS} in the template",
+            )
+
+
+def _value(
+    field: TemplateField, sources: _Sources, index: _Index
+) -> str | list[str] | float | bool:
+    if field.type == "string":
+        return " ".join(_text_items(field, sources, index))
+    if field.type == "array":
+        return _text_items(field, sources, index)[:MAX_LIST_ITEMS]
+    if field.type == "number":
+        return _number(field, index)
+    if field.type == "boolean":
+        return _boolean(field, index)
+    return _enum(field, index)
+
+
 def fill_template(
     template: Template,
     transcript: Transcript,
     summary: Summary,
     documents: Sequence[str] = (),
+    deadline: Deadline = NO_DEADLINE,
 ) -> tuple[ClinicalNoteField, ...]:
-    sources = _sources(summary, transcript, documents)
+    _check_template(template)
+    check_transcript_size(transcript.text)
+    sources = _sources(summary, transcript, documents, deadline)
+    index = _Index(sources, deadline)
     filled: list[ClinicalNoteField] = []
     for field in template.fields:
-        value: str | list[str] | float | bool
-        if field.type == "string":
-            value = " ".join(_text_items(field, sources))
-        elif field.type == "array":
-            value = _text_items(field, sources)[:MAX_LIST_ITEMS]
-        elif field.type == "number":
-            value = _number(field, sources)
-        elif field.type == "boolean":
-            value = _boolean(field, sources)
-        else:
-            value = _enum(field, sources)
+        deadline.check()
         filled.append(
             ClinicalNoteField(
                 id=field.id,
@@ -389,36 +516,88 @@ def fill_template(
                 description=field.description,
                 type=field.type,
                 enumerable_options=field.enumerable_options,
-                value=value,
+                value=_value(field, sources, index),
             )
         )
     return tuple(filled)
 
 
+def _document_text(document: PreparedDocument) -> str | None:
+    """The text a note reads of a document: the first MAX_TXT_DOCUMENT_BYTES of a TXT one (UTF-8,
+    undecodable bytes replaced), None for a PDF. The one place that reads a document; it blocks
+    (the document is streamed from disk), so it runs in the writer's thread."""
+    if document.document_type != "TXT":
+        return None
+    return document.read_text(MAX_TXT_DOCUMENT_BYTES)
+
+
 class LocalNoteWriter:
-    """NoteProvider "local": offline template filling, no network."""
+    """NoteProvider "local": offline template filling, no network.
+
+    The work (reading documents, filling the template) runs in a thread of the writer's own
+    pool, within budget_s (SCRIBE_LOCAL_NOTE_BUDGET_S): over it, noteTimedOut (permanent: the
+    same job would take as long again)."""
 
     name = PROVIDER
 
-    def __init__(self) -> None:
+    def __init__(self, budget_s: float = DEFAULT_LOCAL_NOTE_BUDGET_S) -> None:
+        self._budget_s = budget_s
+        self._pool = CpuPool("scribe-local-note")
         self._documents: OrderedDict[str, list[str]] = OrderedDict()
+        self._pending_chars = 0
+
+    @property
+    def pending_jobs(self) -> int:
+        return len(self._documents)
+
+    @property
+    def pending_chars(self) -> int:
+        return self._pending_chars
 
     async def attach_documents(
         self, job: JobRequest, documents: Sequence[PreparedDocument]
     ) -> None:
-        texts = [
-            doc.content.decode("utf-8", errors="replace")
-            for doc in documents
-            if doc.document_type == "TXT"
-        ]
+        def read(deadline: Deadline) -> list[str]:
+            texts: list[str] = []
+            for document in documents:
+                deadline.check()
+                text = _document_text(document)
+                if text is not None:
+                    texts.append(text)
+            return texts
+
+        texts = await self._run(read)
         key = str(job.job_id)
+        self._pop(key)
         self._documents[key] = texts
-        self._documents.move_to_end(key)
-        while len(self._documents) > MAX_PENDING_JOBS:
-            self._documents.popitem(last=False)
+        self._pending_chars += sum(map(len, texts))
+        while len(self._documents) > 1 and (
+            len(self._documents) > MAX_PENDING_JOBS
+            or self._pending_chars > MAX_PENDING_DOCUMENT_CHARS
+        ):
+            self._pop(next(iter(self._documents)))
+
+    def _pop(self, key: str) -> list[str]:
+        texts = self._documents.pop(key, [])
+        self._pending_chars -= sum(map(len, texts))
+        return texts
 
     async def write_note(
         self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
     ) -> tuple[ClinicalNoteField, ...]:
-        documents = self._documents.pop(str(job.job_id), [])
-        return fill_template(template, transcript, summary, documents)
+        documents = self._pop(str(job.job_id))
+        return await self._run(
+            lambda deadline: fill_template(template, transcript, summary, documents, deadline)
+        )
+
+    async def _run(self, work: Callable[[Deadline], T]) -> T:
+        try:
+            return await self._pool.run(work, self._budget_s)
+        except BudgetExceeded:
+            raise PermanentError(
+                ErrorType.NOTE_TIMED_OUT,
+                f"the local note did not finish within its {self._budget_s:g} s budget",
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close()

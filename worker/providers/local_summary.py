@@ -22,14 +22,29 @@ Output, in the Summary model shape every provider returns:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, SoapField, Summary, Transcript
+from worker.constants import DEFAULT_LOCAL_SUMMARY_BUDGET_S, MAX_TRANSCRIPT_BYTES
+from worker.errors import PermanentError
 from worker.numbers import TEN_WORDS, UNIT_WORDS
+from worker.providers.local_budget import NO_DEADLINE, BudgetExceeded, CpuPool, Deadline
 
 PROVIDER: Final = "local"
+
+# What the summarizer reads of a transcript (issue 12: a valid job may be hostile). Over
+# MAX_TRANSCRIPT_BYTES of UTF-8 (5 MiB): transcriptTooLarge. Past the sentence cap the rest of
+# the transcript is left out: the longest ACI-Bench dialogue has 252 sentences and a two-hour
+# consultation about 3,000, while 5,000 of the longest sentences the byte cap lets through (all
+# 5 MB of it) take about 10 s here, a sixth of the default budget.
+MAX_SENTENCES: Final = 5_000
+# A longer turn (one unpunctuated line of ASR output) is cleaned in pieces of at most this many
+# characters, cut after a sentence end where there is one, so that no single regular-expression
+# pass holds the GIL, and so the event loop, for long. The longest ACI-Bench turn has 3,119.
+MAX_TURN_CHARS: Final = 20_000
 
 Role = Literal["doctor", "patient"]
 Gender = Literal["male", "female", "unknown"]
@@ -67,11 +82,18 @@ class Note:
     sections: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
     assessment: list[str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
+    # The keys of each section's sentences: a set, as comparing each new sentence with every
+    # one before it made a long transcript quadratic.
+    _keys: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, section: str, sentence: str) -> None:
         bucket = self.sections[section]
+        keys = self._keys.get(section)
+        if keys is None:
+            keys = self._keys[section] = {_key(s) for s in bucket}
         key = _key(sentence)
-        if key and all(_key(s) != key for s in bucket):
+        if key and key not in keys:
+            keys.add(key)
             bucket.append(sentence)
 
 
@@ -85,9 +107,13 @@ _SPEAKER_LINE_RE: Final = re.compile(
 _DOCTOR_WORDS: Final = ("doctor", "clinician", "dr", "physician", "nurse", "provider")
 
 
-def parse_turns(text: str) -> list[Turn]:
+def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
     """Turns with a role; plain text becomes one clinician turn per line."""
     turns: list[Turn] = []
+    # Whether an unlabelled line continues the turn before it (computed once: per line, it
+    # copied the whole text each time).
+    head = text.lstrip()
+    continues = bool(_TAG_LINE_RE.match(head) or _SPEAKER_LINE_RE.match(head))
     speakers: dict[str, Role] = {}
 
     def role_of(label: str) -> Role:
@@ -102,12 +128,13 @@ def parse_turns(text: str) -> list[Turn]:
         return speakers[name]
 
     for line in text.splitlines():
+        deadline.check()
         if not line.strip():
             continue
         match = _TAG_LINE_RE.match(line) or _SPEAKER_LINE_RE.match(line)
         if match:
             turns.append(Turn(role_of(match.group(1)), match.group(2)))
-        elif turns and (_TAG_LINE_RE.match(text.lstrip()) or _SPEAKER_LINE_RE.match(text.lstrip())):
+        elif turns and continues:
             turns.append(Turn(turns[-1].role, line))
         else:
             turns.append(Turn("doctor", line))
@@ -205,6 +232,22 @@ def clean(text: str) -> str:
 
 
 _SENTENCE_RE: Final = re.compile(r"[^.?!]+(?:[.?!]+|$)")
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """text in pieces of at most MAX_TURN_CHARS, each cut after its last sentence end (else
+    its last space); a turn that short is one piece, itself."""
+    start = 0
+    while len(text) - start > MAX_TURN_CHARS:
+        end = start + MAX_TURN_CHARS
+        cut = max(text.rfind(f"{mark} ", start, end) for mark in ".?!") + 1
+        if cut <= start:
+            cut = text.rfind(" ", start, end)
+        if cut <= start:
+            cut = end
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -328,8 +371,7 @@ def _sub_subjects(
     pieces: list[str] = []
     last = 0
     for match in pattern.finditer(sentence):
-        before = sentence[: match.start()].rstrip()
-        previous = before.split()[-1].lower() if before.split() else ""
+        before, previous = _word_before(sentence, match.start())
         is_subject = (
             not before or before[-1] in ",;:.?!" or previous.strip(",;") in _SUBJECT_CONTEXT
         )
@@ -343,6 +385,20 @@ def _sub_subjects(
         last = match.end()
     pieces.append(sentence[last:])
     return "".join(pieces)
+
+
+def _word_before(text: str, end: int) -> tuple[str, str]:
+    """(the end of text[:end].rstrip(), "" if that is empty; its last word in lower case),
+    reading back only as far as that word starts: copying and splitting the whole prefix, per
+    pronoun, made a long sentence quadratic."""
+    lookback = 64
+    while True:
+        start = max(0, end - lookback)
+        before = text[start:end].rstrip()
+        words = before.split()
+        if start == 0 or len(words) >= 2:  # the window holds the whole last word
+            return before, (words[-1].lower() if words else "")
+        lookback *= 4
 
 
 def to_third_person(sentence: str, person: Literal["i", "you"], gender: Gender) -> str:
@@ -620,19 +676,23 @@ class _Sentence:
     question: bool
 
 
-def _sentences(turns: list[Turn]) -> list[_Sentence]:
+def _sentences(turns: list[Turn], deadline: Deadline = NO_DEADLINE) -> list[_Sentence]:
+    """The first MAX_SENTENCES sentences, cleaned, with their speaker, zone and turn."""
     zone = "history"
     out: list[_Sentence] = []
     for index, turn in enumerate(turns):
-        cleaned = clean(turn.text)
-        for raw in split_sentences(cleaned):
-            text = raw.strip()
-            if turn.role == "doctor":
-                if _PLAN_START.search(text) and zone != "plan":
-                    zone = "plan"
-                elif _EXAM_START.search(text) and zone == "history":
-                    zone = "exam"
-            out.append(_Sentence(turn.role, text, zone, index, text.rstrip().endswith("?")))
+        for piece in _pieces(turn.text):
+            deadline.check()
+            for raw in split_sentences(clean(piece)):
+                if len(out) >= MAX_SENTENCES:
+                    return out
+                text = raw.strip()
+                if turn.role == "doctor":
+                    if _PLAN_START.search(text) and zone != "plan":
+                        zone = "plan"
+                    elif _EXAM_START.search(text) and zone == "history":
+                        zone = "exam"
+                out.append(_Sentence(turn.role, text, zone, index, text.rstrip().endswith("?")))
     return out
 
 
@@ -649,83 +709,121 @@ def _informative(text: str, minimum: int = 3) -> bool:
     return len(_content_words(text)) >= minimum and not _SOCIAL_RE.search(text)
 
 
-def build_note(transcript: str) -> Note:
-    turns = parse_turns(transcript)
-    gender = detect_gender(turns)
-    note = Note()
-    sentences = _sentences(turns)
-    # Without speaker labels (plain ASR output) nobody knows who said "I": keep first person and
-    # take statements about symptoms and their history as they were said.
-    labelled = any(
-        _TAG_LINE_RE.match(line) or _SPEAKER_LINE_RE.match(line) for line in transcript.splitlines()
-    )
+class _Parsed:
+    """A transcript's first MAX_SENTENCES sentences, read once for both the note and the
+    statements (the note writer needs both), each put in note style once when first needed."""
 
-    for position, s in enumerate(sentences):
-        if not labelled and s.zone == "history" and not s.question:
-            plain = _finish(s.text)
-            if plain and _informative(plain) and _SYMPTOM_CUE.search(s.text):
-                note.add(HPI, plain)
-            continue
-        if s.question:
-            _review_of_systems(note, sentences, position, gender)
-            continue
-        text = _finish(_third_person(s, gender))
-        if not text or not _informative(text):
-            continue
-        if s.role == "doctor" and _INTRO_RE.search(s.text):
-            reason = _REASON_RE.search(s.text)
-            if reason and not note.sections[CC]:
-                note.add(CC, _finish(reason.group(1)))
-            note.add(HPI, text)
-            continue
-        if s.role == "doctor" and _RESULTS_CUE.search(s.text) and s.zone != "history":
-            if (
-                _PLAN_CUE.search(s.text)
-                and s.zone == "plan"
-                and not re.search(
-                    r"\b(?:showed|shows|came back|revealed|demonstrat\w*|results?)\b", s.text, re.I
-                )
-            ):
-                _plan(note, text, s)
-            else:
-                note.add(RESULTS, text)
-            continue
-        if s.zone == "exam":
-            if s.role == "doctor" and _EXAM_FINDING.search(s.text):
-                note.add(EXAM, text)
-            elif s.role == "patient" and _SYMPTOM_CUE.search(s.text):
-                note.add(HPI, text)
-            continue
-        if s.zone == "plan":
-            if s.role == "doctor" and (_PLAN_CUE.search(s.text) or _ASSESSMENT_CUE.search(s.text)):
-                _plan(note, text, s)
-            continue
-        # History.
-        if (s.role == "patient" and (_SYMPTOM_CUE.search(s.text) or _informative(text, 5))) or (
-            s.role == "doctor"
-            and re.search(
-                r"\b(?:sounds like|so you|you've been|you have been|you were|you had|you said|"
-                r"you mentioned|you're|you are|you have)\b",
-                s.text,
-                re.I,
+    def __init__(self, transcript: str, deadline: Deadline) -> None:
+        turns = parse_turns(transcript, deadline)
+        self.gender = detect_gender(turns)
+        self.sentences = _sentences(turns, deadline)
+        # Without speaker labels (plain ASR output) nobody knows who said "I": keep first
+        # person and take statements about symptoms and their history as they were said.
+        self.labelled = any(
+            _TAG_LINE_RE.match(line) or _SPEAKER_LINE_RE.match(line)
+            for line in transcript.splitlines()
+        )
+        self.deadline = deadline
+        self._styled: dict[int, str] = {}
+
+    def styled(self, position: int) -> str:
+        """The sentence in third person, finished."""
+        text = self._styled.get(position)
+        if text is None:
+            sentence = self.sentences[position]
+            text = self._styled[position] = _finish(_third_person(sentence, self.gender))
+        return text
+
+    def note(self) -> Note:
+        note = Note()
+        sentences = self.sentences
+        for position, s in enumerate(sentences):
+            self.deadline.check()
+            if not self.labelled and s.zone == "history" and not s.question:
+                plain = _finish(s.text)
+                if plain and _informative(plain) and _SYMPTOM_CUE.search(s.text):
+                    note.add(HPI, plain)
+                continue
+            if s.question:
+                _review_of_systems(note, sentences, position, self.gender)
+                continue
+            text = self.styled(position)
+            if text and _informative(text):
+                _route(note, s, text)
+        return note
+
+    def statements(self) -> list[str]:
+        out: list[str] = []
+        for position, s in enumerate(self.sentences):
+            self.deadline.check()
+            if s.question:
+                continue
+            text = self.styled(position)
+            if text and _informative(text, 2):
+                out.append(text)
+        return out
+
+
+def build_note(transcript: str, deadline: Deadline = NO_DEADLINE) -> Note:
+    """The note of a transcript's first MAX_SENTENCES sentences; deadline is checked per step."""
+    return _Parsed(transcript, deadline).note()
+
+
+def _route(note: Note, s: _Sentence, text: str) -> None:
+    """A labelled statement (text: in note style) to its section, by speaker, zone and cues."""
+    if s.role == "doctor" and _INTRO_RE.search(s.text):
+        reason = _REASON_RE.search(s.text)
+        if reason and not note.sections[CC]:
+            note.add(CC, _finish(reason.group(1)))
+        note.add(HPI, text)
+        return
+    if s.role == "doctor" and _RESULTS_CUE.search(s.text) and s.zone != "history":
+        if (
+            _PLAN_CUE.search(s.text)
+            and s.zone == "plan"
+            and not re.search(
+                r"\b(?:showed|shows|came back|revealed|demonstrat\w*|results?)\b", s.text, re.I
             )
         ):
+            _plan(note, text, s)
+        else:
+            note.add(RESULTS, text)
+        return
+    if s.zone == "exam":
+        if s.role == "doctor" and _EXAM_FINDING.search(s.text):
+            note.add(EXAM, text)
+        elif s.role == "patient" and _SYMPTOM_CUE.search(s.text):
             note.add(HPI, text)
-    return note
+        return
+    if s.zone == "plan":
+        if s.role == "doctor" and (_PLAN_CUE.search(s.text) or _ASSESSMENT_CUE.search(s.text)):
+            _plan(note, text, s)
+        return
+    # History.
+    if (s.role == "patient" and (_SYMPTOM_CUE.search(s.text) or _informative(text, 5))) or (
+        s.role == "doctor"
+        and re.search(
+            r"\b(?:sounds like|so you|you've been|you have been|you were|you had|you said|"
+            r"you mentioned|you're|you are|you have)\b",
+            s.text,
+            re.I,
+        )
+    ):
+        note.add(HPI, text)
 
 
-def note_style_sentences(transcript: str) -> list[str]:
-    """Every statement of the transcript (questions and small talk left out), in note style."""
-    turns = parse_turns(transcript)
-    gender = detect_gender(turns)
-    out: list[str] = []
-    for s in _sentences(turns):
-        if s.question:
-            continue
-        text = _finish(_third_person(s, gender))
-        if text and _informative(text, 2):
-            out.append(text)
-    return out
+def note_style_sentences(transcript: str, deadline: Deadline = NO_DEADLINE) -> list[str]:
+    """Every statement of the transcript's first MAX_SENTENCES sentences (questions and small
+    talk left out), in note style."""
+    return _Parsed(transcript, deadline).statements()
+
+
+def note_and_statements(
+    transcript: str, deadline: Deadline = NO_DEADLINE
+) -> tuple[Note, list[str]]:
+    """build_note and note_style_sentences of one transcript, for the price of one."""
+    parsed = _Parsed(transcript, deadline)
+    return parsed.note(), parsed.statements()
 
 
 def _plan(note: Note, text: str, s: _Sentence) -> None:
@@ -791,17 +889,57 @@ def soap_fields(note: Note) -> tuple[SoapField, ...]:
     )
 
 
-def summarize_text(transcript: str, output_format: Literal["SUMMARY", "SOAP_TEMPLATE"]) -> Summary:
-    note = build_note(transcript)
+def check_transcript_size(text: str) -> None:
+    """transcriptTooLarge over MAX_TRANSCRIPT_BYTES of UTF-8 (encoded only when the number of
+    characters does not already decide)."""
+    chars = len(text)
+    if chars * 4 <= MAX_TRANSCRIPT_BYTES:
+        return
+    if (
+        chars > MAX_TRANSCRIPT_BYTES
+        or len(text.encode("utf-8", "surrogatepass")) > MAX_TRANSCRIPT_BYTES
+    ):
+        raise PermanentError(
+            ErrorType.TRANSCRIPT_TOO_LARGE,
+            f"the transcript is over the {MAX_TRANSCRIPT_BYTES} bytes a local summary reads",
+        )
+
+
+def summarize_text(
+    transcript: str,
+    output_format: Literal["SUMMARY", "SOAP_TEMPLATE"],
+    deadline: Deadline = NO_DEADLINE,
+) -> Summary:
+    check_transcript_size(transcript)
+    note = build_note(transcript, deadline)
     if output_format == "SOAP_TEMPLATE":
         return Summary(provider=PROVIDER, output_format="SOAP_TEMPLATE", fields=soap_fields(note))
     return Summary(provider=PROVIDER, output_format="SUMMARY", text=render_summary(note))
 
 
 class LocalSummarizer:
-    """SummaryProvider "local": extractive, offline, milliseconds per consultation."""
+    """SummaryProvider "local": extractive, offline, milliseconds per consultation.
+
+    The work runs in a thread of its own pool, within budget_s (SCRIBE_LOCAL_SUMMARY_BUDGET_S):
+    over it, summaryTimedOut (permanent: the same transcript would take as long again)."""
 
     name = PROVIDER
 
+    def __init__(self, budget_s: float = DEFAULT_LOCAL_SUMMARY_BUDGET_S) -> None:
+        self._budget_s = budget_s
+        self._pool = CpuPool("scribe-local-summary")
+
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
-        return summarize_text(transcript.text, job.summary.output_format)
+        text, output_format = transcript.text, job.summary.output_format
+        try:
+            return await self._pool.run(
+                lambda deadline: summarize_text(text, output_format, deadline), self._budget_s
+            )
+        except BudgetExceeded:
+            raise PermanentError(
+                ErrorType.SUMMARY_TIMED_OUT,
+                f"the local summary did not finish within its {self._budget_s:g} s budget",
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close()
