@@ -385,6 +385,6 @@ def test_budgets_are_settings() -> None:
     ).local
     assert (local.summary_budget_s, local.note_budget_s) == (2.5, 30.0)
     for variable in ("SCRIBE_LOCAL_SUMMARY_BUDGET_S", "SCRIBE_LOCAL_NOTE_BUDGET_S"):
-        for wrong in ("0", "-1", "soon"):
+        for wrong in ("0", "-1", "soon", "nan"):
             with pytest.raises(SettingsError, match=variable):
                 Settings.from_env({variable: wrong})

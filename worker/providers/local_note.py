@@ -73,7 +73,7 @@ MAX_LIST_ITEMS: Final = 10
 MAX_MATCHES: Final = 3
 # Caps on what the note writer reads (see the module docstring). A real template has a few enum
 # fields of a few options; the sources of the longest ACI-Bench consultation have ~300
-# sentences and 20,000 characters. With every cap at its limit the note takes about 25 s here
+# sentences and 20,000 characters. With every cap at its limit the note takes 15-25 s here
 # (tests/unit/test_local_budget.py), inside the default budget of 60 s.
 MAX_ENUM_OPTIONS: Final = 200  # per enum field
 MAX_OPTION_CHARS: Final = 200  # per option
