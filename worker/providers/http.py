@@ -478,7 +478,8 @@ class VendorHttp:
         content_type: str,
         timeout_s: float | None = None,
     ) -> None:
-        """PUT bytes to a pre-signed URL: only Content-Type, no Authorization, no redirects."""
+        """PUT bytes to a pre-signed URL: only Content-Type (and Accept-Encoding), no
+        Authorization, no redirects. The answer is read only for an error's errorType."""
         await self._send(
             vendor,
             endpoint,

@@ -7,8 +7,11 @@ only Content-Type: the signed URL carries its own credentials and may be on anot
 
 Decisions the vendor pages leave open:
 - The status key is `processingStatus` in the type and `transcriptionStatus` in the example: both
-  are read. COMPLETED -> transcript, PENDING -> None, ERROR -> transcriptionFailed (with the
-  vendor's errorMessage, scrubbed and capped), anything else or missing -> unknownVendorStatus.
+  are read. COMPLETED -> transcript, PENDING -> None, ERROR -> transcriptionFailed (the vendor's
+  errorMessage is not forwarded: it is free text), anything else, missing or not a string ->
+  unknownVendorStatus (named in the message only when it is an upper-case status word).
+- A transcript over MAX_TRANSCRIPT_BYTES or MAX_TRANSCRIPT_SEGMENTS -> transcriptTooLarge,
+  checked before any model is built; a start or end that is not a finite number counts as absent.
 - 404 on get-transcription without an errorType is still transcriptionNotFound.
 - A summary asked for as SOAP_TEMPLATE that comes back as a string is parsed as JSON
   {"fields": [...]} when it is one; otherwise it is kept as SUMMARY text.
