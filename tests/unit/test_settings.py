@@ -33,6 +33,8 @@ def test_defaults_need_no_environment() -> None:
         ("SCRIBE_DELAY_TIERS_MS", "soon"),
         ("SCRIBE_POLL_DEADLINE_S", "-1"),
         ("SCRIBE_HTTP_TIMEOUT_S", "0"),
+        ("SCRIBE_MAX_VENDOR_RESPONSE_BYTES", "100"),
+        ("SCRIBE_MAX_VENDOR_RESPONSE_BYTES", "32MiB"),
         ("SCRIBE_STAGES", "transcribe,cook"),
         ("SCRIBE_STAGES", "none"),
         ("SCRIBE_STAGE_EVENTS", "poll,everything"),
