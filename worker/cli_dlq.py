@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -24,8 +25,9 @@ from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import AMQPError
 from redis.exceptions import RedisError
 
-from worker import dlq
+from worker import amqp_decoding, dlq
 from worker.broker import Publisher
+from worker.codec import canonical_uuid
 from worker.constants import STAGES, Stage
 from worker.errors import SettingsError
 from worker.settings import Settings
@@ -97,12 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _job_ids(given: Sequence[str]) -> frozenset[str]:
+    """Job ids as dead letters report them: a UUID in its canonical form."""
+    return frozenset(canonical_uuid(job_id) or job_id for job_id in given)
+
+
 def filters_of(args: argparse.Namespace) -> dlq.Filters:
     return dlq.Filters(
         error_types=frozenset(args.error_type),
         stages=frozenset(args.stage),
-        job_ids=frozenset(args.job_id),
+        job_ids=_job_ids(args.job_id),
         since=args.since,
+    )
+
+
+# Characters a terminal acts on (C0 but newline, DEL, C1, bidirectional overrides): a dead
+# letter's routing key, headers and body are the sender's, and must not drive the terminal.
+_TERMINAL_CONTROL = re.compile(
+    r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str) -> str:
+    """text with every terminal control character written as an escape (\\x1b, \\u202e)."""
+    return _TERMINAL_CONTROL.sub(
+        lambda found: found.group().encode("unicode_escape").decode("ascii"), text
     )
 
 
@@ -116,6 +137,7 @@ def _short(text: str, width: int) -> str:
 
 
 def format_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -172,11 +194,12 @@ def render_stats(letters: list[dlq.DeadLetter], as_json: bool) -> str:
 def show_record(letter: dlq.DeadLetter, redacted: bool) -> dict[str, Any]:
     return {
         **letter.summary(),
-        "correlationId": letter.correlation_id,
-        "messageId": letter.message_id,
-        "contentType": letter.content_type,
+        "correlationId": dlq.jsonable(letter.correlation_id),
+        "messageId": dlq.jsonable(letter.message_id),
+        "contentType": dlq.jsonable(letter.content_type),
+        "propertyProblem": letter.property_problem,
         "deliveryCount": letter.delivery_count,
-        "headers": dlq.jsonable(letter.headers),
+        "headers": dlq.shown_headers(letter, redacted=redacted),
         "body": dlq.decode_body(letter.body, redacted=redacted),
     }
 
@@ -190,12 +213,15 @@ def render_show(letters: list[dlq.DeadLetter], redacted: bool, as_json: bool) ->
         headers = record.pop("headers")
         body = record.pop("body")
         lines = [f"--- dead letter {number} of {len(records)} ---"]
-        lines += [f"{key}: {value}" for key, value in record.items()]
+        lines += [
+            f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
+            for key, value in record.items()
+        ]
         lines.append("headers:")
         lines += [f"  {key}: {json.dumps(value)}" for key, value in headers.items()]
         lines.append("body:")
         lines.append(json.dumps(body, indent=2, ensure_ascii=False))
-        parts.append("\n".join(lines) + "\n")
+        parts.append(printable("\n".join(lines)) + "\n")
     return "\n".join(parts)
 
 
@@ -283,7 +309,7 @@ async def _dispatch(
         io.out(render(letters, args.json))
         return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
     if command == "show":
-        letters = await dlq.read_matching(reader, dlq.Filters(job_ids=frozenset({args.job_id})))
+        letters = await dlq.read_matching(reader, dlq.Filters(job_ids=_job_ids([args.job_id])))
         if not letters:
             io.err(f"{PROG}: no dead letter for job {args.job_id}")
             return EXIT_FAILED
@@ -327,8 +353,8 @@ async def _replay(
     progress(summary, final=True)
     for letter, stage in summary.planned:
         io.out(
-            f"would replay job={letter.job_id or '-'} from={letter.routing_key} to={stage} "
-            f"identity={letter.identity}\n"
+            f"would replay job={letter.job_id or '-'} from={printable(letter.routing_key)} "
+            f"to={stage} identity={letter.identity}\n"
         )
     io.out(summary.line() + "\n")
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
@@ -381,6 +407,9 @@ async def run(
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     stop = stop or asyncio.Event()
+    # Before connecting: a dead letter whose properties the client library cannot decode must
+    # not take the connection down (worker/amqp_decoding.py).
+    amqp_decoding.install()
     try:
         connection = await aio_pika.connect(
             settings.amqp_url.value, client_properties={"connection_name": PROG}

@@ -25,6 +25,16 @@ The identity of a dead letter is a sha256 over its properties, headers (minus th
 per-delivery counters), routing key and body. message_id alone is not enough: the worker copies
 the consumed message's message_id onto its dead letters, so a message that fails again after a
 replay would reuse it, and a Redis ledger keyed by message_id would then ack it unpublished.
+
+Hostile dead letters (issue 12): the reader takes aiormq's deliveries as they come, with the
+worker's tolerant AMQP decoding installed (worker/amqp_decoding.py, by cli_dlq), so properties
+that are not UTF-8 stay bytes instead of becoming "b'...'" text, and nothing here assumes a type.
+Every value shown is bounded in depth and plain JSON. A replay publishes fresh properties: the
+body's jobId (a UUID) as correlation_id, or none. What a dead letter says about itself depends
+on who made it: on the worker's own (no x-death), x-stage, x-job-id and x-error-message are the
+worker's words (it drops such headers from what it consumes); on one the broker made
+(deliveryLimitExceeded), every header but the broker's own came from the sender, so its stage is
+the queue the broker recorded and its jobId the body's.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,16 +54,24 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractIncomingMessage,
-    AbstractQueue,
-)
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import AMQPError, ChannelClosed
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+from pydantic_core import from_json
 
+from schemas.errors import ErrorType
 from worker import constants as c
-from worker.broker import Publisher, build_message, carried_headers
+from worker.broker import (
+    BasicProperties,
+    Outgoing,
+    Publisher,
+    bounded_count,
+    build_message,
+    carried_headers,
+    property_problem,
+)
+from worker.codec import MAX_BODY_BYTES, canonical_uuid, job_id_of_body
 from worker.constants import STAGES, Stage
 from worker.topology import Names
 
@@ -60,6 +80,16 @@ REPLAY_LEDGER_TTL_S = 30 * 24 * 3600
 # RabbitMQ 4.0-4.2 drop a quorum-queue message returned more than 20 times (the default
 # delivery limit); every read of the dead letters returns each message once.
 DELIVERY_COUNT_WARNING = 15
+# basic.get waits this long for the broker's answer (aio-pika's default is 5 s; a large body
+# on a busy broker may take longer).
+GET_TIMEOUT_S = 30.0
+# Values shown are cut below this many levels of tables and lists (the tolerant decoder already
+# cuts header tables at 16; bodies are parsed with pydantic-core's nesting limit).
+MAX_SHOWN_DEPTH = 32
+TOO_DEEP = "(nested too deeply)"
+# Our words on a dead letter the broker made: its x-error-message, if any, is the sender's.
+BROKER_DEAD_LETTER_MESSAGE = "dead-lettered by the broker: more deliveries than the queue allows"
+_DELIVERY_LIMIT = ErrorType.DELIVERY_LIMIT_EXCEEDED.value
 
 # Counters the broker changes on every delivery; they must not change a dead letter's identity.
 _VOLATILE_HEADERS = frozenset({"x-delivery-count", "x-acquired-count"})
@@ -88,17 +118,25 @@ class DeadLetterQueueMissing(Exception):
         super().__init__(f"queue {queue!r} does not exist (wrong SCRIBE_PREFIX?)")
 
 
-def jsonable(value: Any) -> Any:
-    """Header values (aiormq decodes datetimes, bytes, decimals) as plain JSON values."""
-    if isinstance(value, Mapping):
-        return {str(key): jsonable(item) for key, item in sorted(value.items())}
-    if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    if isinstance(value, bytes):
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """Header and property values (datetimes, bytes, byte arrays, decimals, tables) as plain
+    JSON: bytes that are not UTF-8 as {"base64": ...}, non-finite floats as text, anything
+    nested deeper than MAX_SHOWN_DEPTH as TOO_DEEP (so a hostile table cannot recurse)."""
+    if isinstance(value, Mapping | list | tuple):
+        if depth >= MAX_SHOWN_DEPTH:
+            return TOO_DEEP
+        if isinstance(value, Mapping):
+            items = sorted(value.items(), key=lambda item: str(item[0]))
+            return {str(key): jsonable(item, depth + 1) for key, item in items}
+        return [jsonable(item, depth + 1) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
         try:
-            return value.decode("utf-8")
+            return raw.decode("utf-8")
         except UnicodeDecodeError:
-            return {"base64": base64.b64encode(value).decode("ascii")}
+            return {"base64": base64.b64encode(raw).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, datetime):
         return _utc(value).isoformat()
     if isinstance(value, Decimal):
@@ -113,76 +151,163 @@ def _utc(moment: datetime) -> datetime:
 
 
 def parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return _utc(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        try:
+    """A header's time as UTC, or None; never raises (an offset next to year 1 or 9999 cannot
+    be converted to UTC)."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    try:
+        if isinstance(value, datetime):
+            return _utc(value)
+        if isinstance(value, str) and len(value) <= 64:
             return _utc(datetime.fromisoformat(value))
-        except ValueError:
-            return None
+    except (ValueError, OverflowError):
+        return None
     return None
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+def _count_or_none(value: Any) -> int | None:
+    """A counter or status header, clamped like the worker's own (None when absent)."""
+    return None if value is None else bounded_count(value)
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
+def _header_text(headers: Mapping[str, Any], name: str) -> str | None:
+    """A header that is text, as it is; anything else (bytes, tables, numbers) is not text."""
+    value = headers.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _property(value: object) -> str | bytes | None:
+    """A short-string property as decoded: text, or bytes when it is not UTF-8."""
+    return value if isinstance(value, str | bytes) else None
+
+
+def _routing_key(value: object) -> str:
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+        return value.decode("utf-8", "backslashreplace")
+    return value if isinstance(value, str) else ""
 
 
-def dead_letter_identity(message: AbstractIncomingMessage) -> str:
-    headers = {
-        key: value for key, value in (message.headers or {}).items() if key not in _VOLATILE_HEADERS
-    }
+def dead_letter_identity(
+    properties: BasicProperties, routing_key: str, headers: Mapping[str, Any], body: bytes
+) -> str:
+    """The same for every read of one dead letter, whatever its properties hold."""
+    kept = {key: value for key, value in headers.items() if key not in _VOLATILE_HEADERS}
     canonical = {
-        "messageId": message.message_id,
-        "correlationId": message.correlation_id,
-        "timestamp": jsonable(message.timestamp),
-        "routingKey": message.routing_key,
-        "headers": jsonable(headers),
-        "body": hashlib.sha256(message.body).hexdigest(),
+        "messageId": jsonable(_property(properties.message_id)),
+        "correlationId": jsonable(_property(properties.correlation_id)),
+        "timestamp": jsonable(_timestamp(properties)),
+        "routingKey": routing_key,
+        "headers": jsonable(kept),
+        "body": hashlib.sha256(body).hexdigest(),
     }
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()
 
 
-def _job_id(headers: Mapping[str, Any], message: AbstractIncomingMessage) -> str | None:
-    job_id = _text(headers.get(c.HEADER_JOB_ID)) or message.correlation_id
-    if job_id:
-        return str(job_id)
-    try:
-        decoded = json.loads(message.body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    value = decoded.get("jobId") if isinstance(decoded, dict) else None
-    return value if isinstance(value, str) else None
+def _timestamp(properties: BasicProperties) -> datetime | None:
+    value: object = properties.timestamp
+    return _utc(value) if isinstance(value, datetime) else None
 
 
-def _last_death_time(headers: Mapping[str, Any]) -> datetime | None:
-    """When the broker itself dead-lettered the message (deliveryLimitExceeded)."""
+def _death_times(headers: Mapping[str, Any]) -> list[datetime]:
+    """When the broker dead-lettered the message (its x-death entries), oldest first."""
     deaths = headers.get("x-death")
     times = [
         parse_time(death.get("time"))
         for death in (deaths if isinstance(deaths, list) else [])
         if isinstance(death, Mapping)
     ]
-    found = [moment for moment in times if moment is not None]
-    return max(found) if found else None
+    return sorted(moment for moment in times if moment is not None)
+
+
+def made_by_broker(headers: Mapping[str, Any]) -> bool:
+    """The broker dead-lettered it (deliveryLimitExceeded): the worker drops x-death and
+    x-first-death-* from what it consumes, so its own dead letters never carry them."""
+    return "x-death" in headers or "x-first-death-queue" in headers
+
+
+def broker_stage(headers: Mapping[str, Any], names: Names, key_stage: str) -> Stage | None:
+    """The stage whose queue the broker dead-lettered the message from.
+
+    That is the queue of the newest x-death entry (the broker puts its own first) and the
+    routing key's stage (the broker took the key from that queue's x-dead-letter-routing-key);
+    they must agree. x-first-death-queue is not used: the broker keeps one a sender set, and
+    after a retry through a delay queue it names the delay queue.
+    """
+    deaths = headers.get("x-death")
+    newest = deaths[0] if isinstance(deaths, list) and deaths else None
+    key = next((stage for stage in STAGES if stage == key_stage), None)
+    if isinstance(newest, Mapping):
+        recorded = names.stage_of_queue(newest.get("queue"))
+        return recorded if recorded == key else None
+    return key
+
+
+@dataclass(frozen=True)
+class _Account:
+    """What a dead letter tells about its failure, from the headers its maker can vouch for."""
+
+    stage: str | None
+    job_id: str | None
+    error_type: str | None
+    error_message: str
+    http_status: int | None
+    attempts: int | None
+    first_failure_at: datetime | None
+    last_failure_at: datetime | None
+
+
+def _worker_account(
+    headers: Mapping[str, Any], key_stage: str, key_error: str, body: bytes, correlation: object
+) -> _Account:
+    """A dead letter the worker wrote: its x-* headers are its own words."""
+    header_stage = _header_text(headers, c.HEADER_STAGE)
+    last = parse_time(headers.get(c.HEADER_LAST_FAILURE_AT))
+    return _Account(
+        stage=next((s for s in STAGES if s == header_stage), None) or key_stage or None,
+        job_id=canonical_uuid(headers.get(c.HEADER_JOB_ID))
+        or job_id_of_body(body)
+        or canonical_uuid(correlation),
+        # The routing key decides the errorType; x-error-type is only a fallback.
+        error_type=key_error or _header_text(headers, c.HEADER_ERROR_TYPE),
+        error_message=_header_text(headers, c.HEADER_ERROR_MESSAGE) or "",
+        http_status=_count_or_none(headers.get(c.HEADER_HTTP_STATUS)),
+        attempts=_count_or_none(headers.get(c.HEADER_ATTEMPTS)),
+        first_failure_at=parse_time(headers.get(c.HEADER_FIRST_FAILURE_AT)) or last,
+        last_failure_at=last,
+    )
+
+
+def _broker_account(
+    headers: Mapping[str, Any],
+    names: Names,
+    key_stage: str,
+    key_error: str,
+    body: bytes,
+    correlation: object,
+) -> _Account:
+    """A dead letter the broker made: every header but its own death record is the sender's
+    (x-stage, x-job-id, x-error-message, x-attempts, x-http-status, failure times)."""
+    deaths = _death_times(headers)
+    return _Account(
+        stage=broker_stage(headers, names, key_stage),
+        job_id=job_id_of_body(body) or canonical_uuid(correlation),
+        error_type=key_error or None,
+        error_message=BROKER_DEAD_LETTER_MESSAGE if key_error == _DELIVERY_LIMIT else "",
+        http_status=None,
+        attempts=None,
+        first_failure_at=deaths[0] if deaths else None,
+        last_failure_at=deaths[-1] if deaths else None,
+    )
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """What a dead letter says about itself; the body is kept as consumed."""
+    """What a dead letter says about itself; the body is kept as consumed.
+
+    correlation_id, message_id and content_type are as decoded: bytes when not UTF-8
+    (property_problem says so); made_by is "broker" or "worker" (see made_by_broker).
+    """
 
     identity: str
     routing_key: str
@@ -196,38 +321,50 @@ class DeadLetter:
     last_failure_at: datetime | None
     replays: int
     delivery_count: int
-    correlation_id: str | None
-    message_id: str | None
-    content_type: str | None
+    correlation_id: str | bytes | None
+    message_id: str | bytes | None
+    content_type: str | bytes | None
+    made_by: str
+    property_problem: str | None
     headers: dict[str, Any]
     body: bytes
 
     @classmethod
-    def from_message(cls, message: AbstractIncomingMessage) -> DeadLetter:
-        headers = dict(message.headers or {})
-        key_stage, _, key_error = (message.routing_key or "").partition(".")
-        # The routing key decides the errorType: a broker dead letter (deliveryLimitExceeded)
-        # may still carry a stale x-error-type from an earlier retry.
-        error_type = key_error or _text(headers.get(c.HEADER_ERROR_TYPE))
-        last = parse_time(headers.get(c.HEADER_LAST_FAILURE_AT)) or _last_death_time(headers)
+    def from_delivery(cls, delivery: DeliveredMessage, names: Names) -> DeadLetter:
+        properties = delivery.header.properties
+        raw_headers: object = properties.headers
+        headers: dict[str, Any] = dict(raw_headers) if isinstance(raw_headers, Mapping) else {}
+        routing_key = _routing_key(delivery.routing_key)
+        key_stage, _, key_error = routing_key.partition(".")
+        correlation = _property(properties.correlation_id)
+        by_broker = made_by_broker(headers)
+        if by_broker:
+            account = _broker_account(
+                headers, names, key_stage, key_error, delivery.body, correlation
+            )
+        else:
+            account = _worker_account(headers, key_stage, key_error, delivery.body, correlation)
+        timestamp = _timestamp(properties)
         return cls(
-            identity=dead_letter_identity(message),
-            routing_key=message.routing_key or "",
-            job_id=_job_id(headers, message),
-            stage=_text(headers.get(c.HEADER_STAGE)) or key_stage or None,
-            error_type=error_type or None,
-            error_message=_text(headers.get(c.HEADER_ERROR_MESSAGE)) or "",
-            http_status=_int_or_none(headers.get(c.HEADER_HTTP_STATUS)),
-            attempts=_int_or_none(headers.get(c.HEADER_ATTEMPTS)),
-            first_failure_at=parse_time(headers.get(c.HEADER_FIRST_FAILURE_AT)) or last,
-            last_failure_at=last or (_utc(message.timestamp) if message.timestamp else None),
-            replays=_int_or_none(headers.get(c.HEADER_REPLAYS)) or 0,
-            delivery_count=_int_or_none(headers.get("x-delivery-count")) or 0,
-            correlation_id=message.correlation_id,
-            message_id=message.message_id,
-            content_type=message.content_type,
+            identity=dead_letter_identity(properties, routing_key, headers, delivery.body),
+            routing_key=routing_key,
+            job_id=account.job_id,
+            stage=account.stage,
+            error_type=account.error_type,
+            error_message=account.error_message,
+            http_status=account.http_status,
+            attempts=account.attempts,
+            first_failure_at=account.first_failure_at or timestamp,
+            last_failure_at=account.last_failure_at or timestamp,
+            replays=bounded_count(headers.get(c.HEADER_REPLAYS)),
+            delivery_count=bounded_count(headers.get("x-delivery-count")),
+            correlation_id=correlation,
+            message_id=_property(properties.message_id),
+            content_type=_property(properties.content_type),
+            made_by="broker" if by_broker else "worker",
+            property_problem=property_problem(properties),
             headers=headers,
-            body=message.body,
+            body=delivery.body,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -243,6 +380,7 @@ class DeadLetter:
             "message": self.error_message,
             "replays": self.replays,
             "routingKey": self.routing_key,
+            "deadLetteredBy": self.made_by,
             "identity": self.identity,
         }
 
@@ -268,9 +406,31 @@ class Filters:
         return True
 
 
+class Unsettled:
+    """A dead letter taken with basic.get (aiormq's delivery as it came: aio-pika's
+    IncomingMessage turns bytes properties into "b'...'" text), settled at most once."""
+
+    __slots__ = ("_channel", "_settled", "_tag")
+
+    def __init__(self, delivery: DeliveredMessage) -> None:
+        self._channel = delivery.channel
+        self._tag = delivery.delivery_tag
+        self._settled = False
+
+    async def ack(self) -> None:
+        if self._tag is not None and not self._settled:
+            self._settled = True
+            await self._channel.basic_ack(self._tag)
+
+    async def nack(self, requeue: bool = True) -> None:
+        if self._tag is not None and not self._settled:
+            self._settled = True
+            await self._channel.basic_nack(self._tag, requeue=requeue)
+
+
 @dataclass(frozen=True)
 class Taken:
-    message: AbstractIncomingMessage
+    message: Unsettled
     letter: DeadLetter
 
 
@@ -278,11 +438,11 @@ class DeadLetterReader:
     """A dedicated channel on <prefix>.dead-letters. Everything taken and not acked is held and
     handed back (nack, requeue) by release(); if the process dies, the broker hands it back."""
 
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, start_count: int) -> None:
+    def __init__(self, channel: AbstractChannel, names: Names, start_count: int) -> None:
         self._channel = channel
-        self._queue = queue
+        self._names = names
         self.start_count = start_count
-        self._held: list[AbstractIncomingMessage] = []
+        self._held: list[Unsettled] = []
         self.max_delivery_count = 0
 
     @classmethod
@@ -293,17 +453,25 @@ class DeadLetterReader:
         except ChannelClosed as exc:
             raise DeadLetterQueueMissing(names.dead_letter_queue) from exc
         result = queue.declaration_result
-        return cls(channel, queue, int(result.message_count or 0))
+        return cls(channel, names, int(result.message_count or 0))
+
+    async def _get(self) -> DeliveredMessage | None:
+        channel = await self._channel.get_underlay_channel()
+        delivery = await channel.basic_get(
+            self._names.dead_letter_queue, no_ack=False, timeout=GET_TIMEOUT_S
+        )
+        return None if isinstance(delivery.delivery, Basic.GetEmpty) else delivery
 
     async def taken(self) -> AsyncIterator[Taken]:
         """Every message in the queue, once; stop early by breaking out. start_count (from
         queue.declare-ok) is only an estimate for progress display."""
         seen: set[str] = set()
         while True:
-            message = await self._queue.get(no_ack=False, fail=False)
-            if message is None:
+            delivery = await self._get()
+            if delivery is None:
                 return
-            letter = DeadLetter.from_message(message)
+            message = Unsettled(delivery)
+            letter = DeadLetter.from_delivery(delivery, self._names)
             self.max_delivery_count = max(self.max_delivery_count, letter.delivery_count)
             if letter.identity in seen:  # returned under us by another client: a full lap
                 self.hold(message)
@@ -311,7 +479,7 @@ class DeadLetterReader:
             seen.add(letter.identity)
             yield Taken(message, letter)
 
-    def hold(self, message: AbstractIncomingMessage) -> None:
+    def hold(self, message: Unsettled) -> None:
         self._held.append(message)
 
     async def release(self) -> None:
@@ -388,40 +556,123 @@ _REDACT_KEYS = frozenset(
 )
 
 
-def _redact_all(value: Any) -> Any:
+# Bodies are parsed by pydantic-core, whose nesting limit (about 200 levels) keeps the
+# recursive walks below far from Python's recursion limit; this bound is only a second guard.
+_MAX_BODY_DEPTH = 256
+
+
+def _redact_all(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, dict | list) and depth >= _MAX_BODY_DEPTH:
+        return REDACTED
     if isinstance(value, dict):
-        return {key: _redact_all(item) for key, item in value.items()}
+        return {key: _redact_all(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_redact_all(item) for item in value]
+        return [_redact_all(item, depth + 1) for item in value]
     if value is None:
         return None
     return REDACTED
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, depth: int = 0) -> Any:
     """The same structure with every patient-data leaf replaced by "[redacted]"."""
+    if isinstance(value, dict | list) and depth >= _MAX_BODY_DEPTH:
+        return REDACTED
     if isinstance(value, dict):
         return {
-            key: _redact_all(item) if key in _REDACT_KEYS else redact(item)
+            key: _redact_all(item, depth + 1) if key in _REDACT_KEYS else redact(item, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact(item) for item in value]
+        return [redact(item, depth + 1) for item in value]
+    return value
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """Parsed JSON with non-finite numbers (1e400 parses as inf) as text: output stays JSON."""
+    if isinstance(value, dict | list) and depth >= _MAX_BODY_DEPTH:
+        return TOO_DEEP
+    if isinstance(value, dict):
+        return {key: _finite(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item, depth + 1) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return value
 
 
 def decode_body(body: bytes, *, redacted: bool) -> Any:
-    """The body as JSON when it is JSON; otherwise text, or base64 for non-UTF-8 bytes."""
+    """The body as JSON when it is JSON (and not nested deeper than pydantic-core's limit, nor
+    over the worker's size limit); otherwise text, or base64 for non-UTF-8 bytes."""
     try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError("too large to parse")
+        decoded = _finite(from_json(body, allow_inf_nan=False))
+    except ValueError:
         if redacted:
-            return f"{REDACTED} ({len(body)} bytes, not JSON)"
+            return f"{REDACTED} ({len(body)} bytes, not readable as JSON)"
         try:
             return {"text": body.decode("utf-8")}
         except UnicodeDecodeError:
             return {"base64": base64.b64encode(body).decode("ascii")}
     return redact(decoded) if redacted else decoded
+
+
+# The worker's own words on its own dead letters (worker/delivery.py), shown as they are.
+_WORKER_OWN_HEADERS = frozenset(
+    {
+        c.HEADER_ERROR_TYPE,
+        c.HEADER_ERROR_MESSAGE,
+        c.HEADER_HTTP_STATUS,
+        c.HEADER_ATTEMPTS,
+        c.HEADER_FIRST_FAILURE_AT,
+        c.HEADER_LAST_FAILURE_AT,
+        c.HEADER_STAGE,
+        c.HEADER_JOB_ID,
+    }
+)
+# Headers whose values are identifiers, counters and times when honest.
+_KNOWN_HEADERS = _WORKER_OWN_HEADERS | {
+    c.HEADER_POLLS,
+    c.HEADER_REPLAYS,
+    c.HEADER_REPLAY_OF,
+    c.HEADER_TRACEPARENT,
+    c.HEADER_DELAY_TIER_MS,
+    "x-death",
+    *_VOLATILE_HEADERS,
+}
+_BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
+_SHOWN_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/@=-]{0,63}")
+
+
+def _tokens_only(value: Any) -> Any:
+    """Shown (jsonable) values with anything but identifiers, numbers and times redacted."""
+    if isinstance(value, dict):
+        if set(value) == {"base64"}:
+            return REDACTED
+        return {key: _tokens_only(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_tokens_only(item) for item in value]
+    if isinstance(value, str):
+        return value if _SHOWN_TOKEN.fullmatch(value) else REDACTED
+    return value
+
+
+def shown_headers(letter: DeadLetter, *, redacted: bool) -> dict[str, Any]:
+    """The headers as plain JSON. Redacted: the worker's own words on its own dead letters as
+    they are; free text in any other known header replaced (on a dead letter the broker made,
+    the sender wrote those); unknown headers replaced whole, keeping their structure."""
+    shown: dict[str, Any] = jsonable(letter.headers)
+    if not redacted:
+        return shown
+    result: dict[str, Any] = {}
+    for name, value in shown.items():
+        if letter.made_by == "worker" and name in _WORKER_OWN_HEADERS:
+            result[name] = value
+        elif name in _KNOWN_HEADERS or name.startswith(_BROKER_HEADER_PREFIXES):
+            result[name] = _tokens_only(value)
+        else:
+            result[name] = _redact_all(value)
+    return result
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -482,6 +733,20 @@ def replay_headers(letter: DeadLetter) -> dict[str, Any]:
     headers[c.HEADER_REPLAYS] = letter.replays + 1
     headers[HEADER_REPLAY_OF] = letter.identity
     return headers
+
+
+def replay_message(letter: DeadLetter) -> Outgoing:
+    """The body as it was, with fresh properties: none of a dead letter's own (they may not
+    even be text) is published again but a message_id that is printable text."""
+    message_id = letter.message_id
+    clean_id = isinstance(message_id, str) and message_id.isprintable()
+    return build_message(
+        letter.body,
+        correlation_id=job_id_of_body(letter.body),
+        headers=replay_headers(letter),
+        message_id=message_id if clean_id and isinstance(message_id, str) else None,
+        content_type="application/json",
+    )
 
 
 def target_stage(letter: DeadLetter, to_stage: Stage | None) -> Stage | None:
@@ -562,7 +827,7 @@ async def replay(
             stage = target_stage(letter, options.to_stage)
             # A replay of this run that failed again (workers are running) is a new dead letter
             # carrying our x-replay-of: leave it for a later run instead of looping on it.
-            again = _text(letter.headers.get(HEADER_REPLAY_OF)) in published
+            again = _header_text(letter.headers, HEADER_REPLAY_OF) in published
             if again or not options.filters.matches(letter) or stage is None:
                 reader.hold(item.message)
                 summary.skipped += 1
@@ -604,13 +869,7 @@ async def _replay_one(
             summary.already_replayed += 1
             return
         await pacer.wait()
-        message = build_message(
-            letter.body,
-            correlation_id=letter.correlation_id,
-            headers=replay_headers(letter),
-            message_id=letter.message_id,
-            content_type=letter.content_type or "application/json",
-        )
+        message = replay_message(letter)
         await publisher.publish(names.jobs_exchange, stage, message)
     except BaseException:
         reader.hold(item.message)  # not replayed: it goes back to the queue
