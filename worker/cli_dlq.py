@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON object per dead letter")
     replay = commands.add_parser("replay", parents=[filters], help="publish back to a stage")
     replay.add_argument(
-        "--to-stage", choices=STAGES, help="default: the x-stage header or the routing key"
+        "--to-stage",
+        choices=STAGES,
+        help="default: the dead letter's stage (the worker's x-stage, or the queue the broker "
+        "dead-lettered it from)",
     )
     replay.add_argument("--limit", type=_positive_int, help="replay at most N messages")
     replay.add_argument("--rate", type=_positive_float, help="at most N messages per second")

@@ -296,6 +296,8 @@ async def test_broker_made_dead_letter_keeps_the_brokers_stage_and_the_bodys_job
     assert PATIENT_TEXT not in out  # the sender's x-error-message is not the worker's words
     code, _, _ = await cli(["show", forged_job], env)
     assert code == 1
+    code, out, _ = await cli(["list", "--json", "--job-id", job_id.upper()], env)
+    assert (code, [row["jobId"] for row in json_lines(out)]) == (0, [job_id])
     code, out, _ = await cli(["list", "--json", "--stage", "note"], env)
     assert (code, out) == (0, "")
 
