@@ -240,6 +240,7 @@ class Delivered:
         "message_id",
         "problem",
         "redelivered",
+        "routing_key",
     )
 
     def __init__(self, delivery: DeliveredMessage) -> None:
@@ -255,6 +256,8 @@ class Delivered:
         self.content_type: str | None = properties.content_type if usable else None
         self.delivery_tag: int | None = delivery.delivery_tag
         self.redelivered: bool = bool(delivery.redelivered)
+        key = delivery.routing_key
+        self.routing_key: str = key if isinstance(key, str) else ""
         self.channel: aiormq.abc.AbstractChannel = delivery.channel
 
     async def ack(self) -> None:

@@ -41,7 +41,7 @@ from worker.errors import Deferred, InvalidMessage, PermanentError, ScribeError,
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.metrics import Metrics, error_label
 from worker.settings import RetrySettings
-from worker.topology import Names
+from worker.topology import Names, broker_death_stage
 from worker.tracing import new_traceparent
 
 log = structlog.get_logger("scribe.delivery")
@@ -302,12 +302,14 @@ class Delivery:
     async def announce_broker_dead_letter(self, message: Delivered) -> None:
         """job.failed for a message the broker dead-lettered itself (deliveryLimitExceeded).
 
-        The stage comes from the broker's own x-first-death-queue header, never from a header a
-        sender could have set on the job; the dead letter itself is in <prefix>.dead-letters.
+        The stage is the one the broker's newest x-death entry and the routing key agree on
+        (topology.broker_death_stage), never a header a sender could have set on the job; the
+        dead letter itself is in <prefix>.dead-letters.
         """
         try:
             headers = carried_headers(message.headers)
-            stage = self._names.stage_of_queue((message.headers or {}).get("x-first-death-queue"))
+            key_stage = message.routing_key.partition(".")[0]
+            stage = broker_death_stage(message.headers or {}, self._names, key_stage)
             job_id = job_id_of(message)
             if stage is not None and job_id is not None:
                 ctx = DeliveryContext(

@@ -73,7 +73,7 @@ from worker.broker import (
 )
 from worker.codec import MAX_BODY_BYTES, canonical_uuid, job_id_of_body
 from worker.constants import STAGES, Stage
-from worker.topology import Names
+from worker.topology import Names, broker_death_stage
 
 HEADER_REPLAY_OF = "x-replay-of"
 REPLAY_LEDGER_TTL_S = 30 * 24 * 3600
@@ -226,23 +226,6 @@ def made_by_broker(headers: Mapping[str, Any]) -> bool:
     return "x-death" in headers or "x-first-death-queue" in headers
 
 
-def broker_stage(headers: Mapping[str, Any], names: Names, key_stage: str) -> Stage | None:
-    """The stage whose queue the broker dead-lettered the message from.
-
-    That is the queue of the newest x-death entry (the broker puts its own first) and the
-    routing key's stage (the broker took the key from that queue's x-dead-letter-routing-key);
-    they must agree. x-first-death-queue is not used: the broker keeps one a sender set, and
-    after a retry through a delay queue it names the delay queue.
-    """
-    deaths = headers.get("x-death")
-    newest = deaths[0] if isinstance(deaths, list) and deaths else None
-    key = next((stage for stage in STAGES if stage == key_stage), None)
-    if isinstance(newest, Mapping):
-        recorded = names.stage_of_queue(newest.get("queue"))
-        return recorded if recorded == key else None
-    return key
-
-
 @dataclass(frozen=True)
 class _Account:
     """What a dead letter tells about its failure, from the headers its maker can vouch for."""
@@ -290,7 +273,7 @@ def _broker_account(
     (x-stage, x-job-id, x-error-message, x-attempts, x-http-status, failure times)."""
     deaths = _death_times(headers)
     return _Account(
-        stage=broker_stage(headers, names, key_stage),
+        stage=broker_death_stage(headers, names, key_stage),
         job_id=job_id_of_body(body) or canonical_uuid(correlation),
         error_type=key_error or None,
         error_message=BROKER_DEAD_LETTER_MESSAGE if key_error == _DELIVERY_LIMIT else "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,23 @@ class Names:
 
     def all_exchanges(self) -> list[str]:
         return [self.jobs_exchange, self.dead_exchange, self.events_exchange, self.delay_exchange]
+
+
+def broker_death_stage(headers: Mapping[str, Any], names: Names, key_stage: str) -> Stage | None:
+    """The stage whose queue the broker dead-lettered a message from, or None.
+
+    That is the queue of the newest x-death entry (the broker puts its own first) and the
+    routing key's stage (the broker took the key from that queue's x-dead-letter-routing-key);
+    they must agree. x-first-death-queue is not used: the broker keeps one a sender set, and
+    after a retry through a delay queue it names the delay queue.
+    """
+    deaths = headers.get("x-death")
+    newest = deaths[0] if isinstance(deaths, list) and deaths else None
+    key = next((stage for stage in STAGES if stage == key_stage), None)
+    if isinstance(newest, Mapping):
+        recorded = names.stage_of_queue(newest.get("queue"))
+        return recorded if recorded == key else None
+    return key
 
 
 DEAD_LETTER_DELIVERY_LIMIT = 1_000_000

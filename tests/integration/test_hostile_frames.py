@@ -29,6 +29,7 @@ from tests.harness import (
     worker_env,
 )
 from tests.rawamqp import RawProperties, RawPublisher, long_str, nested_table, table
+from worker.broker import Publisher, build_message
 from worker.topology import Names
 
 pytestmark = pytest.mark.broker
@@ -172,22 +173,44 @@ async def test_cc_and_forged_worker_headers_are_not_carried(
     assert not {"CC", "BCC", "x-anything"} & set(dead.headers)
 
 
+@pytest.mark.parametrize("through_delay_tier", [False, True])
 async def test_broker_made_dead_letters_emit_job_failed(
-    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+    prefix: str,
+    sandbox: RunningSandbox,
+    storage_root: Path,
+    audio_file: Path,
+    through_delay_tier: bool,
 ) -> None:
     """A message the broker dead-letters itself (deliveryLimitExceeded) announces job.failed,
-    with the stage taken from the broker's x-first-death-queue."""
+    with the stage the broker's newest x-death entry and the routing key agree on: not a forged
+    x-first-death-queue, and not the delay queue a retried job came back through."""
     env = worker_env(
         prefix, sandbox.base_url, storage_root, SCRIBE_STAGES="poll", SCRIBE_DELIVERY_LIMIT="1"
     )
+    forged = {"x-first-death-queue": f"{prefix}.note", "x-stage": "note"}
     async with running_worker(env), watching(prefix) as watcher:
-        job_id = await watcher.submit(make_job(audio_file))
+        job = make_job(audio_file)
+        job_id = str(job.job_id)
+        if through_delay_tier:
+            delayed = build_message(
+                job.to_wire(), correlation_id=job_id, headers={**forged, "scribe-delay-ms": "50"}
+            )
+            await Publisher(watcher.channel).publish(
+                watcher.names.delay_exchange, "transcribe", delayed
+            )
+        else:
+            await watcher.submit(job, headers=forged)
         queue = await watcher.channel.get_queue(watcher.names.stage_queue("transcribe"))
-        for _ in range(4):  # a consumer that keeps failing: the broker gives up on the message
+        nacked = 0
+        for _ in range(200):  # a consumer that keeps failing: the broker gives up on the message
             message = await queue.get(fail=False)
             if message is None:
-                break
+                if nacked >= 2:
+                    break
+                await asyncio.sleep(0.05)
+                continue
             await message.nack(requeue=True)
+            nacked += 1
         failed = await watcher.outcome(job_id)
         [dead] = await watcher.dead_letters(1)
     assert (failed["type"], failed["stage"], failed["errorType"]) == (

@@ -89,9 +89,14 @@ def invox_settings(
     )
 
 
-def make_client(http: VendorHttp, settings: InvoxSettings | None = None) -> InvoxClient:
+def make_client(
+    http: VendorHttp,
+    settings: InvoxSettings | None = None,
+    upload_allowlist: frozenset[str] = frozenset(),
+) -> InvoxClient:
     settings = settings or invox_settings()
-    return InvoxClient(settings, http, InvoxTokenSource(settings, http))
+    tokens = InvoxTokenSource(settings, http)
+    return InvoxClient(settings, http, tokens, upload_allowlist=upload_allowlist)
 
 
 def make_job(**fields: Any) -> JobRequest:
@@ -351,6 +356,32 @@ async def test_invox_submit_presigned_url_then_put_without_auth(
         "Content-Type": "audio/webm",
         "Accept-Encoding": "gzip, deflate",
     }
+
+
+@pytest.mark.parametrize(
+    "signed_url",
+    [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::ffff:10.0.0.5]/bucket",
+        "https://[64:ff9b::a00:5]/bucket",
+        "https://[2002:a00:5::]/bucket",
+        "https://127.0.0.1/bucket",
+        "http://storage.example/bucket",
+        "https://h:abc/bucket",
+    ],
+)
+async def test_invox_signed_upload_urls_follow_the_url_policy(
+    http: VendorHttp, mocked: aioresponses, audio: PreparedAudio, signed_url: str
+) -> None:
+    """Item 6: the audio goes only where the fetch policy allows, whatever the vendor answers;
+    the decision is made before any connection (aioresponses would record the PUT)."""
+    mocked.post(PRESIGNED, payload={"presignedUrl": signed_url, "requestId": "req-9"})
+    with pytest.raises(PermanentError) as info:
+        await InvoxTranscriber(make_client(http)).submit(make_job(), audio)
+    assert info.value.error_type == ErrorType.URL_NOT_ALLOWED
+    assert "169.254" not in info.value.message
+    assert "storage.example" not in info.value.message
+    assert not [key for key in mocked.requests if key[0] == "PUT"]
 
 
 @pytest.mark.parametrize(
@@ -785,7 +816,9 @@ async def test_invox_submit_over_real_http(http: VendorHttp, audio: PreparedAudi
     await server.start_server()
     try:
         fake.base = str(server.make_url("")).rstrip("/")
-        client = make_client(http, invox_settings(base=fake.base))
+        client = make_client(
+            http, invox_settings(base=fake.base), upload_allowlist=frozenset({"127.0.0.1"})
+        )
         result = await InvoxTranscriber(client).submit(make_job(), audio)
     finally:
         await server.close()
@@ -1021,7 +1054,11 @@ async def test_invox_documents_stream_from_disk(tmp_path: Path) -> None:
             )
         )
         http = VendorHttp(session, timeout_s=10.0)
-        client = make_client(http, invox_settings(base=server.base, token_url=None))
+        client = make_client(
+            http,
+            invox_settings(base=server.base, token_url=None),
+            upload_allowlist=frozenset({"127.0.0.1"}),
+        )
         await InvoxNoteWriter(client).attach_documents(make_job(), [local_doc, remote_doc])
         puts = [(headers, body) for method, _, headers, body in server.requests if method == "PUT"]
         assert [body for _, body in puts] == [stored.read_bytes(), remote]

@@ -17,7 +17,12 @@ from worker.settings import Settings
 def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
     """Vendor providers are always registered; one without credentials answers
     providerNotConfigured for the job that asks for it, so the others keep working."""
-    invox = InvoxClient(settings.invox, http, InvoxTokenSource(settings.invox, http))
+    invox = InvoxClient(
+        settings.invox,
+        http,
+        InvoxTokenSource(settings.invox, http),
+        upload_allowlist=settings.url_allowlist,
+    )
     registry = ProviderRegistry(
         transcribers={
             "intron": IntronTranscriber(settings.intron, http),

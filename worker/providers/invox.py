@@ -42,6 +42,7 @@ from schemas.jobs import (
 )
 from worker.constants import INVOX_API_VERSION_HEADER
 from worker.errors import PermanentError, ScribeError
+from worker.media import check_upload_url
 from worker.providers.base import PreparedAudio, PreparedDocument, Submitted, Transcribed
 from worker.providers.http import (
     AuthenticationRejected,
@@ -88,11 +89,14 @@ class InvoxClient:
         tokens: InvoxTokenSource,
         *,
         paths: InvoxPaths | None = None,
+        upload_allowlist: frozenset[str] = frozenset(),
     ) -> None:
         self._settings = settings
         self._http = http
         self._tokens = tokens
         self.paths = paths or InvoxPaths()
+        # Hosts a signed upload URL may name although private (SCRIBE_URL_ALLOWLIST).
+        self._upload_allowlist = upload_allowlist
 
     def __repr__(self) -> str:
         return "InvoxClient()"
@@ -146,7 +150,12 @@ class InvoxClient:
         """PUT to a pre-signed URL, without our Authorization header.
 
         Files (audio, documents) are streamed from disk in aiohttp's 64 KiB chunks, with their
-        Content-Length, never read whole into memory."""
+        Content-Length, never read whole into memory.
+
+        The URL comes from the vendor's answer, so the fetch policy applies to it first (https,
+        no private, loopback, link-local or IPv4-embedding address literal): a vendor answer
+        must not make the worker send patient audio to an internal address."""
+        check_upload_url(signed_url, self._upload_allowlist)
         if isinstance(content, PreparedDocument) and isinstance(content.source, bytes):
             content = content.source
         if isinstance(content, bytes):
