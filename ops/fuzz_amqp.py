@@ -1276,10 +1276,11 @@ async def fuzz(
     return observed, figures
 
 
-async def run(options: Options) -> Report:
+async def run(options: Options, cases: list[Case] | None = None) -> Report:
+    """Generate options.messages cases (or take the given ones: a reproduction), fuzz, account."""
     started = time.monotonic()
     amqp_decoding.install()  # dead letters the broker makes keep the hostile properties
-    generated = generate_cases(options.messages, options.seed)
+    generated = cases if cases is not None else generate_cases(options.messages, options.seed)
     root = Path(tempfile.mkdtemp(prefix="scribe-fuzz-"))
     prefix = f"fuzz-{uuid.uuid4().hex[:8]}"
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_PARENT_ID = "0" * 16
 
@@ -21,7 +21,7 @@ def valid_traceparent(value: object) -> str | None:
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
     if not isinstance(text, str):
         return None
-    match = _TRACEPARENT.match(text)
+    match = _TRACEPARENT.fullmatch(text)  # not match(): '$' would allow a trailing newline
     if match is None or match.group(1) == _ZERO_TRACE_ID or match.group(2) == _ZERO_PARENT_ID:
         return None
     return text
