@@ -132,14 +132,14 @@ def test_a_content_header_that_cannot_be_decoded_still_arrives_marked() -> None:
     ],
 )
 def test_a_forged_x_death_is_a_problem(deaths: object) -> None:
-    properties = Basic.Properties(headers={"x-death": deaths})
+    properties = Basic.Properties(headers={"x-death": cast(Any, deaths)})
     assert (
         property_problem(properties) == "the x-death header is not the broker's (a list of tables)"
     )
 
 
 def test_the_broker_s_own_x_death_is_fine() -> None:
-    deaths = [{"count": 1, "queue": "scribe.delay.1000ms", "reason": "expired"}]
+    deaths: Any = [{"count": 1, "queue": "scribe.delay.1000ms", "reason": "expired"}]
     assert property_problem(Basic.Properties(headers={"x-death": deaths})) is None
 
 
