@@ -509,28 +509,42 @@ def route_values() -> st.SearchStrategy[Node]:
     return st.lists(item, max_size=4).map(lambda items: Array(tuple(items)))
 
 
+TRACEPARENT_FORMS = (
+    "00-{trace}-{parent}-01",
+    "00-{trace}-{parent}-01\n",
+    "\n00-{trace}-{parent}-01",
+    "00-{trace_upper}-{parent}-01",
+    "ff-{trace}-{parent}-01",
+    "00-{zero_trace}-{parent}-01",
+    "00-{trace}-{zero_parent}-01",
+    "00-{trace}-{parent}-01-extra",
+    "00-{short_trace}-{parent}-01",
+    "\uff10\uff10-{trace}-{parent}-01",
+)
+
+
 def traceparent_values() -> st.SearchStrategy[Node]:
-    hex32 = st.binary(min_size=16, max_size=16).map(bytes.hex)
-    hex16 = st.binary(min_size=8, max_size=8).map(bytes.hex)
-    forms = st.tuples(hex32, hex16).flatmap(
-        lambda ids: st.sampled_from(
-            [
-                f"00-{ids[0]}-{ids[1]}-01",
-                f"00-{ids[0]}-{ids[1]}-01\n",
-                f"00-{ids[0].upper()}-{ids[1]}-01",
-                f"ff-{ids[0]}-{ids[1]}-01",
-                f"00-{'0' * 32}-{ids[1]}-01",
-                f"00-{ids[0]}-{'0' * 16}-01",
-                f"00-{ids[0]}-{ids[1]}-01-extra",
-                f"00-{ids[0][:31]}-{ids[1]}-01",
-                f"\uff10\uff10-{ids[0]}-{ids[1]}-01",
-            ]
+    """W3C traceparents: well-formed, and each way one can be almost well-formed."""
+
+    def fill(form: str, trace: bytes, parent: bytes) -> bytes:
+        text = form.format(
+            trace=trace.hex(),
+            parent=parent.hex(),
+            trace_upper=trace.hex().upper(),
+            zero_trace="0" * 32,
+            zero_parent="0" * 16,
+            short_trace=trace.hex()[:31],
         )
+        return _utf8(text)
+
+    ids = st.tuples(st.binary(min_size=16, max_size=16), st.binary(min_size=8, max_size=8))
+    forms = st.tuples(st.sampled_from(TRACEPARENT_FORMS), ids).map(
+        lambda drawn: fill(drawn[0], *drawn[1])
     )
-    raw = st.one_of(forms.map(_utf8), st.sampled_from(INVALID_UTF8))
-    return st.one_of(
-        raw.map(lambda value: Scalar(b"S", long_str(value))),
-        raw.map(lambda value: Scalar(b"x", long_str(value))),
+    raw = weighted((4, forms), (1, st.sampled_from(INVALID_UTF8)))
+    return weighted(
+        (3, raw.map(lambda value: Scalar(b"S", long_str(value)))),
+        (1, raw.map(lambda value: Scalar(b"x", long_str(value)))),
     )
 
 
