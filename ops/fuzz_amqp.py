@@ -812,6 +812,7 @@ class RunFigures:
     duration_s: float
     unpublished: int = 0
     worker_tracebacks: int = 0
+    retries: int = 0  # messages the worker sent back through a delay queue after a 503
 
 
 @dataclass
@@ -826,6 +827,7 @@ class Report:
     reconnects: int | None = None
     duration_s: float = 0.0
     worker_tracebacks: int = 0
+    retries: int = 0
     # Messages broker_refusal() expected RabbitMQ to refuse that it routed all the same.
     accepted_though_predicted: int = 0
     generated: dict[str, Any] = field(default_factory=dict)
@@ -850,6 +852,7 @@ class Report:
             "validJobsCompleted": self.valid_completed,
             "reconnects": self.reconnects,
             "workerTracebacks": self.worker_tracebacks,
+            "workerRetries": self.retries,
             "durationS": round(self.duration_s, 1),
             "generated": self.generated,
             "violations": self.violations,
@@ -864,8 +867,8 @@ class Report:
             f"  outcomes of fuzzed messages: {dict(self.outcomes)}",
             f"  by errorType: {dict(self.error_types)}",
             f"  valid jobs completed: {self.valid_completed}/{self.valid}",
-            f"  worker reconnects: {self.reconnects}; tracebacks in its log: "
-            f"{self.worker_tracebacks}",
+            f"  worker reconnects: {self.reconnects}; retries after injected 503s: "
+            f"{self.retries}; tracebacks in its log: {self.worker_tracebacks}",
             f"  generated: {json.dumps(self.generated, sort_keys=True)}",
         ]
         lines += [f"  VIOLATION: {violation}" for violation in self.violations[:50]]
@@ -1028,6 +1031,7 @@ def account(plan: list[Planned], observed: Observed, figures: RunFigures) -> Rep
         reconnects=figures.reconnects,
         duration_s=figures.duration_s,
         worker_tracebacks=figures.worker_tracebacks,
+        retries=figures.retries,
     )
     report.generated = summarize_input([item.case for item in plan if item.case is not None])
     for item in plan:
@@ -1088,6 +1092,9 @@ class Options:
     timeout_s: float = 120.0
     seed: int = 0
     amqp_url: str = c.DEFAULT_AMQP_URL
+    # Share of vendor calls answered 503, so that jobs also take the retry path through the
+    # delay exchange with the headers the worker carried from the hostile message.
+    fault_rate: float = 0.05
 
 
 def worker_env(
@@ -1105,7 +1112,7 @@ def worker_env(
         "SCRIBE_DELAY_TIERS_MS": DELAY_TIERS_MS,
         "SCRIBE_POLL_INTERVAL_MS": "50",
         "SCRIBE_RETRY_BASE_MS": "20",
-        "SCRIBE_MAX_ATTEMPTS": "3",
+        "SCRIBE_MAX_ATTEMPTS": "6",  # a valid job fails only after six 503s in a row
         "SCRIBE_HTTP_TIMEOUT_S": "5",
         "SCRIBE_RATE_LIMITS": "none",
         "SCRIBE_HTTP_HOST": "127.0.0.1",
@@ -1240,10 +1247,27 @@ async def wait_ready(
     raise RuntimeError("the worker did not become ready")
 
 
-async def reconnects_of(session: aiohttp.ClientSession, port: int) -> int | None:
+async def worker_counters(session: aiohttp.ClientSession, port: int) -> dict[str, int]:
+    """Reconnects and retries, as the worker's /metrics reports them."""
     _status, text = await _worker_http(session, port, "/metrics")
-    found = re.search(r"^scribe_broker_reconnects_total (\S+)$", text, re.MULTILINE)
-    return int(float(found.group(1))) if found else None
+    sums: dict[str, int] = {}
+    for name in ("scribe_broker_reconnects_total", "scribe_stage_retried_total"):
+        found = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+        sums[name] = int(sum(float(value) for value in found))
+    return sums
+
+
+FAULTY_ENDPOINTS = ("intron.upload", "intron.status", "invox.presign", "invox.transcription",
+                    "invox.summary")  # fmt: skip
+
+
+async def inject_faults(session: aiohttp.ClientSession, base_url: str, rate: float) -> None:
+    if rate <= 0:
+        return
+    rules = [{"endpoint": endpoint, "kind": "http_error", "status": 503, "probability": rate}
+             for endpoint in FAULTY_ENDPOINTS]  # fmt: skip
+    async with session.post(f"{base_url}/_sandbox/faults", json=rules) as response:
+        response.raise_for_status()
 
 
 async def fuzz(
@@ -1263,6 +1287,7 @@ async def fuzz(
     port = free_port()
     log_path = root / "worker.log"
     async with running_sandbox(config) as sandbox, aiohttp.ClientSession() as session:
+        await inject_faults(session, sandbox.base_url, options.fault_rate)
         env = worker_env(options, prefix, sandbox.base_url, root, port)
         with log_path.open("wb") as log_file:
             process = await asyncio.create_subprocess_exec(
@@ -1279,7 +1304,8 @@ async def fuzz(
                 refused, unpublished = await publish_plan(plan, names, deadline)
                 await wait_settled(plan, observed, refused, deadline)
                 alive = process.returncode is None
-                reconnects = await reconnects_of(session, port) if alive else None
+                counters = await worker_counters(session, port) if alive else {}
+                reconnects = counters.get("scribe_broker_reconnects_total")
                 ready = alive and (await _worker_http(session, port, "/readyz"))[0] == 200
         finally:
             await stop(process, grace_s=10.0)
@@ -1287,6 +1313,7 @@ async def fuzz(
     figures = RunFigures(
         refused, reconnects, alive, ready, time.monotonic() - started, unpublished, tracebacks
     )
+    figures.retries = counters.get("scribe_stage_retried_total", 0)
     return observed, figures
 
 
@@ -1320,13 +1347,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=120.0, help="hard bound of the run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--amqp-url", default=c.DEFAULT_AMQP_URL)
+    parser.add_argument("--fault-rate", type=float, default=0.05, help="vendor calls answered 503")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
     if not 1 <= args.messages <= 5_000 or not 1 <= args.valid_every <= 100:
         parser.error("--messages must be 1..5000 and --valid-every 1..100")
     if not 10 <= args.timeout_s <= 1_800:
         parser.error("--timeout-s must be within 10..1800")
-    options = Options(args.messages, args.valid_every, args.timeout_s, args.seed, args.amqp_url)
+    if not 0 <= args.fault_rate <= 0.3:
+        parser.error("--fault-rate must be within 0..0.3")
+    options = Options(
+        args.messages, args.valid_every, args.timeout_s, args.seed, args.amqp_url, args.fault_rate
+    )
     report = asyncio.run(run(options))
     print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
     return 0 if report.ok else 1
