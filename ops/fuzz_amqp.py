@@ -183,7 +183,9 @@ NAMED_HEADERS = (*COUNTER_HEADERS, *ROUTE_HEADERS, *TEXT_HEADERS, c.HEADER_TRACE
 # The other stages' routing keys: a CC to one of them is a second message the publisher asked
 # for (the job in another stage's queue), not a hostile header, so routes never name them.
 OTHER_STAGES = frozenset(stage.encode() for stage in STAGES if stage != "transcribe")
-CORRELATION_KINDS = ("own", "own-upper", "own-braced", "own-urn", "decoy", "none")
+# "other-job": the jobId of the valid job published just before (a body without a jobId that
+# names another job; a job whose correlation_id disagrees with its body).
+CORRELATION_KINDS = ("own", "own-upper", "own-braced", "own-urn", "decoy", "none", "other-job")
 T = TypeVar("T")
 _STRICT_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -680,6 +682,8 @@ class Planned:
     announced: str | None  # the correlation_id's UUID, for a body without a jobId
     decoy: str | None  # a UUID in correlation_id that is not the body's jobId
     case: Case | None
+    # A body without a jobId whose correlation_id is another (valid) job's jobId.
+    names_other_job: bool = False
 
 
 def _job(job_id: uuid.UUID, audio: Path, index: int) -> JobRequest:
@@ -692,10 +696,13 @@ def _job(job_id: uuid.UUID, audio: Path, index: int) -> JobRequest:
     return JobRequest.model_validate(data)
 
 
-def _correlation_bytes(case: Case, own: uuid.UUID, decoy: uuid.UUID) -> bytes | None:
+def _correlation_bytes(
+    case: Case, own: uuid.UUID, decoy: uuid.UUID, other: uuid.UUID | None
+) -> bytes | None:
     if isinstance(case.correlation, bytes):
         return case.correlation
     text = {
+        "other-job": str(other or own),
         "own": str(own),
         "own-upper": str(own).upper(),
         "own-braced": "{" + str(own) + "}",
@@ -705,7 +712,11 @@ def _correlation_bytes(case: Case, own: uuid.UUID, decoy: uuid.UUID) -> bytes | 
     return None if text is None else text.encode()
 
 
-def plan_case(index: int, case: Case, audio: Path, rng: random.Random) -> Planned:
+def plan_case(
+    index: int, case: Case, audio: Path, rng: random.Random, other: uuid.UUID | None = None
+) -> Planned:
+    """The message for case; other is the jobId an "other-job" correlation_id names (None: the
+    case's own)."""
     own = uuid.UUID(int=rng.getrandbits(128), version=4)
     decoy = uuid.UUID(int=rng.getrandbits(128), version=4)
     if case.anonymous:
@@ -718,20 +729,15 @@ def plan_case(index: int, case: Case, audio: Path, rng: random.Random) -> Planne
         content_type=case.content_type,
         headers=None if case.headers is None else encode_table(case.headers),
         delivery_mode=case.delivery_mode,
-        correlation_id=_correlation_bytes(case, own, decoy),
+        correlation_id=_correlation_bytes(case, own, decoy, other),
         message_id=case.message_id,
         timestamp=case.timestamp,
     )
+    names = {"decoy": decoy, "other-job": other or own}
     announced = None
-    if case.anonymous and case.correlation in (
-        "decoy",
-        "own",
-        "own-upper",
-        "own-braced",
-        "own-urn",
-    ):
+    if case.anonymous and isinstance(case.correlation, str) and case.correlation != "none":
         # Without a jobId in the body, the correlation_id's UUID is the job's name (if any).
-        announced = str(decoy if case.correlation == "decoy" else own)
+        announced = str(names.get(case.correlation, own))
     return Planned(
         index=index,
         label="anonymous" if case.anonymous else "fuzzed",
@@ -741,18 +747,27 @@ def plan_case(index: int, case: Case, audio: Path, rng: random.Random) -> Planne
         announced=announced,
         decoy=str(decoy) if case.correlation == "decoy" and not case.anonymous else None,
         case=case,
+        names_other_job=case.anonymous and case.correlation == "other-job" and other is not None,
     )
 
 
 def make_plan(
-    generated: list[Case], valid_every: int, audio: Path, seed_value: int
+    generated: list[Case],
+    valid_every: int,
+    audio: Path,
+    seed_value: int,
+    other_job_ids: bool = True,
 ) -> list[Planned]:
+    """The cases in order, a valid job after every valid_every of them. Without other_job_ids,
+    an "other-job" correlation_id is the case's own jobId instead."""
     rng = random.Random(seed_value)
     planned: list[Planned] = []
+    last_valid: uuid.UUID | None = None
     for number, case in enumerate(generated):
-        planned.append(plan_case(len(planned), case, audio, rng))
+        other = last_valid if other_job_ids else None
+        planned.append(plan_case(len(planned), case, audio, rng, other))
         if (number + 1) % valid_every == 0 or number == len(generated) - 1:
-            job_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+            job_id = last_valid = uuid.UUID(int=rng.getrandbits(128), version=4)
             body = _job(job_id, audio, len(planned)).to_wire()
             properties = RawProperties(correlation_id=str(job_id).encode())
             planned.append(
@@ -904,10 +919,17 @@ def describe(item: Planned) -> str:
     return " ".join(parts)
 
 
-def _check_job(item: Planned, observed: Observed, report: Report) -> None:
-    """A message whose body has a jobId: one outcome event; a failure has one dead letter."""
+def _check_job(item: Planned, observed: Observed, report: Report, forgiven: int = 0) -> None:
+    """A message whose body has a jobId: one outcome event; a failure has one dead letter.
+
+    forgiven: how many bodies without a jobId named this job in their correlation_id; the
+    worker may announce job.failed (invalidMessage) under this jobId for each of them.
+    """
     assert item.job_id is not None
-    events = observed.events.get(item.job_id, [])
+    events = list(observed.events.get(item.job_id, []))
+    announced = [event for event in events if event[0] == c.EVENT_FAILED]
+    for event in [event for event in announced if event[3] == "invalidMessage"][:forgiven]:
+        events.remove(event)
     dead = observed.dead.get(item.body, [])
     where = describe(item)
     if not events:
@@ -948,7 +970,8 @@ def _check_anonymous(item: Planned, observed: Observed, report: Report) -> None:
     """A body without a jobId: exactly one dead letter; job.failed at most once, and only for
     the UUID its correlation_id carried."""
     dead = observed.dead.get(item.body, [])
-    events = observed.events.get(item.announced, []) if item.announced else []
+    checked = item.announced is not None and not item.names_other_job  # else: _check_job's
+    events = observed.events.get(item.announced, []) if checked and item.announced else []
     where = describe(item)
     if len(dead) != 1:
         report.violations.append(f"{len(dead)} dead letters for a body without jobId: {where}")
@@ -1034,6 +1057,11 @@ def account(plan: list[Planned], observed: Observed, figures: RunFigures) -> Rep
         retries=figures.retries,
     )
     report.generated = summarize_input([item.case for item in plan if item.case is not None])
+    named = Counter(
+        str(item.announced)
+        for item in plan
+        if item.names_other_job and item.index not in figures.refused
+    )
     for item in plan:
         if item.label == "valid":
             report.valid += 1
@@ -1048,7 +1076,7 @@ def account(plan: list[Planned], observed: Observed, figures: RunFigures) -> Rep
         if predicted is not None:
             report.accepted_though_predicted += 1
         if item.job_id is not None:
-            _check_job(item, observed, report)
+            _check_job(item, observed, report, named.get(item.job_id, 0))
         else:
             _check_anonymous(item, observed, report)
     _check_strays(plan, observed, report)
@@ -1095,6 +1123,8 @@ class Options:
     # Share of vendor calls answered 503, so that jobs also take the retry path through the
     # delay exchange with the headers the worker carried from the hostile message.
     fault_rate: float = 0.05
+    # Bodies without a jobId may name the valid job before them in their correlation_id.
+    other_job_ids: bool = True
 
 
 def worker_env(
@@ -1325,7 +1355,8 @@ async def run(options: Options, cases: list[Case] | None = None) -> Report:
     root = Path(tempfile.mkdtemp(prefix="scribe-fuzz-"))
     prefix = f"fuzz-{uuid.uuid4().hex[:8]}"
     try:
-        plan = make_plan(generated, options.valid_every, write_audio(root), options.seed)
+        audio = write_audio(root)
+        plan = make_plan(generated, options.valid_every, audio, options.seed, options.other_job_ids)
         observed, figures = await asyncio.wait_for(
             fuzz(options, plan, root, prefix, started), options.timeout_s + 30
         )
@@ -1348,6 +1379,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--amqp-url", default=c.DEFAULT_AMQP_URL)
     parser.add_argument("--fault-rate", type=float, default=0.05, help="vendor calls answered 503")
+    parser.add_argument(
+        "--no-other-job-ids",
+        action="store_true",
+        help="never put another job's jobId in the correlation_id of a body without a jobId",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
     if not 1 <= args.messages <= 5_000 or not 1 <= args.valid_every <= 100:
@@ -1357,7 +1393,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.fault_rate <= 0.3:
         parser.error("--fault-rate must be within 0..0.3")
     options = Options(
-        args.messages, args.valid_every, args.timeout_s, args.seed, args.amqp_url, args.fault_rate
+        args.messages,
+        args.valid_every,
+        args.timeout_s,
+        args.seed,
+        args.amqp_url,
+        args.fault_rate,
+        not args.no_other_job_ids,
     )
     report = asyncio.run(run(options))
     print(json.dumps(report.as_json(), indent=2) if args.json else report.text())

@@ -9,10 +9,13 @@ import json
 import os
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 
 from ops.fuzz_amqp import Array, Case, Deep, Options, Scalar, run
+from ops.sandbox import RunningSandbox
+from tests.harness import make_job, running_worker, watching, worker_env
 from tests.rawamqp import long_str
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -21,7 +24,9 @@ MESSAGES = 40
 
 
 async def test_generated_properties_and_headers_each_end_as_exactly_one_outcome() -> None:
-    report = await run(Options(messages=MESSAGES, valid_every=4, timeout_s=90, seed=12))
+    # other_job_ids=False until the bug reproduced below is fixed (then drop it: the default).
+    options = Options(messages=MESSAGES, valid_every=4, timeout_s=90, seed=12, other_job_ids=False)
+    report = await run(options)
     assert report.ok, report.text()
     assert report.fuzzed == MESSAGES
     assert report.valid == report.valid_completed == MESSAGES // 4
@@ -84,3 +89,22 @@ async def test_the_command_prints_json_and_exits_zero() -> None:
     assert figures["messagesFuzzed"] == 8
     assert figures["reconnects"] == 0
     assert figures["validJobsCompleted"] == figures["validJobs"] == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by scribe-fuzz, not fixed yet (worker/delivery.py): a body without a jobId "
+    "is deduplicated and claimed under its correlation_id; naming a finished job, it is acked "
+    "as stage.duplicate_dropped and vanishes without a dead letter",
+)
+async def test_a_body_without_job_id_that_names_a_finished_job_is_dead_lettered(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    async with running_worker(env), watching(prefix) as watcher:
+        job_id = await watcher.submit(make_job(audio_file))
+        assert (await watcher.outcome(job_id))["type"] == "job.completed"
+        await watcher.publish(b"not a job", correlation_id=job_id)
+        [dead] = await watcher.dead_letters(1, timeout_s=5.0)
+    assert dead.routing_key == "transcribe.invalidMessage"
+    assert dead.body == b"not a job"

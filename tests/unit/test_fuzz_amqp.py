@@ -254,3 +254,32 @@ def test_found_by_fuzzing_a_traceparent_with_a_trailing_newline_is_not_carried()
     assert valid_traceparent(good + "\n") is None
     assert valid_traceparent((good + "\n").encode()) is None
     assert "traceparent" not in carried_headers({"traceparent": good + "\n"})
+
+
+def test_a_body_naming_another_job_may_announce_its_failure_once_but_needs_its_dead_letter() -> (
+    None
+):
+    """An "other-job" correlation_id names the valid job published before: the worker may
+    announce job.failed (invalidMessage) under that jobId for it, and must dead-letter it."""
+    naming = Case(True, b"application/json", "other-job", None, None, 2, None)
+    plan = make_plan([PLAIN, naming], 1, AUDIO, seed_value=5)
+    first_valid, anonymous = plan[1], plan[2]
+    assert anonymous.names_other_job
+    assert anonymous.announced == first_valid.job_id
+    assert anonymous.properties.correlation_id == str(first_valid.job_id).encode()
+    observed = Observed()
+    for item in plan:
+        if item.label != "anonymous":
+            assert item.job_id is not None
+            completed(observed, item.job_id)
+    observed.add_event(
+        {"type": "job.failed", "jobId": first_valid.job_id, "eventId": "f",
+         "errorType": "invalidMessage"},
+        "m2",
+        {"traceparent": f"00-{'a' * 32}-{'b' * 16}-01"},
+    )  # fmt: skip
+    assert [v for v in account(plan, observed, figures()).violations if "dead letter" in v]
+    observed.add_dead_letter(anonymous.body, "transcribe.invalidMessage", {})
+    assert account(plan, observed, figures()).ok
+    no_naming = make_plan([PLAIN, naming], 1, AUDIO, seed_value=5, other_job_ids=False)
+    assert not no_naming[2].names_other_job
