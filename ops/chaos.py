@@ -34,7 +34,7 @@ from schemas.jobs import JobRequest
 from worker import constants as c
 from worker.broker import Publisher, build_message
 from worker.settings import Settings
-from worker.topology import Names, declare_topology
+from worker.topology import Names, declare_events_exchange, declare_topology
 
 DELAY_TIERS_MS = "100,300,1000,3000"
 INTRON_KEY = "chaos-intron-key"
@@ -160,9 +160,7 @@ class Observer:
         queue = await channel.declare_queue(
             self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
         )
-        events = await channel.declare_exchange(
-            self._names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        events = await declare_events_exchange(channel, self._names)
         for key in (c.EVENT_COMPLETED, c.EVENT_FAILED):
             await queue.bind(events, routing_key=key)
         await queue.consume(self._on_event)

@@ -19,6 +19,10 @@ DELAY_QUEUE_PREFIX: Final = "delay"
 # A second copy of what the broker itself dead-letters (deliveryLimitExceeded), consumed by the
 # workers to emit job.failed for it; the dead letter itself stays in <prefix>.dead-letters.
 BROKER_DEAD_LETTER_QUEUE: Final = "broker-dead-letters"
+# The events exchange's alternate exchange and its queue: an event no consumer queue was bound
+# to receive (a job done before its consumers were set up) is kept there, never dropped.
+UNROUTED_EXCHANGE: Final = "unrouted"
+UNROUTED_EVENTS_QUEUE: Final = "unrouted-events"
 
 # Event routing keys on <prefix>.events.
 EVENT_COMPLETED: Final = "job.completed"

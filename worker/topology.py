@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.exceptions import ChannelPreconditionFailed
 
 from schemas.errors import ErrorType
 from worker import constants as c
@@ -40,6 +41,14 @@ class Names:
         return f"{self.prefix}.{c.DEAD_LETTER_QUEUE}"
 
     @property
+    def unrouted_exchange(self) -> str:
+        return f"{self.prefix}.{c.UNROUTED_EXCHANGE}"
+
+    @property
+    def unrouted_events_queue(self) -> str:
+        return f"{self.prefix}.{c.UNROUTED_EVENTS_QUEUE}"
+
+    @property
     def broker_dead_letter_queue(self) -> str:
         return f"{self.prefix}.{c.BROKER_DEAD_LETTER_QUEUE}"
 
@@ -63,10 +72,17 @@ class Names:
             *(self.delay_queue(ms) for ms in delay_tiers_ms),
             self.dead_letter_queue,
             self.broker_dead_letter_queue,
+            self.unrouted_events_queue,
         ]
 
     def all_exchanges(self) -> list[str]:
-        return [self.jobs_exchange, self.dead_exchange, self.events_exchange, self.delay_exchange]
+        return [
+            self.jobs_exchange,
+            self.dead_exchange,
+            self.events_exchange,
+            self.delay_exchange,
+            self.unrouted_exchange,
+        ]
 
 
 def broker_death_stage(headers: Mapping[str, Any], names: Names, key_stage: str) -> Stage | None:
@@ -137,6 +153,31 @@ def broker_dead_letter_queue_arguments() -> dict[str, Any]:
     return _quorum_args(**{"x-delivery-limit": BROKER_DEAD_LETTER_DELIVERY_LIMIT})
 
 
+def events_exchange_arguments(names: Names) -> dict[str, Any]:
+    """Declare <prefix>.events with exactly these (a consumer declaring it first included)."""
+    return {"alternate-exchange": names.unrouted_exchange}
+
+
+class TopologyMismatch(Exception):
+    """An existing exchange or queue was declared with other arguments (an older version)."""
+
+
+async def declare_events_exchange(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    try:
+        return await channel.declare_exchange(
+            names.events_exchange,
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            arguments=events_exchange_arguments(names),
+        )
+    except ChannelPreconditionFailed:
+        raise TopologyMismatch(
+            f"exchange {names.events_exchange} exists without alternate-exchange="
+            f"{names.unrouted_exchange} (declared by an older version): see docs/operations.md, "
+            "'Upgrading'"
+        ) from None
+
+
 def delay_binding_arguments(delay_ms: int) -> dict[str, Any]:
     return {"x-match": "all", c.HEADER_DELAY_TIER_MS: str(delay_ms)}
 
@@ -149,7 +190,14 @@ async def declare_topology(channel: AbstractChannel, names: Names, retry: RetryS
     dead = await channel.declare_exchange(
         names.dead_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    unrouted = await channel.declare_exchange(
+        names.unrouted_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    unrouted_events = await channel.declare_queue(
+        names.unrouted_events_queue, durable=True, arguments=dead_letter_queue_arguments()
+    )
+    await unrouted_events.bind(unrouted)
+    await declare_events_exchange(channel, names)
     delay = await channel.declare_exchange(
         names.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
     )

@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobu
 from worker import constants as c
 from worker.constants import STAGES, Stage
 from worker.settings import Settings
-from worker.topology import Names, stage_queue_arguments
+from worker.topology import Names, events_exchange_arguments, stage_queue_arguments
 
 NEXT: dict[Stage, Stage] = {"transcribe": "poll", "poll": "summarize", "summarize": "note"}
 DELAY_HEADER = "bench-delay-ms"
@@ -50,7 +50,9 @@ class Floor:
         setup = await self._connection.channel()
         jobs = await setup.declare_exchange(names.jobs_exchange, "direct", durable=True)
         await setup.declare_exchange(names.dead_exchange, "topic", durable=True)
-        await setup.declare_exchange(names.events_exchange, "topic", durable=True)
+        await setup.declare_exchange(
+            names.events_exchange, "topic", durable=True, arguments=events_exchange_arguments(names)
+        )
         delay = await setup.declare_exchange(names.delay_exchange, "headers", durable=True)
         for stage in STAGES:
             queue = await setup.declare_queue(
