@@ -69,6 +69,22 @@ DEFAULT_PREFETCH: Final = 16
 DEFAULT_HTTP_TIMEOUT_S: Final = 30.0
 # Intron's documented limits; Invox publishes none (add them with SCRIBE_RATE_LIMITS).
 DEFAULT_RATE_LIMITS_PER_MIN: Final = (("intron.upload", 30), ("intron.status", 100))
+# Every endpoint name the vendor clients pass to the rate limiter; SCRIBE_RATE_LIMITS refuses
+# any other, as a misspelt name would be a limit that silently never applies.
+RATE_LIMIT_ENDPOINTS: Final = (
+    "intron.upload",
+    "intron.status",
+    "invox.token",
+    "invox.presign",
+    "invox.audio_put",
+    "invox.transcription",
+    "invox.summary",
+    "invox.documents",
+    "invox.document_put",
+    "invox.note",
+    "llm.summary",
+    "llm.note",
+)
 DEFAULT_RATE_LIMIT_MAX_WAIT_S: Final = 2.5
 DEFAULT_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
 DEFAULT_MAX_AUDIO_DURATION_S: Final = 600.0

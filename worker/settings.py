@@ -22,6 +22,10 @@ T = TypeVar("T")
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 _API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A DNS name (labels of letters, digits, '-' and '_', as Compose service names allow).
+_ALLOWLIST_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_][a-z0-9_-]{0,62})*\.?$"
+)
 
 
 @dataclass(frozen=True, repr=False)
@@ -134,6 +138,14 @@ class Settings:
         return _Reader(env).settings()
 
 
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _bind_host(text: str) -> str:
     """An address to listen on: an IP literal (0.0.0.0 or :: for every interface)."""
     return str(ipaddress.ip_address(text))
@@ -158,10 +170,12 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             raise SettingsError(name, f"{problem} (got {value[:40]!r})") from exc
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         value = self.parse(name, default, int, "expected an integer")
         if value < minimum:
             raise SettingsError(name, f"must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(name, f"must be <= {maximum}")
         return value
 
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
@@ -220,6 +234,12 @@ class _Reader:
                 endpoint, _, value = item.partition("=")
                 if not re.match(r"^[a-z]+\.[a-z_]+$", endpoint.strip()) or int(value) <= 0:
                     raise ValueError(item)
+                if endpoint.strip() not in c.RATE_LIMIT_ENDPOINTS:
+                    raise SettingsError(
+                        "SCRIBE_RATE_LIMITS",
+                        f"unknown endpoint {endpoint.strip()[:40]!r}; "
+                        f"use one of {', '.join(c.RATE_LIMIT_ENDPOINTS)}",
+                    )
                 limits[endpoint.strip()] = int(value)
             return limits
 
@@ -308,14 +328,10 @@ class _Reader:
             max_vendor_response_bytes=self.integer(
                 "SCRIBE_MAX_VENDOR_RESPONSE_BYTES", c.DEFAULT_MAX_VENDOR_RESPONSE_BYTES, 1024
             ),
-            url_allowlist=frozenset(
-                host.strip().lower()
-                for host in (self.raw("SCRIBE_URL_ALLOWLIST") or "").split(",")
-                if host.strip()
-            ),
+            url_allowlist=self._url_allowlist(),
             storage_root=Path(storage_root).resolve() if storage_root else None,
             redis_url=self._redis_url(),
-            http_port=self.integer("SCRIBE_HTTP_PORT", c.DEFAULT_HTTP_PORT),
+            http_port=self.integer("SCRIBE_HTTP_PORT", c.DEFAULT_HTTP_PORT, 0, 65535),
             http_host=self.parse(
                 "SCRIBE_HTTP_HOST", c.DEFAULT_HTTP_HOST, _bind_host, "expected an IP address"
             ),
@@ -326,6 +342,23 @@ class _Reader:
             llm=self._llm(),
             handle_key=self._handle_key(),
         )
+
+    def _url_allowlist(self) -> frozenset[str]:
+        """SCRIBE_URL_ALLOWLIST: comma-separated host names or IP addresses, each checked, as a
+        list split on anything else ("a;b", "a b") would be one host that matches no URL."""
+        hosts: set[str] = set()
+        for part in (self.raw("SCRIBE_URL_ALLOWLIST") or "").split(","):
+            host = part.strip().lower()
+            if not host:
+                continue
+            if not _ALLOWLIST_HOST_RE.match(host) and not _is_ip_address(host):
+                hint = "; separate hosts with commas" if re.search(r"[\s;|]", host) else ""
+                raise SettingsError(
+                    "SCRIBE_URL_ALLOWLIST",
+                    f"{host[:60]!r} is not a host name or IP address{hint}",
+                )
+            hosts.add(host)
+        return frozenset(hosts)
 
     def _handle_key(self) -> Secret | None:
         """SCRIBE_HANDLE_KEY: an HMAC key guessable by nobody, so at least 32 bytes."""

@@ -100,3 +100,60 @@ def test_delay_tiers_are_sorted_and_deduplicated() -> None:
 def test_allowlist_is_lower_cased() -> None:
     settings = Settings.from_env({"SCRIBE_URL_ALLOWLIST": "LocalHost, 127.0.0.1 ,"})
     assert settings.url_allowlist == frozenset({"localhost", "127.0.0.1"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("SCRIBE_HTTP_PORT", "99999", "<= 65535"),
+        ("SCRIBE_HTTP_PORT", "-1", ">= 0"),
+        ("SCRIBE_RATE_LIMITS", "intron.uplaod=30", "unknown endpoint 'intron.uplaod'"),
+        ("SCRIBE_RATE_LIMITS", "openai.summary=5,intron.status=100", "unknown endpoint"),
+        ("SCRIBE_URL_ALLOWLIST", "sandbox;127.0.0.1", "'sandbox;127.0.0.1' is not a host"),
+        ("SCRIBE_URL_ALLOWLIST", "sandbox 127.0.0.1", "separate hosts with commas"),
+        ("SCRIBE_URL_ALLOWLIST", "https://sandbox:8000", "is not a host"),
+    ],
+)
+def test_values_once_accepted_silently_are_refused(variable: str, value: str, problem: str) -> None:
+    """A port bind() cannot take, a misspelt rate-limit endpoint (its limit would never apply)
+    and an allow-list split on something other than commas (no host would match) stop the
+    worker at start, naming the variable and the problem."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    assert str(caught.value).startswith(variable)
+    assert problem in str(caught.value)
+
+
+def test_every_rate_limited_endpoint_is_accepted() -> None:
+    """The endpoint names SCRIBE_RATE_LIMITS accepts are exactly those the vendor clients use."""
+    import worker.providers.intron
+    import worker.providers.invox
+    import worker.providers.invox_auth
+    import worker.providers.llm
+    from worker.constants import RATE_LIMIT_ENDPOINTS
+
+    used = {
+        value
+        for module in (
+            worker.providers.intron,
+            worker.providers.invox,
+            worker.providers.invox_auth,
+            worker.providers.llm,
+        )
+        for name, value in vars(module).items()
+        if name.endswith("_ENDPOINT") and isinstance(value, str)
+    }
+    assert set(RATE_LIMIT_ENDPOINTS) == used
+    text = ",".join(f"{endpoint}=7" for endpoint in sorted(used))
+    assert Settings.from_env({"SCRIBE_RATE_LIMITS": text}).rate_limits_per_min == dict.fromkeys(
+        used, 7
+    )
+
+
+def test_allowlist_takes_names_and_addresses() -> None:
+    settings = Settings.from_env(
+        {"SCRIBE_URL_ALLOWLIST": "sandbox, my_service.internal ,::1,127.0.0.1,host-1.example."}
+    )
+    assert settings.url_allowlist == frozenset(
+        {"sandbox", "my_service.internal", "::1", "127.0.0.1", "host-1.example."}
+    )
