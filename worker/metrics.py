@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from schemas.errors import ErrorType
+from worker.constants import STAGES
 
 _KNOWN_ERROR_TYPES = frozenset(error_type.value for error_type in ErrorType)
 OTHER_ERROR_TYPE = "other"
@@ -135,6 +136,12 @@ class Metrics:
         self.dead_lettered = Counter(
             "scribe_dead_lettered", "Messages dead-lettered.", ["stage", "error_type"], registry=r
         )
+        # At 0 from the start: increase() sees nothing on a series' first sample, so a series
+        # born at its first increment would never fire the dead-letter alert for the first dead
+        # letter of a kind (ops/prometheus/alerts.yml). Bounded: stages x catalogue + "other".
+        for stage in STAGES:
+            for error_type in (*sorted(_KNOWN_ERROR_TYPES), OTHER_ERROR_TYPE):
+                self.dead_lettered.labels(stage, error_type)
         self.duplicates = Counter(
             "scribe_duplicates_dropped",
             "Deliveries of a stage already done.",
