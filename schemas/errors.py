@@ -22,6 +22,7 @@ class ErrorType(StrEnum):
     TRANSCRIPTION_NOT_FOUND = "transcriptionNotFound"
     # Ours.
     INVALID_MESSAGE = "invalidMessage"
+    CONFLICTING_JOB = "conflictingJob"
     UNSUPPORTED_SCHEMA_VERSION = "unsupportedSchemaVersion"
     PROVIDER_NOT_CONFIGURED = "providerNotConfigured"
     URL_NOT_ALLOWED = "urlNotAllowed"
@@ -41,6 +42,7 @@ class ErrorType(StrEnum):
     TRANSCRIPTION_FAILED = "transcriptionFailed"
     TRANSCRIPTION_TIMED_OUT = "transcriptionTimedOut"
     UNKNOWN_VENDOR_STATUS = "unknownVendorStatus"
+    NO_SPEECH = "noSpeech"
     TRANSCRIPT_TOO_LARGE = "transcriptTooLarge"
     TEMPLATE_TOO_LARGE = "templateTooLarge"
     SUMMARY_TIMED_OUT = "summaryTimedOut"
@@ -81,6 +83,9 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.MISSING_OUTPUT_LANGUAGE: "The summary request had no outputLanguage (400).",
     ErrorType.TRANSCRIPTION_NOT_FOUND: "Invox does not know the transcription requestId (404).",
     ErrorType.INVALID_MESSAGE: "The message is not valid JSON or does not match its schema.",
+    ErrorType.CONFLICTING_JOB: (
+        "A job whose jobId was already done with other content (no job.failed: that job stands)."
+    ),
     ErrorType.UNSUPPORTED_SCHEMA_VERSION: "The message's schemaVersion is not one we read.",
     ErrorType.PROVIDER_NOT_CONFIGURED: "The job names a provider this worker has no settings for.",
     ErrorType.URL_NOT_ALLOWED: "A URL failed the fetch policy (scheme, private address, host).",
@@ -100,6 +105,7 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.TRANSCRIPTION_FAILED: "The vendor reported the transcription as failed.",
     ErrorType.TRANSCRIPTION_TIMED_OUT: "The transcription was still pending at the poll deadline.",
     ErrorType.UNKNOWN_VENDOR_STATUS: "The vendor sent a status we do not know (not polled again).",
+    ErrorType.NO_SPEECH: "The transcript has no words (a recording of silence, say).",
     ErrorType.TRANSCRIPT_TOO_LARGE: (
         "The transcript is over the size a summary or note may read (5 MB)."
     ),

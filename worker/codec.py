@@ -15,6 +15,8 @@ validation, so what is accepted, and every error, is the same either way.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -75,6 +77,26 @@ def job_id_of_body(body: bytes) -> str | None:
     except ValueError:
         return None
     return canonical_uuid(decoded.get("jobId")) if isinstance(decoded, dict) else None
+
+
+def job_identity(body: bytes) -> tuple[str | None, str]:
+    """A job request's jobId (as job_id_of_body) and its content's fingerprint.
+
+    The fingerprint is a digest of the parsed JSON with sorted keys, so a duplicate publish
+    whose serialiser orders or spaces the members differently is still the same job; a body
+    that is not JSON is fingerprinted by its bytes."""
+    decoded: object = None
+    if len(body) <= MAX_BODY_BYTES:
+        try:
+            decoded = from_json(body, allow_inf_nan=False)
+        except ValueError:
+            decoded = None
+    if isinstance(decoded, dict):
+        canonical = json.dumps(decoded, sort_keys=True, separators=(",", ":")).encode()
+        job_id = canonical_uuid(decoded.get("jobId"))
+    else:
+        canonical, job_id = body, None
+    return job_id, hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def parse_message(model: type[M], body: bytes) -> M:

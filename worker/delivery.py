@@ -35,7 +35,7 @@ from worker.broker import (
     build_message,
     carried_headers,
 )
-from worker.codec import canonical_uuid, job_id_of_body
+from worker.codec import canonical_uuid, job_id_of_body, job_identity
 from worker.constants import STAGES, Stage
 from worker.errors import Deferred, InvalidMessage, PermanentError, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
@@ -96,6 +96,9 @@ class DeliveryContext:
     replays: int
     redelivered: bool
     traceparent: str
+    # The job request's content digest (transcribe stage only; "" elsewhere): what tells a
+    # duplicate from a conflicting job under the same jobId.
+    fingerprint: str = ""
 
 
 Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]
@@ -251,10 +254,9 @@ class Delivery:
             if ctx.job_id is None:
                 await self._run(handler, message, headers, ctx, bound)
                 return
-            if await self._ledger.is_done(ctx.job_id, stage):
-                self._metrics.duplicates.labels(stage).inc()
-                bound.info("stage.duplicate_dropped", outcome="duplicate")
-                await message.ack()
+            done = await self._ledger.done_mark(ctx.job_id, stage)
+            if done is not None:
+                await self._already_done(message, headers, ctx, bound, done)
                 return
             if not await self._ledger.claim(ctx.job_id, stage, self._claim_ttl_s):
                 # Another delivery of this job is in this stage right now (a duplicate publish,
@@ -270,6 +272,29 @@ class Delivery:
         except BROKER_ERRORS as exc:
             bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
+
+    async def _already_done(
+        self,
+        message: Delivered,
+        headers: dict[str, Any],
+        ctx: DeliveryContext,
+        bound: MessageLog,
+        done_fingerprint: str,
+    ) -> None:
+        """A delivery of a stage already done for its jobId: the same job again (a duplicate
+        publish or a redelivery) is dropped; a job with other content under that jobId is
+        dead-lettered as conflictingJob, so that it does not vanish."""
+        if done_fingerprint and ctx.fingerprint and done_fingerprint != ctx.fingerprint:
+            error = PermanentError(
+                ErrorType.CONFLICTING_JOB,
+                "a job with this jobId and other content is already done; "
+                "publish a new jobId for a new consultation",
+            )
+            await self._reject(message, headers, ctx, bound, error)
+            return
+        self._metrics.duplicates.labels(ctx.stage).inc()
+        bound.info("stage.duplicate_dropped", outcome="duplicate")
+        await message.ack()
 
     async def _reject(
         self,
@@ -339,9 +364,15 @@ class Delivery:
         headers = carried_headers(message.headers)
         traceparent = headers.get(c.HEADER_TRACEPARENT) or new_traceparent()
         headers[c.HEADER_TRACEPARENT] = traceparent
+        if stage == "transcribe":
+            job_id, fingerprint = job_identity(message.body)
+            job_id = job_id or canonical_uuid(message.correlation_id)
+        else:
+            job_id, fingerprint = job_id_of(message), ""
         ctx = DeliveryContext(
             stage=stage,
-            job_id=job_id_of(message),
+            job_id=job_id,
+            fingerprint=fingerprint,
             attempts=headers.get(c.HEADER_ATTEMPTS, 0),
             polls=headers.get(c.HEADER_POLLS, 0),
             replays=headers.get(c.HEADER_REPLAYS, 0),
@@ -466,7 +497,8 @@ class Delivery:
             if ctx.stage == "poll":
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
             if ctx.job_id:
-                await self._advise(self._ledger.mark_done(ctx.job_id, ctx.stage), bound)
+                done = self._ledger.mark_done(ctx.job_id, ctx.stage, ctx.fingerprint)
+                await self._advise(done, bound)
             # One info line per job (its end); each stage's line is debug, like each poll's.
             completed = isinstance(outcome, Complete)
             stage_metrics = self._metrics.stage(ctx.stage)
@@ -568,8 +600,8 @@ class Delivery:
         await self._publisher.publish(
             self._names.dead_exchange, f"{ctx.stage}.{error.error_type}", dead
         )
-        if ctx.job_id is None:
-            return
+        if ctx.job_id is None or error.error_type == ErrorType.CONFLICTING_JOB:
+            return  # a conflicting job's jobId belongs to the job that is done: its outcome stands
         await self._publisher.publish_in_order(self._failed_event(ctx, error, attempts))
 
     def _failed_event(self, ctx: DeliveryContext, error: ScribeError, attempts: int) -> Publication:

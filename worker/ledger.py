@@ -22,6 +22,8 @@ from worker.constants import Stage
 from worker.errors import TransientError
 
 LEDGER_TTL_S = 7 * 24 * 3600
+# The value of a done-mark without a fingerprint (and of every mark older versions wrote).
+_UNFINGERPRINTED = "1"
 
 
 class LedgerUnavailable(TransientError):
@@ -38,7 +40,13 @@ class JobLedger(Protocol):
 
     async def is_done(self, job_id: str, stage: Stage) -> bool: ...
 
-    async def mark_done(self, job_id: str, stage: Stage) -> None: ...
+    async def done_mark(self, job_id: str, stage: Stage) -> str | None:
+        """None while the stage is not done for the job; else what mark_done recorded with it
+        (the transcribe stage records the job's fingerprint, to tell a duplicate from a
+        different job under the same jobId)."""
+        ...
+
+    async def mark_done(self, job_id: str, stage: Stage, fingerprint: str = "") -> None: ...
 
     async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
         """True if no other delivery of this job is in this stage (the claim expires)."""
@@ -65,7 +73,7 @@ class MemoryLedger:
         self._clock = clock
         self._max_entries = max_entries
         self._handles: OrderedDict[str, str] = OrderedDict()
-        self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._done: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._claims: dict[tuple[str, str], float] = {}
 
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None:
@@ -79,8 +87,11 @@ class MemoryLedger:
     async def is_done(self, job_id: str, stage: Stage) -> bool:
         return (job_id, stage) in self._done
 
-    async def mark_done(self, job_id: str, stage: Stage) -> None:
-        self._done[(job_id, stage)] = None
+    async def done_mark(self, job_id: str, stage: Stage) -> str | None:
+        return self._done.get((job_id, stage))
+
+    async def mark_done(self, job_id: str, stage: Stage, fingerprint: str = "") -> None:
+        self._done[(job_id, stage)] = fingerprint
         _trim(self._done, self._max_entries)
 
     async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
@@ -131,8 +142,16 @@ class RedisLedger:
     async def is_done(self, job_id: str, stage: Stage) -> bool:
         return bool(await self._call(self._redis.exists(self._key("done", job_id, stage))))
 
-    async def mark_done(self, job_id: str, stage: Stage) -> None:
-        await self._call(self._redis.set(self._key("done", job_id, stage), "1", ex=LEDGER_TTL_S))
+    async def done_mark(self, job_id: str, stage: Stage) -> str | None:
+        raw = await self._call(self._redis.get(self._key("done", job_id, stage)))
+        if raw is None:
+            return None
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        return "" if text == _UNFINGERPRINTED else text
+
+    async def mark_done(self, job_id: str, stage: Stage, fingerprint: str = "") -> None:
+        value = fingerprint or _UNFINGERPRINTED
+        await self._call(self._redis.set(self._key("done", job_id, stage), value, ex=LEDGER_TTL_S))
 
     async def claim(self, job_id: str, stage: Stage, ttl_s: float) -> bool:
         key = self._key("claim", job_id, stage)
