@@ -58,6 +58,20 @@ def completed_event(
     )
 
 
+def spoken(transcript: Transcript) -> Transcript:
+    """The transcript, if it holds a word; else noSpeech. A recording of silence would otherwise
+    pay for a summary and a note of nothing and complete as if it were a consultation. With
+    segments, they decide (Intron's diarized "SPEAKER_01:" lines carry a label and no word)."""
+    words = transcript.text.strip() and (
+        not transcript.segments or any(s.text.strip() for s in transcript.segments)
+    )
+    if not words:
+        raise PermanentError(
+            ErrorType.NO_SPEECH, f"the {transcript.provider} transcript has no words"
+        )
+    return transcript
+
+
 @dataclass(frozen=True)
 class Stages:
     providers: ProviderRegistry
@@ -85,7 +99,7 @@ class Stages:
             async with self.media.audio(job.audio) as audio:
                 result = await provider.submit(job, audio)
             if isinstance(result, Transcribed):
-                summarize = SummarizeState(transcript=result.transcript)
+                summarize = SummarizeState(transcript=spoken(result.transcript))
                 return Advance("summarize", self.codec.encode(job, summarize), provider.name)
             handle = result.handle
             # Recorded before the ack: a redelivery polls this handle instead of paying again.
@@ -120,7 +134,7 @@ class Stages:
                     f"still pending after {ctx.polls + 1} polls over {waited_s:.0f} s",
                 )
             return PollLater(provider.name)
-        summarize = self.codec.encode(job, SummarizeState(transcript=transcript))
+        summarize = self.codec.encode(job, SummarizeState(transcript=spoken(transcript)))
         return Advance("summarize", summarize, provider.name)
 
     async def summarize(self, body: bytes, ctx: DeliveryContext) -> Outcome:

@@ -75,6 +75,12 @@ def _endpoint_set(name: str, value: object) -> frozenset[str]:
     return frozenset(str(item) for item in value)
 
 
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
 def _non_empty_str(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string")
@@ -91,6 +97,7 @@ KNOB_PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = {
     "intron_status_rate_per_min": _non_negative_int,
     "token_ttl_s": _non_negative_number,
     "rate_window_s": _non_negative_number,
+    "no_speech": _bool,
 }
 
 
@@ -118,6 +125,8 @@ class SandboxConfig:
     # The vendor's window is a minute; tests and benchmarks shrink it to keep runs short.
     rate_window_s: float = 60.0
     invox_status_key: str = "transcriptionStatus"
+    # Transcriptions finish with no words, as a recording of silence does (the worker's noSpeech).
+    no_speech: bool = False
     forbidden: frozenset[str] = frozenset()
     forbidden_error_type: str = "missingPermission"
     seed: int = 0

@@ -97,7 +97,7 @@ async def upload(request: web.Request, state: SandboxState) -> web.Response:
 
 
 def _transcribed(record: IntronFile, state: SandboxState) -> dict[str, Any]:
-    turns = state.config.transcript_turns
+    turns = () if state.knobs.no_speech else state.config.transcript_turns
     transcript = content.plain_transcript(turns)
     data: dict[str, Any] = {
         "processing_status": "FILE_TRANSCRIBED",

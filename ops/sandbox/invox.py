@@ -116,7 +116,8 @@ async def transcription(request: web.Request, state: SandboxState) -> web.Respon
     elif fault is not None:
         body[key] = fault.status_value or "WEIRD"
     elif earlier_polls >= state.knobs.polls_before_ready:
-        body = {"transcription": content.segments(state.config.transcript_turns), key: "COMPLETED"}
+        turns = () if state.knobs.no_speech else state.config.transcript_turns
+        body = {"transcription": content.segments(turns), key: "COMPLETED"}
     else:
         body[key] = "PENDING"
     return web.json_response(body)

@@ -40,6 +40,7 @@ class Knobs:
     intron_status_rate_per_min: int
     token_ttl_s: float
     rate_window_s: float
+    no_speech: bool
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> Knobs:
@@ -61,6 +62,7 @@ class Knobs:
             "intron_status_rate_per_min": self.intron_status_rate_per_min,
             "token_ttl_s": self.token_ttl_s,
             "rate_window_s": self.rate_window_s,
+            "no_speech": self.no_speech,
         }
 
 
