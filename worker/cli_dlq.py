@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import re
@@ -54,6 +55,20 @@ def _since(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _error_type(text: str) -> str:
+    """A catalogue errorType, or "other" (any value outside it): a typo must not match nothing
+    and report 0 (purged=0 reads like success)."""
+    if text in dlq.FILTER_ERROR_TYPES:
+        return text
+    close = difflib.get_close_matches(text, sorted(dlq.FILTER_ERROR_TYPES), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not an errorType of the catalogue; {hint}"
+        "use 'other' for a value outside it (a vendor's 403 errorType); "
+        "see schemas/json/error-types.json"
+    )
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -71,7 +86,14 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     filters = _Parser(add_help=False)
     group = filters.add_argument_group("filters (repeat a filter to accept several values)")
-    group.add_argument("--error-type", action="append", default=[], metavar="TYPE")
+    group.add_argument(
+        "--error-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        type=_error_type,
+        help="a catalogue errorType, or 'other' for one outside it",
+    )
     group.add_argument("--stage", action="append", default=[], choices=STAGES)
     group.add_argument("--job-id", action="append", default=[], metavar="UUID")
     group.add_argument(
@@ -197,9 +219,9 @@ def render_stats(letters: list[dlq.DeadLetter], as_json: bool) -> str:
 def show_record(letter: dlq.DeadLetter, redacted: bool) -> dict[str, Any]:
     return {
         **letter.summary(),
-        "correlationId": dlq.jsonable(letter.correlation_id),
-        "messageId": dlq.jsonable(letter.message_id),
-        "contentType": dlq.jsonable(letter.content_type),
+        "correlationId": dlq.shown_property(letter.correlation_id, redacted=redacted),
+        "messageId": dlq.shown_property(letter.message_id, redacted=redacted),
+        "contentType": dlq.shown_property(letter.content_type, redacted=redacted),
         "propertyProblem": letter.property_problem,
         "deliveryCount": letter.delivery_count,
         "headers": dlq.shown_headers(letter, redacted=redacted),
@@ -288,11 +310,13 @@ async def _command(
         return await _dispatch(args, settings, connection, names, reader, io, stop)
     finally:
         await reader.close()
-        if reader.max_delivery_count >= dlq.DELIVERY_COUNT_WARNING:
+        if reader.reached_redelivery_warning and dlq.drops_redelivered_dead_letters(
+            dlq.broker_version(connection)
+        ):
             io.err(
-                f"{PROG}: warning: a dead letter has been read {reader.max_delivery_count} times; "
-                "RabbitMQ 4.0-4.2 drop quorum-queue messages after 20 returns unless the queue "
-                "has delivery-limit -1 (see docs/operations.md)"
+                f"{PROG}: warning: a dead letter has been read {dlq.DELIVERY_COUNT_WARNING} "
+                "times; RabbitMQ 4.0-4.2 drop quorum-queue messages after 20 returns unless the "
+                "queue has delivery-limit -1 (see docs/operations.md)"
             )
 
 

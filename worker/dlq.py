@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -61,6 +61,7 @@ from pamqp.commands import Basic
 from pydantic_core import from_json
 
 from schemas.errors import ErrorType
+from schemas.jobs import IntronPostProcessing
 from worker import constants as c
 from worker.broker import (
     BasicProperties,
@@ -76,10 +77,47 @@ from worker.constants import STAGES, Stage
 from worker.topology import Names, broker_death_stage
 
 HEADER_REPLAY_OF = "x-replay-of"
+# What --error-type accepts: the catalogue, and "other" for any value outside it (a vendor's
+# 403 errorType), as metrics.error_label names them.
+CATALOGUE_ERROR_TYPES = frozenset(error_type.value for error_type in ErrorType)
+OTHER_ERROR_TYPE = "other"
+FILTER_ERROR_TYPES = CATALOGUE_ERROR_TYPES | {OTHER_ERROR_TYPE}
 REPLAY_LEDGER_TTL_S = 30 * 24 * 3600
 # RabbitMQ 4.0-4.2 drop a quorum-queue message returned more than 20 times (the default
 # delivery limit); every read of the dead letters returns each message once.
 DELIVERY_COUNT_WARNING = 15
+_DROPPING_VERSIONS = ((4, 0), (4, 1), (4, 2))
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+
+
+def broker_version(connection: AbstractConnection) -> object:
+    """The version the broker announced in connection.start (server_properties), or None."""
+    transport = connection.transport
+    if transport is None:
+        return None
+    properties: object = transport.connection.server_properties
+    return properties.get("version") if isinstance(properties, Mapping) else None
+
+
+def drops_redelivered_dead_letters(version: object) -> bool:
+    """Whether the broker may drop a dead letter read about 20 times: RabbitMQ 4.0 to 4.2
+    (3.x has no default delivery limit; 4.3+ does not count basic.nack). A version that
+    cannot be read may be one of them."""
+    if isinstance(version, bytes):
+        version = version.decode("ascii", "replace")
+    found = _VERSION.match(version) if isinstance(version, str) else None
+    if found is None:
+        return True
+    return (int(found.group(1)), int(found.group(2))) in _DROPPING_VERSIONS
+
+
+def reaches_redelivery_warning(delivery_count: int) -> bool:
+    """A dead letter read at this x-delivery-count warrants the warning. Each read returns each
+    dead letter once, so exactly one run sees a given letter at the count: the warning is given
+    once, not again by every later command."""
+    return delivery_count == DELIVERY_COUNT_WARNING
+
+
 # basic.get waits this long for the broker's answer (aio-pika's default is 5 s; a large body
 # on a busy broker may take longer).
 GET_TIMEOUT_S = 30.0
@@ -378,7 +416,7 @@ class Filters:
     since: datetime | None = None
 
     def matches(self, letter: DeadLetter) -> bool:
-        if self.error_types and letter.error_type not in self.error_types:
+        if self.error_types and not self._error_type_matches(letter.error_type):
             return False
         if self.stages and letter.stage not in self.stages:
             return False
@@ -387,6 +425,12 @@ class Filters:
         if self.since is not None:
             return letter.last_failure_at is not None and letter.last_failure_at >= self.since
         return True
+
+    def _error_type_matches(self, error_type: str | None) -> bool:
+        if error_type in self.error_types:
+            return True
+        # "other", as in the metrics: an errorType outside the catalogue (a vendor's 403 value).
+        return OTHER_ERROR_TYPE in self.error_types and error_type not in CATALOGUE_ERROR_TYPES
 
 
 class Unsettled:
@@ -426,7 +470,8 @@ class DeadLetterReader:
         self._names = names
         self.start_count = start_count
         self._held: list[Unsettled] = []
-        self.max_delivery_count = 0
+        # A dead letter taken reached the redelivery warning's count (in this run only).
+        self.reached_redelivery_warning = False
 
     @classmethod
     async def open(cls, connection: AbstractConnection, names: Names) -> DeadLetterReader:
@@ -455,7 +500,8 @@ class DeadLetterReader:
                 return
             message = Unsettled(delivery)
             letter = DeadLetter.from_delivery(delivery, self._names)
-            self.max_delivery_count = max(self.max_delivery_count, letter.delivery_count)
+            if reaches_redelivery_warning(letter.delivery_count):
+                self.reached_redelivery_warning = True
             if letter.identity in seen:  # returned under us by another client: a full lap
                 self.hold(message)
                 return
@@ -522,21 +568,9 @@ def stats(letters: list[DeadLetter]) -> dict[str, Any]:
 # --- redaction -------------------------------------------------------------------------------
 
 REDACTED = "[redacted]"
-# Keys whose values are patient data in the wire models (schemas/jobs.py, schemas/events.py):
-# transcript and segment text, summary/note field values, Intron post-processing Markdown,
-# audio/document locations and file names.
-_REDACT_KEYS = frozenset(
-    {
-        "text",
-        "value",
-        "postProcessing",
-        "url",
-        "path",
-        "fileName",
-        "documentName",
-        "clinicalNote",
-    }
-)
+# Under --redact, fields no rule knows are not shown at all: their names may be patient text
+# too. A table or object shows how many it had under this key instead.
+UNKNOWN_FIELDS = "[unknown fields]"
 
 
 # Bodies are parsed by pydantic-core, whose nesting limit (about 200 levels) keeps the
@@ -556,18 +590,181 @@ def _redact_all(value: Any, depth: int = 0) -> Any:
     return REDACTED
 
 
-def redact(value: Any, depth: int = 0) -> Any:
-    """The same structure with every patient-data leaf replaced by "[redacted]"."""
-    if isinstance(value, dict | list) and depth >= _MAX_BODY_DEPTH:
-        return REDACTED
-    if isinstance(value, dict):
-        return {
-            key: _redact_all(item, depth + 1) if key in _REDACT_KEYS else redact(item, depth + 1)
-            for key, item in value.items()
+# Redaction by allow-list (issue 13, item 10): a body is shown through rules that follow the
+# wire models (schemas/jobs.py); whatever no rule names is hidden, name and value.
+# An identifier, enum value, number or time: no spaces, no "/" or "@" (URLs, paths, addresses).
+_BODY_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+=-]{0,127}")
+_MIME_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+)
+_LABEL_MAX_CHARS = 120
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """A scalar field. "token": identifiers, enums, numbers, times; "mime": a media type
+    (type/subtype, no parameters); "label": the names of
+    template fields and summary sections (a template's design, not what the patient said);
+    "hidden": patient text, locations, file names, and free text of any kind."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class _Object:
+    fields: Mapping[str, _Rule]
+
+
+@dataclass(frozen=True)
+class _Items:
+    item: _Rule
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """An object whose keys come from a closed set (Intron's post-processing options)."""
+
+    keys: frozenset[str]
+    value: _Rule
+
+
+_Rule = _Leaf | _Object | _Items | _Keyed
+
+_TOKEN, _MIME, _LABEL, _HIDDEN = _Leaf("token"), _Leaf("mime"), _Leaf("label"), _Leaf("hidden")
+_POST_PROCESSING_OPTIONS = frozenset(get_args(IntronPostProcessing))
+_JOB_FIELDS: dict[str, _Rule] = {
+    "schemaVersion": _TOKEN,
+    "jobId": _TOKEN,
+    "consultationSessionId": _TOKEN,
+    "submittedAt": _TOKEN,
+    "audio": _Object({"url": _HIDDEN, "path": _HIDDEN, "mimeType": _MIME, "fileName": _HIDDEN}),
+    "providers": _Object({"transcriber": _TOKEN, "summarizer": _TOKEN, "note": _TOKEN}),
+    "summary": _Object({"outputFormat": _TOKEN, "outputLanguage": _TOKEN}),
+    "template": _Object(
+        {
+            "id": _TOKEN,
+            "template_name": _LABEL,
+            "template_description": _HIDDEN,
+            "template_language": _TOKEN,
+            "fields": _Items(
+                _Object(
+                    {
+                        "id": _TOKEN,
+                        "name": _LABEL,
+                        "description": _HIDDEN,
+                        "type": _TOKEN,
+                        "enumerable_options": _HIDDEN,
+                        "value": _HIDDEN,
+                    }
+                )
+            ),
         }
-    if isinstance(value, list):
-        return [redact(item, depth + 1) for item in value]
-    return value
+    ),
+    "noteLanguage": _TOKEN,
+    "documents": _Items(
+        _Object({"url": _HIDDEN, "path": _HIDDEN, "documentType": _TOKEN, "documentName": _HIDDEN})
+    ),
+    "intron": _Object(
+        {
+            "uploadMode": _TOKEN,
+            "useDiarization": _TOKEN,
+            "category": _TOKEN,
+            "postProcessing": _Items(_TOKEN),
+            "summarySource": _TOKEN,
+        }
+    ),
+}
+# A stage message: the envelope (jobId, the whole job) and the stage's state. Its "summary"
+# is the Summary model; a job request's is SummaryOptions: one rule serves both.
+_BODY_RULE = _Object(
+    {
+        **_JOB_FIELDS,
+        "job": _Object(_JOB_FIELDS),
+        "transcription": _Object(
+            {"provider": _TOKEN, "handle": _TOKEN, "submittedAt": _TOKEN, "signature": _TOKEN}
+        ),
+        "transcript": _Object(
+            {
+                "provider": _TOKEN,
+                "text": _HIDDEN,
+                "segments": _Items(
+                    _Object({"start": _TOKEN, "end": _TOKEN, "text": _HIDDEN, "speaker": _HIDDEN})
+                ),
+                "durationS": _TOKEN,
+                "postProcessing": _Keyed(_POST_PROCESSING_OPTIONS, _HIDDEN),
+            }
+        ),
+        "summary": _Object(
+            {
+                "outputFormat": _TOKEN,
+                "outputLanguage": _TOKEN,
+                "provider": _TOKEN,
+                "text": _HIDDEN,
+                "fields": _Items(
+                    _Object({"name": _LABEL, "description": _HIDDEN, "value": _HIDDEN})
+                ),
+            }
+        ),
+    }
+)
+
+
+def _shown_leaf(kind: str, value: Any) -> Any:
+    if value is None or (isinstance(value, bool | int | float) and kind != "hidden"):
+        return value
+    if isinstance(value, str):
+        if kind == "token" and _BODY_TOKEN.fullmatch(value):
+            return value
+        if kind == "mime" and _MIME_TYPE.fullmatch(value):
+            return value
+        if kind == "label" and len(value) <= _LABEL_MAX_CHARS and value.isprintable():
+            return value
+    return REDACTED
+
+
+def _known_fields(
+    value: dict[str, Any], rule_of: Callable[[str], _Rule | None], depth: int
+) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    unknown = 0
+    for key, item in value.items():
+        rule = rule_of(key)
+        if rule is None:
+            unknown += 1
+        else:
+            shown[key] = _by_rule(item, rule, depth + 1)
+    if unknown:
+        shown[UNKNOWN_FIELDS] = unknown
+    return shown
+
+
+def _by_rule(value: Any, rule: _Rule, depth: int) -> Any:
+    if depth >= _MAX_BODY_DEPTH:
+        return REDACTED
+    if isinstance(rule, _Leaf):
+        return (
+            _redact_all(value, depth)
+            if isinstance(value, dict | list)
+            else _shown_leaf(rule.kind, value)
+        )
+    if isinstance(rule, _Items):
+        if not isinstance(value, list):
+            return _redact_all(value, depth)
+        return [_by_rule(item, rule.item, depth + 1) for item in value]
+    if not isinstance(value, dict):
+        return _redact_all(value, depth)
+    if isinstance(rule, _Keyed):
+        keyed = rule
+        return _known_fields(value, lambda key: keyed.value if key in keyed.keys else None, depth)
+    return _known_fields(value, rule.fields.get, depth)
+
+
+def redact(value: Any) -> Any:
+    """What --redact shows of a parsed body: only the fields the wire models define as carrying
+    no patient text (identifiers, enums, numbers, times, template and section names), each
+    only when its value has that shape; every other value is "[redacted]" (structure kept),
+    and fields no model defines are only counted (UNKNOWN_FIELDS)."""
+    return _by_rule(value, _BODY_RULE, 0)
 
 
 def _finite(value: Any, depth: int = 0) -> Any:
@@ -643,19 +840,30 @@ def _tokens_only(value: Any) -> Any:
 def shown_headers(letter: DeadLetter, *, redacted: bool) -> dict[str, Any]:
     """The headers as plain JSON. Redacted: the worker's own words on its own dead letters as
     they are; free text in any other known header replaced (on a dead letter the broker made,
-    the sender wrote those); unknown headers replaced whole, keeping their structure."""
+    the sender wrote those); unknown headers only counted (UNKNOWN_FIELDS): a sender's header
+    name can be as telling as its value."""
     shown: dict[str, Any] = jsonable(letter.headers)
     if not redacted:
         return shown
     result: dict[str, Any] = {}
+    unknown = 0
     for name, value in shown.items():
         if letter.made_by == "worker" and name in _WORKER_OWN_HEADERS:
             result[name] = value
         elif name in _KNOWN_HEADERS or name.startswith(_BROKER_HEADER_PREFIXES):
             result[name] = _tokens_only(value)
         else:
-            result[name] = _redact_all(value)
+            unknown += 1
+    if unknown:
+        result[UNKNOWN_FIELDS] = unknown
     return result
+
+
+def shown_property(value: str | bytes | None, *, redacted: bool) -> Any:
+    """An AMQP property (correlation_id, message_id, content_type) as plain JSON; redacted, only
+    when it is an identifier: the sender chose it."""
+    shown = jsonable(value)
+    return _tokens_only(shown) if redacted else shown
 
 
 # --- replay ----------------------------------------------------------------------------------

@@ -293,6 +293,97 @@ async def test_show_redacts_patient_text_but_keeps_structure(broker: Broker, pre
     assert await broker.count(broker.names.dead_letter_queue) == 1
 
 
+async def test_show_redact_shows_only_what_it_knows(broker: Broker, prefix: str) -> None:
+    """Allow-list (issue 13, item 10): a field, header or property nobody defined is hidden,
+    name and value; identifiers, enums and times stay readable."""
+    job_id = str(uuid.uuid4())
+    body = {
+        "schemaVersion": 1,
+        "jobId": job_id,
+        "consultationSessionId": "visit-1234",
+        "audio": {"path": "/data/jane-doe.wav", "mimeType": "audio/wav", "note": PATIENT_TEXT},
+        "providers": {"transcriber": "local"},
+        "chartNotes": PATIENT_TEXT,
+        PATIENT_TEXT: "yes",
+    }
+    await broker.dead_letter(
+        error_type="invalidMessage",
+        job_id=job_id,
+        body=json.dumps(body).encode(),
+        headers={"x-clinic-note": PATIENT_TEXT, "x-patient-jane-doe": 1},
+    )
+    code, out, err = await cli(["show", job_id, "--redact", "--json"], dlq_env(prefix))
+    assert code == 0, err
+    assert PATIENT_TEXT not in out
+    assert "jane-doe" not in out
+    assert "chartNotes" not in out
+    [record] = json_lines(out)
+    assert record["body"] == {
+        "schemaVersion": 1,
+        "jobId": job_id,
+        "consultationSessionId": "visit-1234",
+        "audio": {"path": "[redacted]", "mimeType": "audio/wav", dlq.UNKNOWN_FIELDS: 1},
+        "providers": {"transcriber": "local"},
+        dlq.UNKNOWN_FIELDS: 2,
+    }
+    assert record["headers"][dlq.UNKNOWN_FIELDS] == 2
+    assert record["headers"]["x-error-type"] == "invalidMessage"
+    assert record["correlationId"] == job_id
+    code, out, _ = await cli(["show", job_id, "--redact"], dlq_env(prefix))  # the text form
+    assert (code, PATIENT_TEXT in out, "jane-doe" in out) == (0, False, False)
+
+
+async def test_error_type_filters_take_the_catalogue_or_other(broker: Broker, prefix: str) -> None:
+    """A typo is refused (exit 2) instead of matching nothing and reporting purged=0; a vendor's
+    403 errorType outside the catalogue is reached as "other"."""
+    env = dlq_env(prefix)
+    vendor = await broker.dead_letter(error_type="missingPermission")
+    await broker.dead_letter(error_type="upstreamTimeout")
+    for argv in (
+        ["list", "--error-type", "upstreamTimout"],
+        ["purge", "--yes", "--error-type", "x"],
+    ):
+        code, out, err = await cli(argv, env)
+        assert (code, out) == (2, ""), err
+        assert "not an errorType of the catalogue" in err
+    assert await broker.count(broker.names.dead_letter_queue) == 2
+    code, out, err = await cli(["list", "--json", "--error-type", "other"], env)
+    assert code == 0, err
+    assert [(row["jobId"], row["errorType"]) for row in json_lines(out)] == [
+        (vendor, "missingPermission")
+    ]
+    code, out, err = await cli(["purge", "--yes", "--error-type", "upstreamTimeout"], env)
+    assert (code, out.strip()) == (0, "purged=1"), err
+
+
+async def _reads_that_warn(env: dict[str, str], reads: int) -> list[int]:
+    warned = []
+    for read in range(1, reads + 1):
+        code, _, err = await cli(["list"], env)
+        assert code == 0, err
+        if "warning" in err:
+            warned.append(read)
+    return warned
+
+
+async def test_redelivery_warning_only_where_it_applies_and_once(
+    broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "read 15 times; RabbitMQ 4.0-4.2 drop..." warning: never on this machine's 3.x
+    broker, and on a 4.0-4.2 one (its announced version replaced) on one command only, not on
+    every command after the fifteenth read."""
+    env = dlq_env(prefix)
+    await broker.dead_letter()
+    assert await _reads_that_warn(env, dlq.DELIVERY_COUNT_WARNING + 3) == []
+    assert str(dlq.broker_version(broker.connection)).startswith("3.")
+
+    await broker.take_all(broker.names.dead_letter_queue)
+    await broker.dead_letter()
+    monkeypatch.setattr(dlq, "broker_version", lambda _connection: "4.1.0")
+    warned = await _reads_that_warn(env, dlq.DELIVERY_COUNT_WARNING + 3)
+    assert len(warned) == 1, warned
+
+
 async def test_replay_publishes_the_same_body_with_fresh_counters(
     broker: Broker, prefix: str
 ) -> None:
