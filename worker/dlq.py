@@ -653,7 +653,7 @@ _JOB_FIELDS: dict[str, _Rule] = {
                         "name": _LABEL,
                         "description": _HIDDEN,
                         "type": _TOKEN,
-                        "enumerable_options": _HIDDEN,
+                        "enumerableOptions": _HIDDEN,
                         "value": _HIDDEN,
                     }
                 )
