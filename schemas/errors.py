@@ -25,6 +25,7 @@ class ErrorType(StrEnum):
     CONFLICTING_JOB = "conflictingJob"
     UNSUPPORTED_SCHEMA_VERSION = "unsupportedSchemaVersion"
     PROVIDER_NOT_CONFIGURED = "providerNotConfigured"
+    INCOMPATIBLE_PROVIDERS = "incompatibleProviders"
     URL_NOT_ALLOWED = "urlNotAllowed"
     AUDIO_UNAVAILABLE = "audioUnavailable"
     UNSUPPORTED_AUDIO = "unsupportedAudio"
@@ -88,6 +89,9 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ),
     ErrorType.UNSUPPORTED_SCHEMA_VERSION: "The message's schemaVersion is not one we read.",
     ErrorType.PROVIDER_NOT_CONFIGURED: "The job names a provider this worker has no settings for.",
+    ErrorType.INCOMPATIBLE_PROVIDERS: (
+        "The job's providers cannot work together (Intron's summary needs Intron's transcript)."
+    ),
     ErrorType.URL_NOT_ALLOWED: "A URL failed the fetch policy (scheme, private address, host).",
     ErrorType.AUDIO_UNAVAILABLE: "The audio could not be read or downloaded.",
     ErrorType.UNSUPPORTED_AUDIO: "The audio is not in a format whose duration can be checked.",

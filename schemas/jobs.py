@@ -128,6 +128,29 @@ class JobRequest(WireModel):
     def session_id(self) -> str:
         return self.consultation_session_id or str(self.job_id)
 
+    @property
+    def intron_post_processing(self) -> tuple[IntronPostProcessing, ...]:
+        """What to ask Intron for: the job's options, plus the output named by summarySource
+        when Intron writes the summary (a job need not repeat it in postProcessing)."""
+        needed: tuple[IntronPostProcessing, ...] = ()
+        if self.providers.summarizer == "intron":
+            needed = (self.intron.summary_source,)
+        return tuple(dict.fromkeys((*self.intron.post_processing, *needed)))
+
+    def provider_conflict(self) -> str | None:
+        """Why this job's providers cannot work together on any worker, or None.
+
+        Not a validator: the worker refuses such a job at its door with the errorType
+        incompatibleProviders (not invalidMessage: the message is well-formed), and the JSON
+        Schema, which states the shape only, keeps the parser's verdict. The reason names
+        fields, never values a sender chose."""
+        if self.providers.summarizer == "intron" and self.providers.transcriber != "intron":
+            return (
+                "providers.summarizer 'intron' needs providers.transcriber 'intron': Intron's "
+                "summary comes with its transcript"
+            )
+        return None
+
 
 class TranscriptionHandle(WireModel):
     """A vendor's id for a transcription in progress. In a poll message it carries the worker's

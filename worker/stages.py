@@ -92,6 +92,9 @@ class Stages:
 
     async def transcribe(self, body: bytes, ctx: DeliveryContext) -> Outcome:
         job = self.codec.decode_job(body)
+        # The door: a job this worker cannot finish is refused before the audio is read and
+        # before any vendor call (incompatibleProviders, providerNotConfigured, templateTooLarge).
+        self.providers.admit(job)
         provider = self.providers.transcriber(job.providers.transcriber)
         job_id = str(job.job_id)
         handle = await self.ledger.transcription_handle(job_id)

