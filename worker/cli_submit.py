@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
+from schemas.errors import ErrorType
 from schemas.jobs import (
     AudioRef,
     DocumentRef,
@@ -37,6 +38,29 @@ from worker.tracing import new_traceparent
 
 EXIT_COMPLETED, EXIT_DEAD_LETTERED, EXIT_USAGE = 0, 1, 2
 
+# (flag, choices, what it picks, the job's default when the flag is left out: the schema's own)
+_DEFAULT_PROVIDERS = Providers()
+PROVIDER_OPTIONS = (
+    (
+        "--transcriber",
+        ["intron", "invox", "local"],
+        "transcription provider",
+        _DEFAULT_PROVIDERS.transcriber,
+    ),
+    (
+        "--summarizer",
+        ["invox", "intron", "local", "llm"],
+        "summary provider",
+        _DEFAULT_PROVIDERS.summarizer,
+    ),
+    (
+        "--note-provider",
+        ["invox", "local", "llm"],
+        "note provider, used with --template",
+        _DEFAULT_PROVIDERS.note,
+    ),
+)
+
 
 class UsageError(Exception):
     pass
@@ -48,27 +72,80 @@ def _parser() -> argparse.ArgumentParser:
     audio.add_argument("--audio-url", help="https URL the worker downloads the audio from")
     audio.add_argument("--audio-file", help="audio path on storage the worker can read")
     p.add_argument("--mime-type", help="audio MIME type (default: guessed from the name)")
-    p.add_argument("--transcriber", choices=["intron", "invox", "local"], default="intron")
-    p.add_argument("--summarizer", choices=["invox", "intron", "local", "llm"], default="invox")
-    p.add_argument("--note-provider", choices=["invox", "local", "llm"], default="invox")
+    # Provider defaults are None here so that --offline can tell a flag given from one left out;
+    # the help names the job's own defaults (schemas.jobs.Providers).
+    for flag, choices, what, default in PROVIDER_OPTIONS:
+        p.add_argument(
+            flag, choices=choices, help=f"{what} (default: {default}; local with --offline)"
+        )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="run every stage on the worker's machine: --transcriber local --summarizer local "
+        "--note-provider local, no vendor called",
+    )
     p.add_argument(
         "--template", help="Invox IAPITemplate JSON file; without it the job ends after the summary"
     )
-    p.add_argument("--output-format", choices=["SUMMARY", "SOAP_TEMPLATE"], default="SUMMARY")
-    p.add_argument("--output-language", default="en")
-    p.add_argument("--note-language", choices=["es", "en", "ca", "pt-BR", "pt-PT"])
+    p.add_argument(
+        "--output-format",
+        choices=["SUMMARY", "SOAP_TEMPLATE"],
+        default="SUMMARY",
+        help="summary format (default: %(default)s)",
+    )
+    p.add_argument(
+        "--output-language", default="en", help="summary language (default: %(default)s)"
+    )
+    p.add_argument(
+        "--note-language",
+        choices=["es", "en", "ca", "pt-BR", "pt-PT"],
+        help="note language (default: none sent; the note provider decides)",
+    )
     p.add_argument("--document", action="append", default=[], help="PDF or TXT (repeatable)")
     p.add_argument(
         "--intron-post-processing",
         action="append",
         default=[],
-        help="Intron option such as get_summary (repeatable)",
+        help="extra Intron output such as get_entity_list (repeatable; default: none, and the "
+        "one --intron-summary-source names is asked for by the worker with --summarizer intron)",
     )
-    p.add_argument("--job-id", help="UUID; default: a new one")
-    p.add_argument("--consultation-session-id")
+    p.add_argument(
+        "--intron-summary-source",
+        choices=["get_summary", "get_soap_note", "get_clerking"],
+        default="get_summary",
+        help="Intron output that becomes the summary with --summarizer intron "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--job-id", help="UUID (default: a new one)")
+    p.add_argument("--consultation-session-id", help="Invox session id (default: the jobId)")
     p.add_argument("--wait", action="store_true", help="wait for job.completed or job.failed")
-    p.add_argument("--timeout-s", type=float, default=300.0)
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=300.0,
+        help="how long --wait waits (default: %(default)s)",
+    )
     return p
+
+
+def _providers(args: argparse.Namespace) -> Providers:
+    """The job's providers: the flags given, else local for all with --offline, else the
+    schema's defaults. --offline with a vendor named is a contradiction, not a choice."""
+    given = {
+        field: value
+        for field, value in (
+            ("transcriber", args.transcriber),
+            ("summarizer", args.summarizer),
+            ("note", args.note_provider),
+        )
+        if value is not None
+    }
+    if args.offline:
+        vendors = sorted(f"{field} {value}" for field, value in given.items() if value != "local")
+        if vendors:
+            raise UsageError(f"--offline runs every stage locally, but {', '.join(vendors)} given")
+        return Providers(transcriber="local", summarizer="local", note="local")
+    return Providers.model_validate(given)
 
 
 def _document(path_text: str) -> DocumentRef:
@@ -106,23 +183,29 @@ def build_job(args: argparse.Namespace) -> JobRequest:
     else:
         audio = AudioRef(url=args.audio_url, mime_type=args.mime_type)
     try:
-        return JobRequest(
+        job = JobRequest(
             job_id=job_id,
             consultation_session_id=args.consultation_session_id,
             audio=audio,
-            providers=Providers(
-                transcriber=args.transcriber, summarizer=args.summarizer, note=args.note_provider
-            ),
+            providers=_providers(args),
             summary=SummaryOptions(
                 output_format=args.output_format, output_language=args.output_language
             ),
             template=_template(args.template) if args.template else None,
             note_language=args.note_language,
             documents=tuple(_document(d) for d in args.document),
-            intron=IntronOptions(post_processing=tuple(args.intron_post_processing)),
+            intron=IntronOptions(
+                post_processing=tuple(args.intron_post_processing),
+                summary_source=args.intron_summary_source,
+            ),
         )
     except ValidationError as exc:
         raise UsageError(f"invalid job: {describe_validation_error(exc)}") from exc
+    # Refused here as every worker would refuse it at its door, before anything is published.
+    conflict = job.provider_conflict()
+    if conflict is not None:
+        raise UsageError(f"{ErrorType.INCOMPATIBLE_PROVIDERS}: {conflict}")
+    return job
 
 
 async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: float) -> int:
