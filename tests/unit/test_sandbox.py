@@ -971,6 +971,8 @@ async def test_latency_knob_still_answers(api: Api) -> None:
         {"forbidden": "invox.note"},
         {"revoke_tokens": "yes"},
         {"token_ttl_s": True},
+        {"no_speech": "yes"},
+        {"no_speech": 1},
     ],
 )
 async def test_config_rejects_bad_knobs(api: Api, knobs: dict[str, Any]) -> None:
