@@ -1,4 +1,9 @@
-"""scribe-worker: run the stage consumers until SIGTERM or SIGINT, then stop gracefully."""
+"""scribe-worker: run the stage consumers until SIGTERM or SIGINT, then stop gracefully.
+
+Exit codes: 0 stopped by a signal, 2 a bad SCRIBE_* setting, 3 the broker did not answer within
+SCRIBE_BROKER_START_TIMEOUT_S, 4 the broker refused the login or the virtual host, 5 the HTTP
+endpoint cannot listen (port in use). Each failure is one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,21 @@ import sys
 from collections.abc import Callable
 
 import structlog
+from aiormq.exceptions import AMQPError
 
 from worker.app import RegistryFactory, WorkerApp
 from worker.errors import SettingsError
 from worker.logs import configure_logging
 from worker.providers.factory import build_registry
 from worker.settings import Settings
+from worker.startup import (
+    StartupError,
+    broker_endpoint,
+    broker_failure,
+    http_listen_failure,
+    open_broker_connection,
+    unreachable,
+)
 
 log = structlog.get_logger("scribe.cli")
 
@@ -37,13 +51,25 @@ async def serve(
     registry_factory: RegistryFactory = build_registry,
     on_ready: Callable[[WorkerApp], None] | None = None,
 ) -> None:
-    """Run a WorkerApp until SIGTERM or SIGINT, then stop it gracefully."""
-    app = WorkerApp(settings, registry_factory)
+    """Run a WorkerApp until SIGTERM or SIGINT, then stop it gracefully.
+
+    Raises StartupError when the broker or the HTTP port is not usable.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await app.start()
+    # Waits (one log line, not one per retry) for a broker that does not answer yet, and fails
+    # at once on a refused login, before the app opens anything that would need closing.
+    probe = await open_broker_connection(
+        settings.amqp_url.value, wait_s=settings.broker_start_timeout_s, stop=stop
+    )
+    if probe is None:
+        log.info("worker.stopped_before_start")
+        return
+    await probe.close()
+    app = WorkerApp(settings, registry_factory)
+    await _start(app)
     try:
         if on_ready is not None:
             on_ready(app)
@@ -51,6 +77,32 @@ async def serve(
         log.info("worker.stopping")
     finally:
         await app.stop()
+
+
+async def _start(app: WorkerApp) -> None:
+    """app.start(), or StartupError for a broker or port problem; either way a failed start
+    leaves nothing open (app.stop() closes what start() had opened)."""
+    started = False
+    try:
+        await app.start()
+        started = True
+    except (OSError, AMQPError) as exc:
+        raise _start_failure(exc, app.settings) from None
+    finally:
+        if not started:
+            await app.stop()
+
+
+def _start_failure(exc: OSError | AMQPError, settings: Settings) -> StartupError:
+    if isinstance(exc, OSError):
+        listen = http_listen_failure(exc, settings.http_host, settings.http_port)
+        if listen is not None:
+            return listen
+    endpoint = broker_endpoint(settings.amqp_url.value)
+    # The broker answered the probe, then went away while the app was starting.
+    return broker_failure(exc, endpoint) or unreachable(
+        endpoint, settings.broker_start_timeout_s, type(exc).__name__
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scribe-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"scribe-worker: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -93,6 +93,7 @@ DEFAULT_HTTP_PORT: Final = 8080
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_STALL_AFTER_S: Final = 600.0
 DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
+DEFAULT_BROKER_START_TIMEOUT_S: Final = 60.0
 # Time budgets of the offline summary and note (worker/providers/local_budget.py).
 DEFAULT_LOCAL_SUMMARY_BUDGET_S: Final = 60.0
 DEFAULT_LOCAL_NOTE_BUDGET_S: Final = 60.0

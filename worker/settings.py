@@ -132,6 +132,8 @@ class Settings:
     llm: LlmSettings = LlmSettings()
     # Signs the vendor handles of poll messages (worker/handles.py); None: derived per vendor.
     handle_key: Secret | None = None
+    # How long a starting worker waits for the broker to answer before it exits (code 3).
+    broker_start_timeout_s: float = c.DEFAULT_BROKER_START_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -341,6 +343,9 @@ class _Reader:
             local=self._local(),
             llm=self._llm(),
             handle_key=self._handle_key(),
+            broker_start_timeout_s=self.number(
+                "SCRIBE_BROKER_START_TIMEOUT_S", c.DEFAULT_BROKER_START_TIMEOUT_S
+            ),
         )
 
     def _url_allowlist(self) -> frozenset[str]:

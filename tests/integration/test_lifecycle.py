@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +164,89 @@ async def test_sigterm_drains_in_flight_work_then_exits_zero(
     assert code == 0, log_path.read_text()
     assert outcome["type"] == "job.completed"
     assert (await sandbox_stats(sandbox.base_url))["calls"]["invox.summary"] == summary_calls
+
+
+def the_error_line(stderr: str) -> str:
+    """A failed start prints JSON log lines (at most one about the broker) and one plain line."""
+    lines = stderr.strip().splitlines()
+    plain = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            plain.append(line)
+    assert len(plain) == 1, stderr
+    assert len(lines) <= 2, stderr
+    assert "Traceback" not in stderr
+    assert "Unclosed" not in stderr
+    return plain[0]
+
+
+async def start_failing_worker(env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli_worker",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _out, err = await asyncio.wait_for(process.communicate(), 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError("the worker did not exit within 30 s") from None
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_http_port_in_use_is_one_line_and_exit_5(prefix: str, storage_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = worker_env(prefix, "http://127.0.0.1:9", storage_root, SCRIBE_HTTP_PORT=str(port))
+        code, stderr = await start_failing_worker(env)
+    assert code == 5
+    line = the_error_line(stderr)
+    assert f"127.0.0.1:{port}" in line
+    assert "already in use" in line
+    assert "SCRIBE_HTTP_PORT" in line
+
+
+@pytest.mark.parametrize(
+    ("amqp_url", "code", "shown", "words"),
+    [
+        ("amqp://guest:not-the-password@127.0.0.1:5672/", 4, "127.0.0.1:5672", "refused the login"),
+        ("amqp://guest:guest@127.0.0.1:1/", 3, "127.0.0.1:1", "did not answer within 2 s"),
+    ],
+    ids=["wrong-password", "nothing-listening"],
+)
+async def test_broker_errors_name_host_and_port_never_the_password(
+    prefix: str, storage_root: Path, amqp_url: str, code: int, shown: str, words: str
+) -> None:
+    # A refused login is not retried (no retry fixes a password): with a long start timeout it
+    # still exits at once (start_failing_worker allows 30 s) and logs no retry.
+    timeout_s = "60" if code == 4 else "2"
+    env = worker_env(
+        prefix,
+        "http://127.0.0.1:9",
+        storage_root,
+        SCRIBE_AMQP_URL=amqp_url,
+        SCRIBE_BROKER_START_TIMEOUT_S=timeout_s,
+    )
+    exit_code, stderr = await start_failing_worker(env)
+    assert exit_code == code
+    line = the_error_line(stderr)
+    assert shown in line
+    assert words in line
+    assert "not-the-password" not in stderr
+    assert ("broker.unreachable" in stderr) == (code == 3)
+
+
+async def test_a_port_bind_cannot_take_is_a_settings_error(prefix: str, storage_root: Path) -> None:
+    env = worker_env(prefix, "http://127.0.0.1:9", storage_root, SCRIBE_HTTP_PORT="99999")
+    code, stderr = await start_failing_worker(env)
+    assert code == 2
+    assert "SCRIBE_HTTP_PORT" in the_error_line(stderr)
