@@ -87,8 +87,11 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     for name in FRAME_LOGGING_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn() output: a "py.warnings" record, not text
-    sys.excepthook = _log_uncaught
-    threading.excepthook = _log_uncaught_in_thread
+    # Only over Python's own hooks: a test runner's (pytest collects thread exceptions) stays.
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _log_uncaught
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _log_uncaught_in_thread
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
