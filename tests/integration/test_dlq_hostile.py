@@ -179,6 +179,13 @@ async def test_undecodable_dead_letters_do_not_stop_the_tool(broker: Broker, pre
         code, out, err = await cli(["show", job_id, "--redact"], env)
         assert code == 0, err
         assert not set(CONTROL) & set(out)
+        code, out, err = await cli(["show", job_id, "--redact", "--json"], env)
+        assert code == 0, err
+        [redacted] = json_lines(out)
+        # Headers no one defined (a sender's "deep", "huge", a key that is not UTF-8) are
+        # counted, not named.
+        assert not {"deep", "huge", "decimal"} & set(redacted["headers"])
+        assert not any("key" in name for name in redacted["headers"])
     code, out, _ = await cli(["show", hostile_ids[0], "--json"], env)
     [record] = json_lines(out)
     assert record["correlationId"] == {"base64": "//4tbm90LXV0Zjg="}  # b"\xff\xfe-not-utf8"
