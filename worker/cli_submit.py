@@ -1,6 +1,9 @@
 """scribe-submit: publish one job with publisher confirms and, with --wait, print its outcome.
 
-Exit codes: 0 completed (or published without --wait), 1 dead-lettered, 2 timeout or bad usage.
+Exit codes: 0 completed (or published without --wait), 1 dead-lettered, 2 timeout or bad usage,
+3 the broker did not answer, 4 the broker refused the login, 5 --wait but no worker consumes the
+prefix's transcribe queue (nothing published), 141 stdout was closed before the outcome was
+written (`| head -c0`). Every failure is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
@@ -33,10 +35,13 @@ from worker import constants as c
 from worker.broker import Publisher, build_message
 from worker.errors import SettingsError
 from worker.settings import Settings
+from worker.startup import StartupError, open_robust_connection
 from worker.topology import Names, declare_topology
 from worker.tracing import new_traceparent
 
 EXIT_COMPLETED, EXIT_DEAD_LETTERED, EXIT_USAGE = 0, 1, 2
+EXIT_NO_CONSUMER = 5  # 3 and 4 (the broker) are worker/startup.py's
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `| head` gives any other command
 
 # (flag, choices, what it picks, the job's default when the flag is left out: the schema's own)
 _DEFAULT_PROVIDERS = Providers()
@@ -160,14 +165,29 @@ def _document(path_text: str) -> DocumentRef:
 
 
 def _template(path_text: str) -> Template:
+    shown = f"--template {Path(path_text).name[:60]}"
     try:
         return Template.model_validate_json(Path(path_text).read_bytes())
     except OSError as exc:
-        raise UsageError(f"--template: cannot read the file ({exc.strerror})") from exc
+        raise UsageError(f"{shown}: cannot read the file ({exc.strerror})") from exc
     except ValidationError as exc:
-        raise UsageError(
-            f"--template: not an Invox IAPITemplate ({exc.error_count()} errors)"
-        ) from exc
+        raise UsageError(f"{shown}: {_template_problems(exc)}") from exc
+
+
+def _template_problems(exc: ValidationError, limit: int = 3) -> str:
+    """Each problem as field path and pydantic's message, which never repeats the value: the
+    template is the user's own file, but its options may still be clinical text."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False)[:limit]:
+        if error["type"] == "json_invalid":
+            return f"not JSON ({error['ctx']['error']})"
+        path = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        ).lstrip(".")
+        problem = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{path[:80] or '(the whole file)'}: {problem}")
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 def build_job(args: argparse.Namespace) -> JobRequest:
@@ -210,10 +230,18 @@ def build_job(args: argparse.Namespace) -> JobRequest:
 
 async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: float) -> int:
     names = Names(settings.prefix)
-    connection = await aio_pika.connect_robust(settings.amqp_url.value)
+    connection = await open_robust_connection(settings.amqp_url.value)
     async with connection:
         channel = await connection.channel()
         await declare_topology(channel, names, settings.retry)
+        if wait and not await _has_consumers(channel, names.stage_queue("transcribe")):
+            print(
+                f"scribe-submit: no worker consumes {names.stage_queue('transcribe')}; nothing "
+                f"was published (start scribe-worker with SCRIBE_PREFIX={settings.prefix}, or "
+                "check SCRIBE_PREFIX and SCRIBE_AMQP_URL)",
+                file=sys.stderr,
+            )
+            return EXIT_NO_CONSUMER
         outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         job_id = str(job.job_id)
         if wait:
@@ -239,15 +267,34 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
             ),
         )
         if not wait:
-            print(json.dumps({"jobId": job_id, "published": True}))
-            return EXIT_COMPLETED
+            return _print_outcome({"jobId": job_id, "published": True}, EXIT_COMPLETED)
         try:
             event = await asyncio.wait_for(outcome, timeout_s)
         except TimeoutError:
-            print(json.dumps({"jobId": job_id, "outcome": "timeout", "timeoutS": timeout_s}))
-            return EXIT_USAGE
-        print(json.dumps(event))
-        return EXIT_COMPLETED if event.get("type") == c.EVENT_COMPLETED else EXIT_DEAD_LETTERED
+            timed_out = {"jobId": job_id, "outcome": "timeout", "timeoutS": timeout_s}
+            return _print_outcome(timed_out, EXIT_USAGE)
+        completed = event.get("type") == c.EVENT_COMPLETED
+        return _print_outcome(event, EXIT_COMPLETED if completed else EXIT_DEAD_LETTERED)
+
+
+async def _has_consumers(channel: AbstractChannel, queue_name: str) -> bool:
+    """Whether a worker consumes the queue (a passive declare reports its consumer count)."""
+    queue = await channel.declare_queue(queue_name, passive=True)
+    return bool(queue.declaration_result.consumer_count)
+
+
+def _print_outcome(outcome: dict[str, Any], exit_code: int) -> int:
+    """Prints the one JSON line; a reader that went away (`| head -c0`) is exit 141, quietly,
+    as it is for any other command (the job itself was published and goes on)."""
+    try:
+        print(json.dumps(outcome), flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, UsageError) as exc:
         print(f"scribe-submit: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(submit(settings, job, args.wait, args.timeout_s))
+    try:
+        return asyncio.run(submit(settings, job, args.wait, args.timeout_s))
+    except StartupError as exc:
+        print(f"scribe-submit: {exc.message}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

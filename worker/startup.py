@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, AuthenticationError, ProbableAuthenticationError
 
 log = structlog.get_logger("scribe.startup")
@@ -30,6 +31,8 @@ EXIT_HTTP_LISTEN = 5
 RETRY_EVERY_S = 1.0
 ATTEMPT_TIMEOUT_S = 10.0
 _NAME_NOT_FOUND = {-2, -3, -5}  # EAI_NONAME, EAI_AGAIN, EAI_NODATA from getaddrinfo
+
+ConnectionT = TypeVar("ConnectionT", bound=AbstractConnection)
 
 
 class StartupError(Exception):
@@ -88,9 +91,10 @@ def broker_failure(exc: OSError | AMQPError, endpoint: str) -> StartupError | No
 
 
 def unreachable(endpoint: str, waited_s: float, reason: str) -> StartupError:
+    within = f" within {waited_s:g} s" if waited_s > 0 else ""
     return StartupError(
         EXIT_BROKER_UNREACHABLE,
-        f"the broker at {endpoint} did not answer within {waited_s:g} s ({reason}): "
+        f"the broker at {endpoint} did not answer{within} ({reason}): "
         "check the host and port in SCRIBE_AMQP_URL",
     )
 
@@ -123,6 +127,25 @@ async def open_broker_connection(
     Raises StartupError (refused login: at once; no answer: after wait_s). Returns None if
     stop is set while it waits.
     """
+    return await _connect_with_retry(aio_pika.connect, amqp_url, wait_s, stop)
+
+
+async def open_robust_connection(amqp_url: str) -> AbstractRobustConnection:
+    """One attempt at a robust connection (a CLI fails fast); StartupError if it fails."""
+    connection: AbstractRobustConnection | None = await _connect_with_retry(
+        aio_pika.connect_robust, amqp_url, 0.0, None
+    )
+    if connection is None:  # only a stop event ends the wait without a connection
+        raise unreachable(broker_endpoint(amqp_url), 0.0, "stopped")
+    return connection
+
+
+async def _connect_with_retry(
+    connect: Callable[..., Awaitable[ConnectionT]],
+    amqp_url: str,
+    wait_s: float,
+    stop: asyncio.Event | None,
+) -> ConnectionT | None:
     endpoint = broker_endpoint(amqp_url)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
@@ -131,7 +154,7 @@ async def open_broker_connection(
         while True:
             timeout_s = max(0.5, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
             try:
-                return await aio_pika.connect(amqp_url, timeout=timeout_s)
+                return await connect(amqp_url, timeout=timeout_s)
             except (OSError, AMQPError) as exc:
                 failure = broker_failure(exc, endpoint)
                 if failure is not None:
