@@ -880,7 +880,8 @@ class Report:
             f"scribe-fuzz: {self.fuzzed} fuzzed messages ({self.anonymous} without a jobId) "
             f"and {self.valid} valid jobs in {self.duration_s:.1f} s",
             f"  refused by the broker, never delivered: {sum(self.refused.values())} "
-            f"{dict(self.refused)}",
+            f"{dict(self.refused)}; expected refused but routed: "
+            f"{self.accepted_though_predicted}",
             f"  outcomes of fuzzed messages: {dict(self.outcomes)}",
             f"  by errorType: {dict(self.error_types)}",
             f"  valid jobs completed: {self.valid_completed}/{self.valid}",
