@@ -229,44 +229,65 @@ class WorkerApp:
         return active == set(self.settings.stages) and not self.stalled_stages()
 
     async def stop(self) -> None:
-        """Stop consuming, let in-flight work finish within the grace period, requeue the rest."""
-        if self._broker_dead_letters is not None:
-            channel, queue, tag = self._broker_dead_letters
-            if not channel.is_closed:
-                await queue.cancel(tag)
-                await channel.close()
-            self._broker_dead_letters = None
-        for consumer in self._consumers:
-            if not consumer.channel.is_closed:
-                await consumer.queue.cancel(consumer.tag)
-            self.metrics.consumers_active.labels(consumer.stage).set(0)
-        if self._in_flight:
-            log.info("worker.draining", in_flight=len(self._in_flight))
-            _done, pending = await asyncio.wait(
-                set(self._in_flight), timeout=self.settings.shutdown_grace_s
-            )
-            for task in pending:
-                task.cancel()
+        """Stop consuming, let in-flight work finish within the grace period, requeue the rest.
+
+        Safe on a worker whose start() failed half-way, and safe to call twice: each resource
+        is released once, if it was created."""
+        await self._stop_consuming()
+        await self._drain()
         for consumer in self._consumers:
             if not consumer.channel.is_closed:
                 await consumer.channel.close()  # unacked messages return to their queues
         self._consumers.clear()
-        if self._publisher is not None:
-            await self._publisher.close()
-        if self._connection is not None:
-            await self._connection.close()
-        for session in (self._session, self._fetch_session):
+        await self._release()
+        log.info("worker.stopped")
+
+    async def _stop_consuming(self) -> None:
+        if self._broker_dead_letters is not None:
+            channel, queue, tag = self._broker_dead_letters
+            self._broker_dead_letters = None
+            if not channel.is_closed:
+                await queue.cancel(tag)
+                await channel.close()
+        for consumer in self._consumers:
+            if not consumer.channel.is_closed:
+                await consumer.queue.cancel(consumer.tag)
+            self.metrics.consumers_active.labels(consumer.stage).set(0)
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        log.info("worker.draining", in_flight=len(self._in_flight))
+        _done, pending = await asyncio.wait(
+            set(self._in_flight), timeout=self.settings.shutdown_grace_s
+        )
+        for task in pending:
+            task.cancel()
+
+    async def _release(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.close()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+        sessions = (self._session, self._fetch_session)
+        self._session = self._fetch_session = None
+        for session in sessions:
             if session is not None:
                 await session.close()
-        if self._registry is not None:
-            self._registry.close()
-        if self._ledger is not None:
-            await self._ledger.close()
-        if self._limiter is not None:
-            await self._limiter.close()
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
-        log.info("worker.stopped")
+        registry, self._registry = self._registry, None
+        if registry is not None:
+            registry.close()
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            await ledger.close()
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None:
+            await limiter.close()
+        runner, self._http_runner = self._http_runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def _start_http(self) -> None:
         app = web.Application()
