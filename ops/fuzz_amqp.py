@@ -1369,9 +1369,9 @@ async def run(options: Options, cases: list[Case] | None = None) -> Report:
             fuzz(options, plan, root, prefix, started), options.timeout_s + 30
         )
     finally:
+        shutil.rmtree(root, ignore_errors=True)
         tiers = tuple(int(tier) for tier in DELAY_TIERS_MS.split(","))
         await delete_prefix(options.amqp_url, prefix, tiers)
-        shutil.rmtree(root, ignore_errors=True)
     return account(plan, observed, figures)
 
 
