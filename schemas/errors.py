@@ -50,6 +50,7 @@ class ErrorType(StrEnum):
     NOTE_TIMED_OUT = "noteTimedOut"
     PATH_NOT_ALLOWED = "pathNotAllowed"
     UNTRUSTED_HANDLE = "untrustedHandle"
+    UPLOAD_OUTCOME_UNKNOWN = "uploadOutcomeUnknown"
     DELIVERY_LIMIT_EXCEEDED = "deliveryLimitExceeded"
     LEDGER_UNAVAILABLE = "ledgerUnavailable"
     INTERNAL_ERROR = "internalError"
@@ -121,6 +122,10 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ErrorType.PATH_NOT_ALLOWED: "A storage path is malformed (NUL, '..') or outside the root.",
     ErrorType.UNTRUSTED_HANDLE: (
         "A poll message's vendor handle was not issued by this worker for this job."
+    ),
+    ErrorType.UPLOAD_OUTCOME_UNKNOWN: (
+        "An earlier delivery started a paid upload and never learnt its outcome; "
+        "SCRIBE_INTRON_REDELIVERY=dead-letter leaves the choice to a person."
     ),
     ErrorType.DELIVERY_LIMIT_EXCEEDED: (
         "The broker dead-lettered a message redelivered too often (a crash loop)."

@@ -55,6 +55,8 @@ DEFAULT_PREFIX: Final = "scribe"
 DEFAULT_INTRON_BASE_URL: Final = "https://infer.intron.health"
 DEFAULT_INTRON_UPLOAD_PATH: Final = "/file/v1/upload"
 DEFAULT_INTRON_STATUS_PATH: Final = "/file/v1/status/{file_id}"
+# SCRIBE_INTRON_REDELIVERY values, the default first (worker/providers/intron.py).
+INTRON_REDELIVERY_POLICIES: Final = ("reupload", "dead-letter")
 DEFAULT_INVOX_API_VERSION: Final = "2026-03-01"
 INVOX_API_VERSION_HEADER: Final = "X-Invox-Medical-Api-Version"
 INVOX_TOKEN_LIFETIME_S: Final = 7200

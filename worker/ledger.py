@@ -4,6 +4,12 @@ repeats a paid vendor call.
 The in-memory ledger protects one process; the Redis ledger (SCRIBE_REDIS_URL) protects every
 replica and survives a worker crash, which is the case that matters for billing. Without Redis,
 a message redelivered to another replica after a crash repeats the stage's vendor call.
+
+A paid transcription submission is written down twice: its intent before the vendor call (Invox:
+the requestId and presigned URL before the PUT; Intron: that an upload started), and its handle
+once the vendor took it. A redelivery that finds an intent without a handle knows the earlier
+delivery died inside that window, and the transcriber resumes from it (worker/providers) instead
+of paying blindly a second time.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from schemas.errors import ErrorType
@@ -31,11 +39,41 @@ class LedgerUnavailable(TransientError):
         super().__init__(ErrorType.LEDGER_UNAVAILABLE, f"job ledger unavailable ({problem})")
 
 
+class SubmissionIntent(BaseModel):
+    """A paid submission started for a job, written before the vendor call.
+
+    upload_url is Invox's presigned URL: a credential for the upload, so it is never printed
+    (repr=False) and lives only in the ledger, like the handle."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    provider: str
+    started_at: datetime
+    # x-replays of the delivery that wrote it: a higher one is a person's replay of its dead letter.
+    replays: int = 0
+    # Uploads started for this job so far (Intron re-uploads count up).
+    uploads: int = 1
+    request_id: str | None = None
+    upload_url: str | None = Field(default=None, repr=False)
+
+
 class JobLedger(Protocol):
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None: ...
 
     async def record_transcription_handle(self, job_id: str, handle: TranscriptionHandle) -> None:
-        """Called before the transcribe message is acked: a redelivery polls this handle."""
+        """Called before the transcribe message is acked: a redelivery polls this handle. The
+        handle supersedes the job's submission intent, which goes with this write."""
+        ...
+
+    async def submission_intent(self, job_id: str) -> SubmissionIntent | None: ...
+
+    async def record_submission_intent(self, job_id: str, intent: SubmissionIntent) -> None:
+        """Written before a paid submission; raises LedgerUnavailable, and then the submission
+        must not be made (nothing is paid yet, the message waits for the ledger)."""
+        ...
+
+    async def clear_submission_intent(self, job_id: str) -> None:
+        """The vendor answered that it did not take the submission: nothing to resume."""
         ...
 
     async def is_done(self, job_id: str, stage: Stage) -> bool: ...
@@ -57,6 +95,44 @@ class JobLedger(Protocol):
     async def close(self) -> None: ...
 
 
+class SubmissionJournal:
+    """One job's submission intent as its transcriber sees it: what an earlier delivery started
+    and never saw through, and where this delivery writes what it starts.
+
+    `actions` collects what a redelivery found and did about an unfinished submission ("resumed",
+    "reput", "reupload", "deadLetter", "replayed"); the transcribe stage counts them in
+    scribe_submission_redeliveries_total. Without a ledger (unit tests) it remembers nothing."""
+
+    def __init__(self, ledger: JobLedger | None, job_id: str, replays: int = 0) -> None:
+        self._ledger = ledger
+        self._job_id = job_id
+        self.replays = replays
+        self.actions: list[str] = []
+
+    async def recorded(self) -> SubmissionIntent | None:
+        if self._ledger is None:
+            return None
+        return await self._ledger.submission_intent(self._job_id)
+
+    async def record(self, intent: SubmissionIntent) -> None:
+        """Raises LedgerUnavailable: then the submission must not be made."""
+        if self._ledger is not None:
+            await self._ledger.record_submission_intent(self._job_id, intent)
+
+    async def clear(self) -> None:
+        """The vendor refused the submission, so there is nothing to resume. Best effort: if the
+        ledger is down the intent stays, and the next delivery treats it as unfinished."""
+        if self._ledger is None:
+            return
+        try:
+            await self._ledger.clear_submission_intent(self._job_id)
+        except LedgerUnavailable:
+            return
+
+    def note(self, action: str) -> None:
+        self.actions.append(action)
+
+
 MEMORY_LEDGER_MAX_ENTRIES = 100_000
 
 
@@ -73,6 +149,7 @@ class MemoryLedger:
         self._clock = clock
         self._max_entries = max_entries
         self._handles: OrderedDict[str, str] = OrderedDict()
+        self._intents: OrderedDict[str, str] = OrderedDict()
         self._done: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._claims: dict[tuple[str, str], float] = {}
 
@@ -82,7 +159,19 @@ class MemoryLedger:
 
     async def record_transcription_handle(self, job_id: str, handle: TranscriptionHandle) -> None:
         self._handles[job_id] = handle.model_dump_json(by_alias=True)
+        self._intents.pop(job_id, None)
         _trim(self._handles, self._max_entries)
+
+    async def submission_intent(self, job_id: str) -> SubmissionIntent | None:
+        raw = self._intents.get(job_id)
+        return SubmissionIntent.model_validate_json(raw) if raw else None
+
+    async def record_submission_intent(self, job_id: str, intent: SubmissionIntent) -> None:
+        self._intents[job_id] = intent.model_dump_json()
+        _trim(self._intents, self._max_entries)
+
+    async def clear_submission_intent(self, job_id: str) -> None:
+        self._intents.pop(job_id, None)
 
     async def is_done(self, job_id: str, stage: Stage) -> bool:
         return (job_id, stage) in self._done
@@ -137,7 +226,24 @@ class RedisLedger:
 
     async def record_transcription_handle(self, job_id: str, handle: TranscriptionHandle) -> None:
         value = handle.model_dump_json(by_alias=True)
-        await self._call(self._redis.set(self._key("handle", job_id), value, ex=LEDGER_TTL_S))
+        # One transaction: the handle in, the intent it supersedes out.
+        pipeline = self._redis.pipeline(transaction=True)
+        pipeline.set(self._key("handle", job_id), value, ex=LEDGER_TTL_S)
+        pipeline.delete(self._key("intent", job_id))
+        await self._call(pipeline.execute())
+
+    async def submission_intent(self, job_id: str) -> SubmissionIntent | None:
+        raw = await self._call(self._redis.get(self._key("intent", job_id)))
+        if not isinstance(raw, bytes | str):
+            return None
+        return SubmissionIntent.model_validate_json(raw)
+
+    async def record_submission_intent(self, job_id: str, intent: SubmissionIntent) -> None:
+        value = intent.model_dump_json()
+        await self._call(self._redis.set(self._key("intent", job_id), value, ex=LEDGER_TTL_S))
+
+    async def clear_submission_intent(self, job_id: str) -> None:
+        await self._call(self._redis.delete(self._key("intent", job_id)))
 
     async def is_done(self, job_id: str, stage: Stage) -> bool:
         return bool(await self._call(self._redis.exists(self._key("done", job_id, stage))))

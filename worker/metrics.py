@@ -148,6 +148,15 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.submission_redeliveries = Counter(
+            "scribe_submission_redeliveries",
+            "Transcribe deliveries that found a paid submission an earlier delivery started and "
+            "never saw through (killed, restarted or timed out between the vendor call and the "
+            "ledger), by what was done: resumed, reput (Invox), reupload, deadLetter, replayed "
+            "(Intron).",
+            ["provider", "action"],
+            registry=r,
+        )
         self.deferred = Counter(
             "scribe_stage_deferred",
             "Deliveries sent back unprocessed: job busy in this stage, or ledger unavailable.",

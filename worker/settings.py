@@ -46,6 +46,10 @@ class IntronSettings:
     api_key: Secret | None
     upload_path: str
     status_path: str
+    # SCRIBE_INTRON_REDELIVERY: what a redelivery does when an earlier delivery started an upload
+    # and never learnt its file_id (it may have been paid): upload again ("reupload"), or
+    # dead-letter it as uploadOutcomeUnknown for a person to decide ("dead-letter").
+    redelivery: str = "reupload"
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,7 @@ class _Reader:
                 api_key=self.secret("SCRIBE_INTRON_API_KEY"),
                 upload_path=self.raw("SCRIBE_INTRON_UPLOAD_PATH") or c.DEFAULT_INTRON_UPLOAD_PATH,
                 status_path=self._status_path(),
+                redelivery=self._intron_redelivery(),
             ),
             invox=self._invox(api_version),
             retry=RetrySettings(
@@ -396,6 +401,15 @@ class _Reader:
             api_key=self.secret("SCRIBE_LLM_API_KEY"),
             timeout_s=self.number("SCRIBE_LLM_TIMEOUT_S", 120.0, 0.001),
         )
+
+    def _intron_redelivery(self) -> str:
+        value = (self.raw("SCRIBE_INTRON_REDELIVERY") or c.INTRON_REDELIVERY_POLICIES[0]).lower()
+        if value not in c.INTRON_REDELIVERY_POLICIES:
+            raise SettingsError(
+                "SCRIBE_INTRON_REDELIVERY",
+                f"use {' or '.join(c.INTRON_REDELIVERY_POLICIES)} (got {value[:20]!r})",
+            )
+        return value
 
     def _status_path(self) -> str:
         path = self.raw("SCRIBE_INTRON_STATUS_PATH") or c.DEFAULT_INTRON_STATUS_PATH

@@ -32,8 +32,9 @@ from worker.delivery import (
 )
 from worker.errors import PermanentError
 from worker.handles import HandleSigner
-from worker.ledger import JobLedger, LedgerUnavailable
+from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
 from worker.media import MediaFetcher
+from worker.metrics import Metrics
 from worker.providers.base import Transcribed
 from worker.providers.registry import ProviderRegistry
 from worker.settings import RetrySettings
@@ -80,6 +81,8 @@ class Stages:
     retry: RetrySettings
     codec: StageCodec
     handles: HandleSigner
+    # Counts what transcribe deliveries did about submissions an earlier one left unfinished.
+    metrics: Metrics | None = None
 
     def handler(self, stage: Stage) -> Handler:
         handlers: dict[Stage, Handler] = {
@@ -99,8 +102,14 @@ class Stages:
         job_id = str(job.job_id)
         handle = await self.ledger.transcription_handle(job_id)
         if handle is None:
-            async with self.media.audio(job.audio) as audio:
-                result = await provider.submit(job, audio)
+            # The provider writes its paid submission here before making it, and resumes one an
+            # earlier delivery of this job left unfinished (killed before its handle was written).
+            journal = SubmissionJournal(self.ledger, job_id, replays=ctx.replays)
+            try:
+                async with self.media.audio(job.audio) as audio:
+                    result = await provider.submit(job, audio, journal)
+            finally:
+                self._count_redeliveries(job_id, provider.name, journal)
             if isinstance(result, Transcribed):
                 summarize = SummarizeState(transcript=spoken(result.transcript))
                 return Advance("summarize", self.codec.encode(job, summarize), provider.name)
@@ -115,6 +124,18 @@ class Stages:
         signed = self.handles.sign(job_id, handle)
         poll = self.codec.encode(job, PollState(transcription=signed))
         return Advance("poll", poll, provider.name, delay_ms=self.retry.poll_interval_ms)
+
+    def _count_redeliveries(self, job_id: str, provider: str, journal: SubmissionJournal) -> None:
+        for action in journal.actions:
+            log.warning(
+                "transcribe.unfinished_submission",
+                job_id=job_id,
+                stage="transcribe",
+                provider=provider,
+                outcome=action,
+            )
+            if self.metrics is not None:
+                self.metrics.submission_redeliveries.labels(provider, action).inc()
 
     async def poll(self, body: bytes, ctx: DeliveryContext) -> Outcome:
         message = self.codec.decode(PollState, body)

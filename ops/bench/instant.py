@@ -19,6 +19,7 @@ from schemas.jobs import (
     Transcript,
     TranscriptionHandle,
 )
+from worker.ledger import SubmissionJournal
 from worker.providers.base import PreparedAudio, PreparedDocument, Submitted, Transcribed
 from worker.providers.http import VendorHttp
 from worker.providers.registry import ProviderRegistry
@@ -35,7 +36,9 @@ class InstantTranscriber:
 
     name = NAME
 
-    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+    async def submit(
+        self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
+    ) -> Submitted | Transcribed:
         handle = TranscriptionHandle.model_construct(
             provider=NAME, handle=str(job.job_id), submitted_at=datetime.now(UTC)
         )

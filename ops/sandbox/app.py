@@ -66,13 +66,16 @@ async def _answer(
     fault = state.faults.take(endpoint, TRANSPORT_KINDS)
     if fault is not None and fault.kind == "timeout":
         await asyncio.sleep(fault.delay_s)
-    elif fault is not None:
+    elif fault is not None and fault.kind != "slow_answer":
         return _fault_response(endpoint, fault)
     try:
         guard(request, state, endpoint, auth)
-        return await handler(request, state)
+        response = await handler(request, state)
     except Abort as abort:
         return abort.response
+    if fault is not None and fault.kind == "slow_answer":
+        await asyncio.sleep(fault.delay_s)
+    return response
 
 
 def _vendor_handler(

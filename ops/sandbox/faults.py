@@ -13,7 +13,12 @@ from typing import Any, Final
 
 from ops.sandbox.config import ENDPOINTS
 
-TRANSPORT_KINDS: Final = frozenset({"http_error", "rate_limit", "timeout", "malformed"})
+# timeout: no answer for delayS, the request not handled (a client giving up first pays nothing);
+# slow_answer: the request handled at once, answered delayS later (a client that dies or gives up
+# in between leaves it done: the window in which a paid submission goes unrecorded).
+TRANSPORT_KINDS: Final = frozenset(
+    {"http_error", "rate_limit", "timeout", "slow_answer", "malformed"}
+)
 STATUS_KINDS: Final = frozenset({"failed_status", "unknown_status"})
 STATUS_ENDPOINTS: Final = frozenset({"intron.status", "invox.transcription"})
 MALFORMED_BODIES: Final = ("truncated_json", "html")
@@ -23,6 +28,7 @@ _KIND_KEYS: Final = {
     "http_error": ("status", "errorType", "message"),
     "rate_limit": ("retryAfterS", "errorType", "message"),
     "timeout": ("delayS",),
+    "slow_answer": ("delayS",),
     "malformed": ("body",),
     "failed_status": ("statusValue", "message"),
     "unknown_status": ("statusValue",),

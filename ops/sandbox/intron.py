@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any, Final
 
@@ -10,7 +11,7 @@ from aiohttp import BodyPartReader, web
 from ops.sandbox import content
 from ops.sandbox.faults import STATUS_KINDS
 from ops.sandbox.replies import Abort, intron_ok, vendor_error
-from ops.sandbox.state import IntronFile, SandboxState
+from ops.sandbox.state import IntronFile, SandboxState, audio_digest
 
 UPLOAD: Final = "intron.upload"
 STATUS: Final = "intron.status"
@@ -42,12 +43,15 @@ def _bad_request(message: str) -> Abort:
     return Abort(vendor_error(UPLOAD, 400, message))
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, str], int | None]:
-    """Text fields and the blob's size; the blob is streamed and discarded, never held."""
+async def _read_form(request: web.Request) -> tuple[dict[str, str], int | None, str]:
+    """Text fields, the blob's size and its sha256; the blob is streamed and discarded, never
+    held."""
     fields: dict[str, str] = {}
+    digest = hashlib.sha256()
     if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
-        return {key: value for key, value in form.items() if isinstance(value, str)}, None
+        texts = {key: value for key, value in form.items() if isinstance(value, str)}
+        return texts, None, digest.hexdigest()
     if request.content_type != "multipart/form-data":
         raise _bad_request("request body must be multipart/form-data")
     blob_size: int | None = None
@@ -58,9 +62,10 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], int | None]:
             blob_size = 0
             while chunk := await part.read_chunk(_CHUNK):
                 blob_size += len(chunk)
+                digest.update(chunk)
         else:
             fields[part.name] = await part.text()
-    return fields, blob_size
+    return fields, blob_size, digest.hexdigest()
 
 
 def _flag(fields: dict[str, str], name: str) -> bool:
@@ -71,7 +76,7 @@ def _flag(fields: dict[str, str], name: str) -> bool:
 
 
 async def upload(request: web.Request, state: SandboxState) -> web.Response:
-    fields, blob_size = await _read_form(request)
+    fields, blob_size, blob_sha256 = await _read_form(request)
     name = fields.get("audio_file_name", "").strip()
     url = fields.get("audio_file_url", "").strip()
     if not name:
@@ -93,6 +98,9 @@ async def upload(request: web.Request, state: SandboxState) -> web.Response:
         size_bytes=blob_size or 0,
     )
     state.intron_files[record.file_id] = record
+    state.stats.paid_submission(
+        "intron", blob_sha256 if blob_size is not None else audio_digest(url)
+    )
     return intron_ok({"file_id": record.file_id}, "file queued for processing")
 
 

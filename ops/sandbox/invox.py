@@ -3,6 +3,7 @@ clinical note from a template, and signed-URL upload of supporting documents."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from typing import Any, Final
@@ -74,23 +75,28 @@ async def presign(request: web.Request, state: SandboxState) -> web.Response:
     )
 
 
-async def _signed_put(request: web.Request, endpoint: str, content_type: str) -> int:
-    """Storage rules for signed URLs: the URL is the credential, the type is signed in."""
+async def _signed_put(request: web.Request, endpoint: str, content_type: str) -> tuple[int, str]:
+    """Storage rules for signed URLs: the URL is the credential, the type is signed in. Returns
+    the body's size and sha256."""
     if "Authorization" in request.headers:
         raise Abort(vendor_error(endpoint, 400, "Signed URL uploads must not send Authorization"))
     if request.headers.get("Content-Type", "").strip() != content_type:
         raise Abort(vendor_error(endpoint, 400, f"Content-Type must be exactly {content_type}"))
     size = 0
+    digest = hashlib.sha256()
     while chunk := await request.content.read(_CHUNK):
         size += len(chunk)
-    return size
+        digest.update(chunk)
+    return size, digest.hexdigest()
 
 
 async def audio_put(request: web.Request, state: SandboxState) -> web.Response:
     record = state.transcriptions.get(request.match_info["request_id"])
     if record is None:
         raise Abort(vendor_error("invox.audio_put", 404, "No such upload URL"))
-    record.size_bytes = await _signed_put(request, "invox.audio_put", record.mime_type)
+    record.size_bytes, sha256 = await _signed_put(request, "invox.audio_put", record.mime_type)
+    if not record.uploaded:  # a second PUT to the same requestId replaces the audio: one bill
+        state.stats.paid_submission("invox", sha256)
     record.uploaded = True
     return web.Response(status=200)
 
@@ -235,6 +241,6 @@ async def document_put(request: web.Request, state: SandboxState) -> web.Respons
     if record is None:
         raise Abort(vendor_error("invox.document_put", 404, "No such upload URL"))
     content_type = DOCUMENT_TYPES[record.document_type][0]
-    record.size_bytes = await _signed_put(request, "invox.document_put", content_type)
+    record.size_bytes, _ = await _signed_put(request, "invox.document_put", content_type)
     record.uploaded = True
     return web.Response(status=200)

@@ -6,6 +6,7 @@ inspect uploads or swap the clock instead of sleeping.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import time
@@ -98,12 +99,32 @@ class InvoxDocument:
     size_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class PaidSubmission:
+    """A transcription the vendor would bill: an Intron upload that got a file_id, the first PUT
+    of audio to an Invox requestId (a later PUT to the same requestId replaces its audio, one
+    transcription still). audio_sha256 identifies the recording (scribe-chaos gives every job
+    its own), at_s is wall-clock time (time.time())."""
+
+    vendor: str
+    audio_sha256: str
+    at_s: float
+
+
+def audio_digest(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
 @dataclass
 class Stats:
     calls: Counter[str] = field(default_factory=Counter)
+    paid: list[PaidSubmission] = field(default_factory=list)
     responses: dict[str, Counter[int]] = field(default_factory=dict)
     rate_limited: int = 0
     tokens_issued: int = 0
+
+    def paid_submission(self, vendor: str, audio_sha256: str) -> None:
+        self.paid.append(PaidSubmission(vendor, audio_sha256, time.time()))
 
     def record(self, endpoint: str, status: int) -> None:
         self.responses.setdefault(endpoint, Counter())[status] += 1
@@ -195,5 +216,10 @@ class SandboxState:
                 "invox_documents": sum(per_session.values()),
             },
             "documents_uploaded": dict(per_session),
+            # Per recording: how many transcriptions each vendor would bill, and when.
+            "paid_submissions": [
+                {"vendor": paid.vendor, "audioSha256": paid.audio_sha256, "at": paid.at_s}
+                for paid in self.stats.paid
+            ],
             "tokens_issued": self.stats.tokens_issued,
         }

@@ -157,3 +157,19 @@ def test_allowlist_takes_names_and_addresses() -> None:
     assert settings.url_allowlist == frozenset(
         {"sandbox", "my_service.internal", "::1", "127.0.0.1", "host-1.example."}
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, "reupload"), ("dead-letter", "dead-letter"), ("REUPLOAD", "reupload")],
+)
+def test_intron_redelivery_policy(value: str | None, expected: str) -> None:
+    env = {} if value is None else {"SCRIBE_INTRON_REDELIVERY": value}
+    assert Settings.from_env(env).intron.redelivery == expected
+
+
+def test_an_unknown_intron_redelivery_policy_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SCRIBE_INTRON_REDELIVERY": "ask"})
+    assert "SCRIBE_INTRON_REDELIVERY" in str(info.value)
+    assert "dead-letter" in str(info.value)

@@ -17,6 +17,7 @@ from schemas.jobs import (
     Transcript,
     TranscriptionHandle,
 )
+from worker.ledger import SubmissionJournal
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,12 @@ class Transcribed:
 class TranscriptionProvider(Protocol):
     name: str
 
-    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed: ...
+    async def submit(
+        self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
+    ) -> Submitted | Transcribed:
+        """A paid submission is written in the journal before it is made, and a submission an
+        earlier delivery left in it is resumed, not paid for blindly again (worker/ledger.py)."""
+        ...
 
     async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
         """The transcript when ready, None while pending; raises on failure or unknown status."""

@@ -36,7 +36,8 @@ from pydantic import ValidationError
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Summary, Transcript, TranscriptionHandle, TranscriptSegment
-from worker.errors import PermanentError
+from worker.errors import Deferred, PermanentError, ScribeError
+from worker.ledger import SubmissionIntent, SubmissionJournal
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
 from worker.providers.http import (
     JsonObject,
@@ -81,7 +82,10 @@ class IntronTranscriber:
             raise PermanentError(ErrorType.PROVIDER_NOT_CONFIGURED, "intron: no API key configured")
         return {"Authorization": f"Bearer {self._settings.api_key.value}"}
 
-    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+    async def submit(
+        self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
+    ) -> Submitted | Transcribed:
+        journal = journal or SubmissionJournal(None, "")
         headers = self._headers()
         options = job.intron
         mode = options.upload_mode
@@ -92,6 +96,7 @@ class IntronTranscriber:
                 ErrorType.INVALID_MESSAGE, "intron upload_mode 'url' needs an https audio url"
             )
         use_url = mode == "url" or (mode == "auto" and has_https_url)
+        await self._before_upload(journal)
 
         # The vendor documents multipart form-data (curl --form), also when no file is attached.
         form = aiohttp.FormData(default_to_multipart=True)
@@ -119,6 +124,13 @@ class IntronTranscriber:
                 headers=headers,
                 data=form,
             )
+        except ScribeError as exc:
+            if isinstance(exc, Deferred) or exc.http_status is not None:
+                # Not sent (a rate-limit slot), or Intron answered with an error: no file_id was
+                # issued, nothing to be unsure about. A timeout, a dropped connection or a 2xx we
+                # cannot read leave the intent: the upload may have been taken.
+                await journal.clear()
+            raise
         finally:
             if blob is not None:
                 blob.close()
@@ -127,6 +139,36 @@ class IntronTranscriber:
             raise malformed(UPLOAD_ENDPOINT, "file_id is too long")
         return Submitted(
             TranscriptionHandle(provider="intron", handle=file_id, submitted_at=datetime.now(UTC))
+        )
+
+    async def _before_upload(self, journal: SubmissionJournal) -> None:
+        """Intron has no way to ask whether an upload arrived: an upload an earlier delivery
+        started and never saw answered (killed, restarted, timed out) may have been paid.
+        SCRIBE_INTRON_REDELIVERY decides between uploading again and a dead letter for a person;
+        a replay of that dead letter is the person's decision, and uploads. Then this upload's
+        intent is written, before the upload."""
+        intent = await journal.recorded()
+        uploads = 1
+        if intent is not None and intent.provider == self.name:
+            uploads = intent.uploads + 1
+            if journal.replays > intent.replays:
+                journal.note("replayed")
+            elif self._settings.redelivery == "dead-letter":
+                journal.note("deadLetter")
+                raise PermanentError(
+                    ErrorType.UPLOAD_OUTCOME_UNKNOWN,
+                    f"{UPLOAD_ENDPOINT}: an earlier upload of this job got no answer and may have "
+                    "been accepted; check Intron, then replay (uploads again) or purge",
+                )
+            else:
+                journal.note("reupload")
+        await journal.record(
+            SubmissionIntent(
+                provider=self.name,
+                started_at=datetime.now(UTC),
+                replays=journal.replays,
+                uploads=uploads,
+            )
         )
 
     async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:

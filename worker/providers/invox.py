@@ -42,6 +42,7 @@ from schemas.jobs import (
 )
 from worker.constants import INVOX_API_VERSION_HEADER
 from worker.errors import PermanentError, ScribeError
+from worker.ledger import SubmissionIntent, SubmissionJournal
 from worker.media import check_upload_url
 from worker.providers.base import PreparedAudio, PreparedDocument, Submitted, Transcribed
 from worker.providers.http import (
@@ -194,7 +195,19 @@ class InvoxTranscriber:
     def __init__(self, client: InvoxClient) -> None:
         self._client = client
 
-    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+    async def submit(
+        self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
+    ) -> Submitted | Transcribed:
+        """Presign, write the requestId and URL in the journal, then PUT (the PUT is what is
+        paid). A delivery that finds them written resumes: it asks get-transcription whether the
+        audio arrived, and PUTs to the same URL (the same requestId: one transcription) only if
+        Invox says the request does not exist."""
+        journal = journal or SubmissionJournal(None, "")
+        intent = await journal.recorded()
+        if intent is not None and intent.provider == self.name:
+            resumed = await self._resume(intent, audio, journal)
+            if resumed is not None:
+                return resumed
         body = await self._client.post(
             PRESIGNED_URL_ENDPOINT, self._client.paths.presigned_url, {"mimeType": audio.mime_type}
         )
@@ -202,10 +215,61 @@ class InvoxTranscriber:
         request_id = expect_str(body, "requestId", PRESIGNED_URL_ENDPOINT)
         if len(request_id) > 512:
             raise malformed(PRESIGNED_URL_ENDPOINT, "requestId is too long")
+        started_at = datetime.now(UTC)
+        await journal.record(
+            SubmissionIntent(
+                provider=self.name,
+                started_at=started_at,
+                replays=journal.replays,
+                request_id=request_id,
+                upload_url=signed_url,
+            )
+        )
         await self._client.upload(AUDIO_UPLOAD_ENDPOINT, signed_url, audio, audio.mime_type)
         return Submitted(
-            TranscriptionHandle(provider="invox", handle=request_id, submitted_at=datetime.now(UTC))
+            TranscriptionHandle(provider="invox", handle=request_id, submitted_at=started_at)
         )
+
+    async def _resume(
+        self, intent: SubmissionIntent, audio: PreparedAudio, journal: SubmissionJournal
+    ) -> Submitted | None:
+        """The earlier delivery's requestId as this one's handle, PUT again only if Invox has no
+        audio for it; None if the recorded URL is refused (expired, say): start afresh."""
+        if intent.request_id is None or intent.upload_url is None:
+            return None
+        handle = TranscriptionHandle(
+            provider="invox", handle=intent.request_id, submitted_at=intent.started_at
+        )
+        if await self._has_request(intent.request_id):
+            journal.note("resumed")
+            return Submitted(handle)
+        journal.note("reput")
+        try:
+            await self._client.upload(
+                AUDIO_UPLOAD_ENDPOINT, intent.upload_url, audio, audio.mime_type
+            )
+        except PermanentError:
+            # Refused, so nothing was uploaded under it either (a 5xx stays transient: the next
+            # delivery asks get-transcription again).
+            await journal.clear()
+            return None
+        return Submitted(handle)
+
+    async def _has_request(self, request_id: str) -> bool:
+        """Whether get-transcription knows the request with its audio: 404 transcriptionNotFound,
+        or the 400 inconsistentInput Invox answers for a request without audio, mean no."""
+        try:
+            await self._client.post(
+                TRANSCRIPTION_ENDPOINT,
+                self._client.paths.transcription,
+                {"requestId": request_id},
+                status_errors={404: ErrorType.TRANSCRIPTION_NOT_FOUND},
+            )
+        except PermanentError as exc:
+            if exc.error_type in (ErrorType.TRANSCRIPTION_NOT_FOUND, ErrorType.INCONSISTENT_INPUT):
+                return False
+            raise
+        return True
 
     async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
         body = await self._client.post(

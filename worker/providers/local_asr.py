@@ -30,6 +30,7 @@ from typing import Any, Final
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Transcript, TranscriptionHandle, TranscriptSegment
 from worker.errors import PermanentError
+from worker.ledger import SubmissionJournal
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
 
 PROVIDER: Final = "local"
@@ -164,7 +165,9 @@ class LocalTranscriber:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(), self._engine.transcribe, path)
 
-    async def submit(self, job: JobRequest, audio: PreparedAudio) -> Submitted | Transcribed:
+    async def submit(
+        self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
+    ) -> Submitted | Transcribed:
         result = await self.transcribe_file(audio.path)
         return Transcribed(
             Transcript(
