@@ -1,5 +1,7 @@
 # The worker image: scribe-worker (default), scribe-submit, scribe-dlq and scribe-sandbox.
-# Dependencies come from the hash-pinned lock file; the project itself is installed without them.
+# Dependencies come from the hash-pinned runtime lock (requirements.lock: the worker and the
+# offline `local` providers, no test or lint tools; `make lock` writes it beside the dev lock);
+# the project itself is installed without them. Compose v2 (`docker compose`) runs the stack.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,17 +11,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY requirements-dev.lock ./
-RUN pip install --require-hashes -r requirements-dev.lock
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY schemas ./schemas
 COPY ops ./ops
 RUN pip install --no-deps . \
-    && useradd --create-home --uid 10001 scribe
+    && groupadd --gid 10001 scribe \
+    && useradd --no-log-init --create-home --uid 10001 --gid 10001 scribe
 
-USER scribe
+# Numeric, so that a runtime (Kubernetes runAsNonRoot) can tell it is not root without the
+# image's /etc/passwd.
+USER 10001:10001
 ENV SCRIBE_HTTP_PORT=8080
 ENV SCRIBE_HTTP_HOST=0.0.0.0
 EXPOSE 8080

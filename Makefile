@@ -39,8 +39,12 @@ test: install lint typecheck
 schemas: install
 	$(PY) -m schemas.export
 
+# requirements-dev.lock: what make install, the tests and CI use; requirements.lock: what the
+# Docker image installs (runtime and the offline `local` providers, no test or lint tools),
+# constrained to the dev lock's versions so that the image runs what the tests ran.
 lock: | $(UV)
 	$(UV) pip compile pyproject.toml --extra dev --extra local --generate-hashes --python-version 3.11 -o requirements-dev.lock --quiet
+	$(UV) pip compile pyproject.toml --extra local --generate-hashes --python-version 3.11 -c requirements-dev.lock -o requirements.lock --quiet
 
 clean:
 	rm -rf $(VENV) $(UV_VENV) .mypy_cache .pytest_cache .ruff_cache

