@@ -35,7 +35,7 @@ from worker.broker import (
     build_message,
     carried_headers,
 )
-from worker.codec import canonical_uuid, job_id_of_body, job_identity
+from worker.codec import job_id_of_body, job_identity
 from worker.constants import STAGES, Stage
 from worker.errors import Deferred, InvalidMessage, PermanentError, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
@@ -162,10 +162,12 @@ def stable_event_id(job_id: str, kind: str) -> uuid.UUID:
 
 
 def job_id_of(message: Delivered) -> str | None:
-    """The job's identity: the body's jobId (a UUID). correlation_id is informational: it is used
-    only when the body has no readable jobId (so that the publisher still hears job.failed), and
-    only if it is a UUID itself; a correlation_id that disagrees with the body is ignored."""
-    return job_id_of_body(message.body) or canonical_uuid(message.correlation_id)
+    """The job's identity: the body's jobId (a UUID), and nothing else.
+
+    correlation_id is informational. It is never a fallback: a body without a readable jobId
+    that named another job in its correlation_id would otherwise be dropped as that job's
+    duplicate, or announce a false job.failed for it (found by scribe-fuzz)."""
+    return job_id_of_body(message.body)
 
 
 def choose_tier_ms(tiers_ms: tuple[int, ...], wanted_ms: float) -> int:
@@ -366,7 +368,6 @@ class Delivery:
         headers[c.HEADER_TRACEPARENT] = traceparent
         if stage == "transcribe":
             job_id, fingerprint = job_identity(message.body)
-            job_id = job_id or canonical_uuid(message.correlation_id)
         else:
             job_id, fingerprint = job_id_of(message), ""
         ctx = DeliveryContext(

@@ -89,13 +89,6 @@ async def test_the_command_prints_json_and_exits_zero() -> None:
     assert figures["validJobsCompleted"] == figures["validJobs"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by scribe-fuzz, not fixed yet (worker/delivery.py): a body without a jobId is "
-    "looked up in the ledger under its correlation_id; naming a finished job it was dropped as a "
-    "duplicate (no dead letter), and since 0d7fcc4 it is dead-lettered as conflictingJob, "
-    "though it is no job at all",
-)
 async def test_a_body_without_job_id_that_names_a_finished_job_is_dead_lettered(
     prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
 ) -> None:
@@ -107,3 +100,22 @@ async def test_a_body_without_job_id_that_names_a_finished_job_is_dead_lettered(
         [dead] = await watcher.dead_letters(1, timeout_s=5.0)
     assert dead.routing_key == "transcribe.invalidMessage"
     assert dead.body == b"not a job"
+    assert [event["type"] for event in watcher.events[job_id]].count("job.failed") == 0
+
+
+async def test_a_body_without_job_id_never_announces_an_outcome_for_another_job(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    """Found by scribe-fuzz: published before the job its correlation_id names, such a body
+    announced a false job.failed for that job, which then completed too (two outcomes)."""
+    env = worker_env(prefix, sandbox.base_url, storage_root)
+    job = make_job(audio_file)
+    job_id = str(job.job_id)
+    async with running_worker(env), watching(prefix) as watcher:
+        await watcher.publish(b"not a job", correlation_id=job_id)
+        [dead] = await watcher.dead_letters(1, timeout_s=5.0)
+        await watcher.submit(job)
+        assert (await watcher.outcome(job_id))["type"] == "job.completed"
+        await asyncio.sleep(0.3)
+    assert dead.routing_key == "transcribe.invalidMessage"
+    assert [event["type"] for event in watcher.events[job_id]].count("job.failed") == 0
