@@ -272,7 +272,7 @@ class _Reader:
 
     def settings(self) -> Settings:
         prefix = self.raw("SCRIBE_PREFIX") or c.DEFAULT_PREFIX
-        if not _PREFIX_RE.match(prefix):
+        if not _PREFIX_RE.fullmatch(prefix):
             raise SettingsError("SCRIBE_PREFIX", "use letters, digits, '.', '_' or '-'")
         api_version = self.raw("SCRIBE_INVOX_API_VERSION") or c.DEFAULT_INVOX_API_VERSION
         if not _API_VERSION_RE.match(api_version):

@@ -106,7 +106,7 @@ class AuthenticationRejected(PermanentError):
 def safe_error_type(value: object, secrets: Sequence[str] = ()) -> str | None:
     """The vendor's errorType if it is a plain word (letters, digits, _ and -, at most 64) and
     not an echo of the credential the request carried, else None."""
-    if not isinstance(value, str) or not _ERROR_TYPE_RE.match(value):
+    if not isinstance(value, str) or not _ERROR_TYPE_RE.fullmatch(value):
         return None
     if any(secret and (secret in value or value in secret) for secret in secrets):
         return None
@@ -118,7 +118,7 @@ def status_name(value: object) -> str:
     at most 40 characters), because anything else may be vendor free text."""
     if not isinstance(value, str):
         return "<missing>" if value is None else f"<{type(value).__name__}>"
-    return value if _STATUS_TOKEN_RE.match(value) else "<not a status word>"
+    return value if _STATUS_TOKEN_RE.fullmatch(value) else "<not a status word>"
 
 
 def finite_number(value: object) -> float | None:

@@ -149,7 +149,7 @@ def _parse_token(body: JsonObject) -> tuple[str, float]:
     if not isinstance(token, str) or not token.strip():
         raise malformed(TOKEN_ENDPOINT, "response has no accessToken")
     token = token.strip()
-    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_RE.match(token):
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_RE.fullmatch(token):
         raise malformed(TOKEN_ENDPOINT, "accessToken is not a bearer token")
     return token, _lifetime_s(body.get("expiresIn", body.get("expires_in")))
 
