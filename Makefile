@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test lint typecheck schemas lock clean
+.PHONY: install demo demo-vendors test lint typecheck schemas lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_VENV)
@@ -25,6 +25,11 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) -m ops.demo
+
+# The same consultation through the Intron and Invox clients against the vendor emulator
+# (docs/sandbox.md): no credentials, no network.
+demo-vendors: install
+	$(PY) -m ops.demo --mode vendors
 
 lint: install
 	$(VENV)/bin/ruff check .
