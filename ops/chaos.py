@@ -2,14 +2,23 @@
 RabbitMQ node restarts, against the emulator injecting 5xx, 429, timeouts and malformed bodies.
 Then every jobId is accounted for: completed exactly once, or dead-lettered with an errorType.
 
+Every job has a recording of its own, so the emulator's paid submissions per recording are the
+job's: a job billed for two transcriptions is double billed. After the last outcome the run waits
+until every queue of the prefix is empty (the drain), stops the workers, counts every dead letter
+that appeared up to then, and deletes the topology, failing loudly if anything is left.
+
 Bounded in jobs and time, loopback only. The last line is
-`jobs=N completed=C dead_lettered=D lost=L duplicated=U`.
+`jobs=N completed=C dead_lettered=D lost=L duplicated=U resent=R double_billed=B`: duplicated
+counts jobs with two different outcomes (must be 0), resent the identical re-sends of an outcome
+event (same eventId; at-least-once), double_billed the jobs billed for two transcriptions (must
+be 0 for Invox; for Intron no more than the worker kills that landed between the two uploads).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -28,6 +37,7 @@ import aio_pika
 import aiohttp
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from redis.exceptions import RedisError
 
 from ops.procs import delete_prefix, sandbox_process, stop, worker_argv
 from schemas.jobs import JobRequest
@@ -37,6 +47,7 @@ from worker.settings import Settings
 from worker.topology import Names, declare_events_exchange, declare_topology
 
 DELAY_TIERS_MS = "100,300,1000,3000"
+HTTP_TIMEOUT_S = "2"
 INTRON_KEY = "chaos-intron-key"
 INVOX_TOKEN = "chaos-invox-token"  # noqa: S105 - the emulator's, not a real credential
 TEMPLATE = {
@@ -63,6 +74,14 @@ class Options:
     seed: int
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    job_id: str
+    routing_key: str
+    error_type: str
+    at_s: float  # time.time() when the harness received it
+
+
 @dataclass
 class Ledger:
     """What the chaos run observed, per jobId."""
@@ -73,6 +92,13 @@ class Ledger:
         default_factory=lambda: defaultdict(list)
     )
     dead: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # Every dead letter that reached <prefix>.dead-letters, consumed from start to end.
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # jobId -> the routing key of its last event (job.stage.<stage>, job.completed, job.failed)
+    last_event: dict[str, str] = field(default_factory=dict)
+    # jobId -> sha256 of its recording (the emulator counts paid submissions per recording)
+    audio: dict[str, str] = field(default_factory=dict)
+    kill_times: list[float] = field(default_factory=list)  # time.time() of each SIGKILL
     kills: int = 0
     restarts: int = 0
     revived: int = 0
@@ -112,7 +138,7 @@ def worker_env(options: Options, prefix: str, base_url: str, root: Path) -> dict
         "SCRIBE_POLL_INTERVAL_MS": "300",
         "SCRIBE_RETRY_BASE_MS": "100",
         "SCRIBE_MAX_ATTEMPTS": "6",
-        "SCRIBE_HTTP_TIMEOUT_S": "2",
+        "SCRIBE_HTTP_TIMEOUT_S": HTTP_TIMEOUT_S,
         "SCRIBE_STAGE_CLAIM_TTL_S": "10",
         "SCRIBE_RATE_LIMITS": "none",
         "SCRIBE_HTTP_PORT": "0",
@@ -120,12 +146,14 @@ def worker_env(options: Options, prefix: str, base_url: str, root: Path) -> dict
     }
 
 
-def make_jobs(count: int, audio: Path, rng: random.Random) -> list[JobRequest]:
+def make_jobs(count: int, root: Path, rng: random.Random) -> list[JobRequest]:
     jobs = []
     for index in range(count):
         transcriber = "intron" if index % 2 == 0 else "invox"
+        job_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+        audio = write_audio(root, job_id)
         data: dict[str, Any] = {
-            "jobId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "jobId": str(job_id),
             "audio": {"path": str(audio), "mimeType": "audio/wav"},
             "providers": {"transcriber": transcriber, "summarizer": "invox", "note": "invox"},
         }
@@ -135,14 +163,20 @@ def make_jobs(count: int, audio: Path, rng: random.Random) -> list[JobRequest]:
     return jobs
 
 
-def write_audio(root: Path) -> Path:
-    path = root / "chaos.wav"
+def write_audio(root: Path, job_id: uuid.UUID) -> Path:
+    """One second of near silence whose first samples are the jobId: a recording of its own."""
+    path = root / f"{job_id}.wav"
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(8000)
-        out.writeframes(b"\x00\x00" * 8000)
+        out.writeframes(job_id.bytes + b"\x00\x00" * (8000 - len(job_id.bytes) // 2))
     return path
+
+
+def audio_digest(job: JobRequest) -> str:
+    assert job.audio.path is not None
+    return hashlib.sha256(Path(job.audio.path).read_bytes()).hexdigest()
 
 
 class Observer:
@@ -161,17 +195,32 @@ class Observer:
             self.queue_name, durable=True, arguments={"x-queue-type": "quorum"}
         )
         events = await declare_events_exchange(channel, self._names)
-        for key in (c.EVENT_COMPLETED, c.EVENT_FAILED):
-            await queue.bind(events, routing_key=key)
+        # Every event: the stage events tell a lost job's last known stage.
+        await queue.bind(events, routing_key="job.#")
         await queue.consume(self._on_event)
+        dead = await channel.declare_queue(self._names.dead_letter_queue, passive=True)
+        await dead.consume(self._on_dead_letter)
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         async with message.process():
             event = json.loads(message.body)
+            self._ledger.last_event[event["jobId"]] = str(message.routing_key)
+            if event["type"] not in (c.EVENT_COMPLETED, c.EVENT_FAILED):
+                return
             publish = (event["type"], event["eventId"], str(message.message_id))
             if publish not in self._ledger.outcomes[event["jobId"]]:  # not a broker redelivery
                 self._ledger.outcomes[event["jobId"]].append(publish)
             self._ledger.changed.set()
+
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """Counted as it arrives, until the end: one made at shutdown is counted too."""
+        async with message.process():
+            headers = message.headers or {}
+            job_id = str(headers.get(c.HEADER_JOB_ID) or message.correlation_id)
+            error_type = str(headers.get(c.HEADER_ERROR_TYPE) or message.routing_key)
+            letter = DeadLetter(job_id, str(message.routing_key), error_type, time.time())
+            self._ledger.dead_letters.append(letter)
+            self._ledger.dead[job_id].append(error_type)
 
 
 async def submit_all(connection: AbstractRobustConnection, names: Names, jobs: list[JobRequest],
@@ -221,10 +270,11 @@ class Workers:
             stderr=asyncio.subprocess.DEVNULL,
         )
 
-    async def kill_one(self, rng: random.Random) -> None:
+    async def kill_one(self, rng: random.Random, ledger: Ledger) -> None:
         index = rng.randrange(len(self.processes))
         victim = self.processes[index]
         if victim.returncode is None:
+            ledger.kill_times.append(time.time())
             victim.kill()  # SIGKILL: no graceful anything
         await victim.wait()
         self.processes[index] = await self._spawn()
@@ -257,7 +307,7 @@ async def chaos_loop(options: Options, workers: Workers, ledger: Ledger, rng: ra
             restart_at.pop(0)
             await restart_broker(ledger)
         if options.kill_interval_s > 0 and time.monotonic() >= next_kill:
-            await workers.kill_one(rng)
+            await workers.kill_one(rng, ledger)
             ledger.kills += 1
             next_kill = time.monotonic() + options.kill_interval_s * rng.uniform(0.5, 1.5)
     for _ in restart_at:  # too few jobs settled to reach the planned points: restart anyway
@@ -276,61 +326,221 @@ async def wait_settled(ledger: Ledger, deadline: float) -> None:
             return
 
 
-async def read_dead_letters(connection: AbstractRobustConnection, names: Names,
-                            ledger: Ledger) -> None:  # fmt: skip
-    channel = await connection.channel()
-    queue = await channel.get_queue(names.dead_letter_queue)
-    while (message := await queue.get(fail=False, no_ack=True)) is not None:
-        job_id = str((message.headers or {}).get(c.HEADER_JOB_ID) or message.correlation_id)
-        ledger.dead[job_id].append(str((message.headers or {}).get(c.HEADER_ERROR_TYPE)))
-    await channel.close()
+DRAIN_TIMEOUT_S = 60.0
 
 
-async def vendor_calls(base_url: str) -> int:
+async def queue_depths(prefix: str) -> dict[str, int]:
+    """Messages (ready and unacknowledged) in every queue under the prefix, from rabbitmqctl:
+    AMQP's passive declare counts only the ready ones, not those a worker holds."""
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "messages",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError("rabbitmqctl list_queues failed")
+    depths: dict[str, int] = {}
+    for line in out.decode().splitlines():
+        name, _, count = line.rpartition("\t")
+        if name.startswith(f"{prefix}.") and count.strip().isdigit():
+            depths[name] = int(count)
+    return depths
+
+
+@dataclass
+class Drain:
+    """Whether the project's queues emptied after the last outcome, and what was left."""
+
+    drained: bool = False
+    waited_s: float = 0.0
+    left: dict[str, int] = field(default_factory=dict)
+    left_after_stop: dict[str, int] = field(default_factory=dict)
+    unrouted_events: int = 0
+
+
+def work_queues(names: Names) -> set[str]:
+    """The stage, delay, dead-letter and broker-dead-letter queues: empty once all is done."""
+    tiers = tuple(int(tier) for tier in DELAY_TIERS_MS.split(","))
+    return set(names.all_queues(tiers)) - {names.unrouted_events_queue}
+
+
+async def drain(names: Names, timeout_s: float = DRAIN_TIMEOUT_S) -> Drain:
+    """Until every work queue holds nothing, twice in a row one second apart (a job in flight
+    always holds a message somewhere: the consumed one stays unacked until its successor is
+    confirmed, and at-least-once dead-lettering keeps it in the delay queue until then)."""
+    started = time.monotonic()
+    watched, empty_in_a_row = work_queues(names), 0
+    while True:
+        depths = await queue_depths(names.prefix)
+        left = {name: n for name, n in depths.items() if name in watched and n}
+        empty_in_a_row = 0 if left else empty_in_a_row + 1
+        waited_s = time.monotonic() - started
+        if empty_in_a_row >= 2 or waited_s > timeout_s:
+            unrouted = depths.get(names.unrouted_events_queue, 0)
+            return Drain(not left, waited_s, left, unrouted_events=unrouted)
+        await asyncio.sleep(1.0)
+
+
+async def sandbox_stats(base_url: str) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{base_url}/_sandbox/stats") as response,
     ):
-        stats = await response.json()
-    return int(sum(stats["calls"].values()))
+        stats: dict[str, Any] = await response.json()
+    return stats
 
 
-def report(ledger: Ledger, calls: int, elapsed_s: float) -> tuple[str, bool]:
-    completed = dead = lost = duplicated = resent = 0
-    errors: Counter[str] = Counter()
+async def leftovers(prefix: str) -> list[str]:
+    """Queues and exchanges still on the broker under the prefix."""
+    names: list[str] = []
+    for command in ("list_queues", "list_exchanges"):
+        process = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", command, "-q", "--no-table-headers", "name",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            return [f"(rabbitmqctl {command} failed: cannot tell)"]
+        names += [name for name in out.decode().split() if name.startswith(f"{prefix}.")]
+    return names
+
+
+async def clean_up(options: Options, names: Names, extra_queues: tuple[str, ...]) -> list[str]:
+    """Delete the topology and the Redis keys, then check nothing is left; every problem is
+    printed at once and returned (the run then fails), never swallowed."""
+    problems: list[str] = []
+    tiers = tuple(int(tier) for tier in DELAY_TIERS_MS.split(","))
+    try:
+        await delete_prefix(options.amqp_url, names.prefix, tiers, extra_queues)
+    except (RuntimeError, OSError, aio_pika.exceptions.AMQPError) as exc:
+        problems.append(f"deleting the topology: {exc}")
+    left = await leftovers(names.prefix)
+    if left:
+        problems.append(f"still on the broker: {', '.join(sorted(left))}")
+    try:
+        client = aioredis.Redis.from_url(options.redis_url)
+        keys = [key async for key in client.scan_iter(f"{names.prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    except RedisError as exc:
+        problems.append(f"deleting the Redis keys: {type(exc).__name__}")
+    for problem in problems:
+        print(f"chaos: CLEAN-UP FAILED: {problem}", file=sys.stderr)
+    return problems
+
+
+@dataclass
+class Tally:
+    completed: int = 0
+    dead: int = 0
+    duplicated: int = 0  # jobs with two different outcomes (eventIds)
+    resent: int = 0  # identical re-sends of an outcome event (same eventId)
+    lost: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def tally(ledger: Ledger) -> Tally:
+    counts = Tally()
     for job in sorted(ledger.submitted):
         outcomes = ledger.outcomes.get(job, [])
+        if not outcomes:
+            counts.lost.append(job)
+            continue
         kinds = {kind for kind, _, _ in outcomes}
         distinct = {event_id for _, event_id, _ in outcomes}
-        if not outcomes:
-            lost += 1
-            continue
-        if len(outcomes) > 1:
-            duplicated += 1
-            resent += len(distinct) == 1
-        if kinds == {"job.completed"}:
-            completed += 1
-        elif kinds == {"job.failed"}:
-            dead += 1
-            errors.update(ledger.dead.get(job, ["(no dead letter)"]))
+        counts.duplicated += len(distinct) > 1
+        counts.resent += len(outcomes) - len(distinct)
+        if kinds == {c.EVENT_FAILED}:
+            counts.dead += 1
+            counts.errors.update(ledger.dead.get(job, ["(no dead letter)"]))
         else:
-            completed += 1  # both outcomes: counted in duplicated above
-    jobs = len(ledger.submitted)
+            counts.completed += 1  # both outcomes: counted in duplicated above
+    return counts
+
+
+@dataclass
+class Billing:
+    per_job: Counter[int] = field(default_factory=Counter)  # paid submissions -> jobs
+    double: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    explained: int = 0  # double-billed Intron jobs with a worker kill between the two uploads
+    lines: list[str] = field(default_factory=list)
+
+
+def billing(ledger: Ledger, stats: dict[str, Any]) -> Billing:
+    """Paid submissions per job, from the emulator's per-recording record."""
+    paid: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for entry in stats.get("paid_submissions", []):
+        paid[entry["audioSha256"]].append((entry["vendor"], float(entry["at"])))
+    result = Billing()
+    for job in sorted(ledger.submitted):
+        submissions = sorted(paid.get(ledger.audio.get(job, ""), []), key=lambda s: s[1])
+        result.per_job[len(submissions)] += 1
+        if len(submissions) < 2:
+            continue
+        vendor, first_s, last_s = submissions[0][0], submissions[0][1], submissions[-1][1]
+        result.double[vendor].append(job)
+        # Inside the window: the worker that made the first upload was killed before it could
+        # hear the answer (within its HTTP timeout) and write the file_id down.
+        window_s = float(HTTP_TIMEOUT_S)
+        kills = [t for t in ledger.kill_times if first_s <= t <= min(last_s, first_s + window_s)]
+        result.explained += vendor == "intron" and bool(kills)
+        result.lines.append(
+            f"chaos: double billed {job} ({vendor}): {len(submissions)} submissions "
+            f"{last_s - first_s:.1f} s apart; worker kills within {window_s:.0f} s after the "
+            f"first: {len(kills)}"
+        )
+    return result
+
+
+def report(ledger: Ledger, stats: dict[str, Any], elapsed_s: float, drained: Drain,
+           cleanup: list[str]) -> tuple[str, bool]:  # fmt: skip
+    counts, bills = tally(ledger), billing(ledger, stats)
+    completed_jobs = {job for job, outs in ledger.outcomes.items()
+                      if any(kind == c.EVENT_COMPLETED for kind, _, _ in outs)}  # fmt: skip
+    spurious = [d for d in ledger.dead_letters if d.job_id in completed_jobs]
+    jobs, calls = len(ledger.submitted), sum(stats["calls"].values())
+    intron, invox = len(bills.double["intron"]), len(bills.double["invox"])
     lines = [
         f"chaos: {elapsed_s:.0f} s, {ledger.kills} worker kills, "
         f"{ledger.restarts} broker restarts, "
         f"{ledger.revived} workers restarted after exiting by themselves",
         f"chaos: vendor calls per job {calls / max(jobs, 1):.2f}",
-        f"chaos: dead letters by errorType {dict(errors)}",
-        f"chaos: duplicated outcomes that were the same event re-sent (same eventId): {resent}",
-        f"lost={lost}",
-        f"duplicated={duplicated}",
-        f"completed={completed}",
-        f"dead-lettered={dead}",
-        f"jobs={jobs} completed={completed} dead_lettered={dead} lost={lost} "
-        f"duplicated={duplicated}",
+        f"chaos: paid transcription submissions per job {dict(sorted(bills.per_job.items()))}",
+        *bills.lines,
+        f"chaos: double billed: invox {invox}, intron {intron} ({bills.explained} with a worker "
+        "kill inside the window Intron leaves open)",
+        f"chaos: dead letters by errorType {dict(counts.errors)}",
+        f"chaos: {len(ledger.dead_letters)} dead letters in all; for jobs that completed: "
+        f"{len(spurious)} {sorted({d.routing_key for d in spurious})}",
+        f"chaos: identical re-sends of an outcome event (same eventId): {counts.resent}",
+        *(
+            f"chaos: lost {job}: last event {ledger.last_event.get(job, 'none')}, "
+            f"dead letters {ledger.dead.get(job, [])}"
+            for job in counts.lost
+        ),
+        drain_line(drained),
+        f"chaos: clean-up {'FAILED: ' + '; '.join(cleanup) if cleanup else 'ok, nothing left'}",
+        f"jobs={jobs} completed={counts.completed} dead_lettered={counts.dead} "
+        f"lost={len(counts.lost)} duplicated={counts.duplicated} resent={counts.resent} "
+        f"double_billed={intron + invox}",
     ]
-    return "\n".join(lines), lost == 0 and duplicated == 0
+    clean = (
+        not counts.lost and not counts.duplicated and not invox and intron <= bills.explained
+        and not spurious and drained.drained and not drained.left_after_stop and not cleanup
+    )  # fmt: skip
+    return "\n".join(lines), clean
+
+
+def drain_line(drained: Drain) -> str:
+    if not drained.drained:
+        return f"chaos: NOT drained: after {drained.waited_s:.0f} s the queues held {drained.left}"
+    after = drained.left_after_stop
+    return (
+        f"chaos: drained: every queue of the prefix empty {drained.waited_s:.0f} s after the "
+        f"last outcome; after the workers stopped: {after or 'still empty'}; "
+        f"unrouted events: {drained.unrouted_events}"
+    )
 
 
 async def run(options: Options) -> int:
@@ -338,8 +548,8 @@ async def run(options: Options) -> int:
     prefix = f"chaos-{uuid.uuid4().hex[:8]}"
     names = Names(prefix)
     root = Path(tempfile.mkdtemp(prefix="scribe-chaos-"))
-    jobs = make_jobs(options.jobs, write_audio(root), rng)
-    ledger = Ledger()
+    jobs = make_jobs(options.jobs, root, rng)
+    ledger = Ledger(audio={str(job.job_id): audio_digest(job) for job in jobs})
     settings = Settings.from_env({"SCRIBE_PREFIX": prefix, "SCRIBE_AMQP_URL": options.amqp_url,
                                   "SCRIBE_DELAY_TIERS_MS": DELAY_TIERS_MS})  # fmt: skip
     started = time.monotonic()
@@ -348,6 +558,7 @@ async def run(options: Options) -> int:
     flags = ("--intron-api-key", INTRON_KEY, "--invox-static-token", INVOX_TOKEN,
              "--polls-before-ready", "1", "--intron-upload-rate", "0",
              "--intron-status-rate", "0", "--seed", str(options.seed))  # fmt: skip
+    drained = Drain()
     try:
         async with sandbox_process(*flags) as base_url:
             setup = await connection.channel()
@@ -362,22 +573,21 @@ async def run(options: Options) -> int:
                 await submit_all(connection, names, jobs, ledger)
                 await chaos_loop(options, workers, ledger, rng, started + options.timeout_s)
                 await wait_settled(ledger, started + options.timeout_s)
-                await asyncio.sleep(2)  # late duplicates, if any, arrive now
+                drained = await drain(names)
             finally:
                 await workers.stop()
-            calls = await vendor_calls(base_url)
-            await read_dead_letters(connection, names, ledger)
+            # What the workers' shutdown left or made; a dead letter it made reaches the
+            # observer within this second and is counted.
+            await asyncio.sleep(1.0)
+            work = work_queues(names)
+            depths = await queue_depths(prefix)
+            drained.left_after_stop = {q: n for q, n in depths.items() if q in work and n}
+            stats = await sandbox_stats(base_url)
     finally:
         await connection.close()
-        await delete_prefix(options.amqp_url, prefix, settings.retry.delay_tiers_ms,
-                            (observer.queue_name,))  # fmt: skip
-        client = aioredis.Redis.from_url(options.redis_url)
-        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        cleanup = await clean_up(options, names, (observer.queue_name,))
         shutil.rmtree(root, ignore_errors=True)
-    text, clean = report(ledger, calls, time.monotonic() - started)
+    text, clean = report(ledger, stats, time.monotonic() - started, drained, cleanup)
     print(text)
     return 0 if clean else 1
 
