@@ -1,8 +1,9 @@
 """scribe-worker: run the stage consumers until SIGTERM or SIGINT, then stop gracefully.
 
 Exit codes: 0 stopped by a signal, 2 a bad SCRIBE_* setting, 3 the broker did not answer within
-SCRIBE_BROKER_START_TIMEOUT_S, 4 the broker refused the login or the virtual host, 5 the HTTP
-endpoint cannot listen (port in use). Each failure is one line on stderr, never a traceback.
+SCRIBE_BROKER_START_TIMEOUT_S, 4 the broker refused the login, the virtual host or a
+permission, 5 the HTTP endpoint cannot listen (port in use), 6 a queue or exchange exists with
+other arguments than this version declares. Each failure is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from worker.logs import configure_logging
 from worker.providers.factory import build_registry
 from worker.settings import Settings
 from worker.startup import (
+    EXIT_TOPOLOGY,
     StartupError,
     broker_endpoint,
     broker_failure,
     http_listen_failure,
     open_broker_connection,
+    topology_failure,
     unreachable,
 )
+from worker.topology import TopologyMismatch
 
 log = structlog.get_logger("scribe.cli")
 
@@ -88,6 +92,8 @@ async def _start(app: WorkerApp) -> None:
         started = True
     except (OSError, AMQPError) as exc:
         raise _start_failure(exc, app.settings) from None
+    except TopologyMismatch as exc:
+        raise StartupError(EXIT_TOPOLOGY, str(exc)) from None
     finally:
         if not started:
             await app.stop()
@@ -99,6 +105,9 @@ def _start_failure(exc: OSError | AMQPError, settings: Settings) -> StartupError
         if listen is not None:
             return listen
     endpoint = broker_endpoint(settings.amqp_url.value)
+    topology = topology_failure(exc, endpoint)
+    if topology is not None:
+        return topology
     # The broker answered the probe, then went away while the app was starting.
     return broker_failure(exc, endpoint) or unreachable(
         endpoint, settings.broker_start_timeout_s, type(exc).__name__

@@ -20,13 +20,20 @@ from urllib.parse import urlsplit
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
-from aiormq.exceptions import AMQPError, AuthenticationError, ProbableAuthenticationError
+from aiormq.exceptions import (
+    AMQPError,
+    AuthenticationError,
+    ChannelAccessRefused,
+    ChannelPreconditionFailed,
+    ProbableAuthenticationError,
+)
 
 log = structlog.get_logger("scribe.startup")
 
 EXIT_BROKER_UNREACHABLE = 3
 EXIT_BROKER_REFUSED = 4
 EXIT_HTTP_LISTEN = 5
+EXIT_TOPOLOGY = 6
 
 RETRY_EVERY_S = 1.0
 ATTEMPT_TIMEOUT_S = 10.0
@@ -173,6 +180,30 @@ async def _connect_with_retry(
             except TimeoutError:
                 continue
             return None
+
+
+def _reply_text(exc: AMQPError) -> str:
+    """The broker's reply text (names queues, exchanges and arguments; no message content)."""
+    texts = [arg for arg in exc.args if isinstance(arg, str)]
+    return texts[-1][:300] if texts else type(exc).__name__
+
+
+def topology_failure(exc: Exception, endpoint: str) -> StartupError | None:
+    """The one line for a topology the broker would not declare as this version does, or for a
+    user without the permission to declare it; None for anything else."""
+    if isinstance(exc, ChannelPreconditionFailed):
+        return StartupError(
+            EXIT_TOPOLOGY,
+            f"the broker refused this worker's topology ({_reply_text(exc)}): a queue or "
+            "exchange exists with other arguments; see docs/operations.md, 'Upgrading'",
+        )
+    if isinstance(exc, ChannelAccessRefused):
+        return StartupError(
+            EXIT_BROKER_REFUSED,
+            f"the broker at {endpoint} refused access ({_reply_text(exc)}): check the user's "
+            "configure, write and read permissions",
+        )
+    return None
 
 
 def http_listen_failure(exc: OSError, host: str, port: int) -> StartupError | None:

@@ -250,3 +250,32 @@ async def test_a_port_bind_cannot_take_is_a_settings_error(prefix: str, storage_
     code, stderr = await start_failing_worker(env)
     assert code == 2
     assert "SCRIBE_HTTP_PORT" in the_error_line(stderr)
+
+
+@pytest.mark.parametrize("kind", ["queue", "events-exchange"])
+async def test_a_topology_of_another_version_is_one_line_and_exit_6(
+    prefix: str, storage_root: Path, kind: str
+) -> None:
+    """A queue or exchange declared with other arguments (an older version, another delivery
+    limit) is neither a refused login nor a traceback."""
+    names = Names(prefix)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        if kind == "queue":
+            await channel.declare_queue(
+                names.stage_queue("transcribe"),
+                durable=True,
+                arguments={"x-queue-type": "quorum", "x-delivery-limit": 3},
+            )
+        else:
+            await channel.declare_exchange(
+                names.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+    env = worker_env(prefix, "http://127.0.0.1:9", storage_root)
+    code, stderr = await start_failing_worker(env)
+    assert code == 6
+    line = the_error_line(stderr)
+    shown = names.stage_queue("transcribe") if kind == "queue" else names.events_exchange
+    assert shown in line
+    assert "docs/operations.md" in line
