@@ -2,8 +2,9 @@
 
 Exit codes: 0 completed (or published without --wait), 1 dead-lettered, 2 timeout or bad usage,
 3 the broker did not answer, 4 the broker refused the login, 5 --wait but no worker consumes the
-prefix's transcribe queue (nothing published), 141 stdout was closed before the outcome was
-written (`| head -c0`). Every failure is one line on stderr, never a traceback.
+prefix's transcribe queue (nothing published), 6 the prefix's topology is another version's,
+141 stdout was closed before the outcome was written (`| head -c0`). Every failure is one line
+on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aiormq.exceptions import AMQPError
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
@@ -35,8 +37,14 @@ from worker import constants as c
 from worker.broker import Publisher, build_message
 from worker.errors import SettingsError
 from worker.settings import Settings
-from worker.startup import StartupError, open_robust_connection
-from worker.topology import Names, declare_topology
+from worker.startup import (
+    EXIT_TOPOLOGY,
+    StartupError,
+    broker_endpoint,
+    open_robust_connection,
+    topology_failure,
+)
+from worker.topology import Names, TopologyMismatch, declare_topology
 from worker.tracing import new_traceparent
 
 EXIT_COMPLETED, EXIT_DEAD_LETTERED, EXIT_USAGE = 0, 1, 2
@@ -233,7 +241,7 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
     connection = await open_robust_connection(settings.amqp_url.value)
     async with connection:
         channel = await connection.channel()
-        await declare_topology(channel, names, settings.retry)
+        await _declare(channel, names, settings)
         if wait and not await _has_consumers(channel, names.stage_queue("transcribe")):
             print(
                 f"scribe-submit: no worker consumes {names.stage_queue('transcribe')}; nothing "
@@ -275,6 +283,19 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
             return _print_outcome(timed_out, EXIT_USAGE)
         completed = event.get("type") == c.EVENT_COMPLETED
         return _print_outcome(event, EXIT_COMPLETED if completed else EXIT_DEAD_LETTERED)
+
+
+async def _declare(channel: AbstractChannel, names: Names, settings: Settings) -> None:
+    """The topology, or StartupError when the broker holds another version's (exit 6)."""
+    try:
+        await declare_topology(channel, names, settings.retry)
+    except TopologyMismatch as exc:
+        raise StartupError(EXIT_TOPOLOGY, str(exc)) from None
+    except AMQPError as exc:
+        failure = topology_failure(exc, broker_endpoint(settings.amqp_url.value))
+        if failure is None:
+            raise
+        raise failure from None
 
 
 async def _has_consumers(channel: AbstractChannel, queue_name: str) -> bool:

@@ -272,3 +272,17 @@ async def test_template_errors_name_the_field_and_the_problem(
     assert code == 2
     assert printed is None
     assert f"--template {path.name}: {named}" in one_error_line(err)
+
+
+async def test_a_topology_of_another_version_is_exit_6(prefix: str, storage_root: Path) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(
+            Names(prefix).events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+    env = worker_env(prefix, "http://127.0.0.1:9", storage_root)
+    code, printed, err = await submit(env, "--audio-url", "https://a.example/x.wav")
+    assert code == 6
+    assert printed is None
+    assert Names(prefix).events_exchange in one_error_line(err)
