@@ -72,6 +72,7 @@ class Options:
     amqp_url: str
     redis_url: str
     seed: int
+    intron_redelivery: str = c.INTRON_REDELIVERY_POLICIES[0]
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def worker_env(options: Options, prefix: str, base_url: str, root: Path) -> dict
         "SCRIBE_RATE_LIMITS": "none",
         "SCRIBE_HTTP_PORT": "0",
         "SCRIBE_LOG_LEVEL": "warning",
+        "SCRIBE_INTRON_REDELIVERY": options.intron_redelivery,
     }
 
 
@@ -463,7 +465,7 @@ def tally(ledger: Ledger) -> Tally:
 class Billing:
     per_job: Counter[int] = field(default_factory=Counter)  # paid submissions -> jobs
     double: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    explained: int = 0  # double-billed Intron jobs with a worker kill between the two uploads
+    explained: int = 0  # double-billed Intron jobs with a worker kill inside the window
     lines: list[str] = field(default_factory=list)
 
 
@@ -603,6 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amqp-url", default=c.DEFAULT_AMQP_URL)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--intron-redelivery",
+        choices=c.INTRON_REDELIVERY_POLICIES,
+        default=c.INTRON_REDELIVERY_POLICIES[0],
+        help="the workers' SCRIBE_INTRON_REDELIVERY",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.jobs <= 10_000 or not 1 <= args.workers <= 16:
         parser.error("--jobs must be 1..10000 and --workers 1..16")
@@ -618,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         amqp_url=args.amqp_url,
         redis_url=args.redis_url,
         seed=args.seed,
+        intron_redelivery=args.intron_redelivery,
     )
     return asyncio.run(run(options))
 
