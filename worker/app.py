@@ -96,7 +96,9 @@ class WorkerApp:
             else MemoryRateLimiter()
         )
         self._connection = await connect(
-            settings.amqp_url.value, f"scribe-worker {settings.prefix}"
+            settings.amqp_url.value,
+            f"scribe-worker {settings.prefix}",
+            give_up_after_s=settings.broker_start_timeout_s,
         )
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         setup_channel = await self._connection.channel()

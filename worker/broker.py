@@ -25,7 +25,11 @@ from aio_pika.robust_channel import RobustChannel
 from aio_pika.robust_connection import RobustConnection
 from aio_pika.robust_queue import RobustQueue
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelInvalidStateError
+from aiormq.exceptions import (
+    AuthenticationError,
+    ChannelInvalidStateError,
+    ProbableAuthenticationError,
+)
 from pamqp.commands import Basic
 from pamqp.common import Arguments
 
@@ -333,6 +337,7 @@ async def connect(
     """
     amqp_decoding.install()
     deadline = time.monotonic() + give_up_after_s
+    failures = 0
     while True:
         try:
             return await aio_pika.connect_robust(
@@ -340,8 +345,12 @@ async def connect(
                 client_properties={"connection_name": name},
                 connection_class=_WorkerConnection,
             )
+        except (ProbableAuthenticationError, AuthenticationError):
+            raise  # a refused login does not get better by retrying
         except (OSError, AMQPError) as exc:
             if time.monotonic() >= deadline:
                 raise
-            log.warning("broker.connect_failed", error=type(exc).__name__, retry_in_s=1.0)
+            if failures == 0:  # one line, not one per retry
+                log.warning("broker.connect_failed", error=type(exc).__name__, retry_every_s=1.0)
+            failures += 1
             await asyncio.sleep(1.0)
