@@ -1363,7 +1363,7 @@ async def run(options: Options, cases: list[Case] | None = None) -> Report:
     root = Path(tempfile.mkdtemp(prefix="scribe-fuzz-"))
     prefix = f"fuzz-{uuid.uuid4().hex[:8]}"
     try:
-        audio = write_audio(root)
+        audio = write_audio(root, uuid.uuid4())  # one recording for every fuzzed job
         plan = make_plan(generated, options.valid_every, audio, options.seed, options.other_job_ids)
         observed, figures = await asyncio.wait_for(
             fuzz(options, plan, root, prefix, started), options.timeout_s + 30
