@@ -125,7 +125,15 @@ class WorkerApp:
         )
         self._registry = self._registry_factory(settings, self._vendor_http(self._session))
         signer = HandleSigner.from_settings(settings)
-        stages = Stages(self._registry, media, self._ledger, settings.retry, StageCodec(), signer)
+        stages = Stages(
+            self._registry,
+            media,
+            self._ledger,
+            settings.retry,
+            StageCodec(),
+            signer,
+            metrics=self.metrics,
+        )
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._consume_broker_dead_letters(delivery)

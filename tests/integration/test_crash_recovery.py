@@ -109,9 +109,13 @@ async def test_invox_killed_after_its_put_resumes_and_pays_once(
     async with running_worker({**env, "SCRIBE_STAGES": "note"}), watching(redis_prefix) as watcher:
         job_id = await watcher.submit(job)
         await kill_inside_the_window(env, sandbox.base_url, "invox.audio_put")
-        async with running_worker(env):
+        async with running_worker(env) as resumed:
             outcome = await watcher.outcome(job_id, timeout_s=30)
+            counted = resumed.metrics.registry.get_sample_value(
+                "scribe_submission_redeliveries_total", {"provider": "invox", "action": "resumed"}
+            )
     assert outcome["type"] == "job.completed"
+    assert counted == 1  # the worker app wires its metrics into the stages
     stats = await sandbox_stats(sandbox.base_url)
     assert paid_for(stats, audio_file) == ["invox"]
     assert stats["calls"]["invox.presign"] == 1
