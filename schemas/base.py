@@ -3,20 +3,87 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+# Wire types. Each says in its JSON Schema exactly what the worker accepts, so that a body a
+# third-party validator accepts is one the worker accepts and the reverse
+# (tests/unit/test_schema_agreement.py). Messages are validated in pydantic's strict mode
+# (worker/codec.py): no "3" for 3, no "yes" for true.
 
-def _exactly_integer(value: Any) -> Any:
-    """1.0 and true equal 1 in Python; a schemaVersion must be the JSON integer itself."""
+# A pattern's `$` also matches before a final newline in Python's re (which the `jsonschema`
+# package uses): this keeps "en\n" out under every regex dialect. Lookarounds would too, but
+# not every dialect has them.
+NO_NEWLINE: dict[str, Any] = {"not": {"pattern": "\\n"}}
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON has one kind of number: 3.0 is the integer 3 (JSON Schema says so too, so no schema
+    can refuse it). true and "3" are not numbers; 3.5 is not an integer."""
+    if type(value) is float and value.is_integer():
+        return int(value)
     if type(value) is not int:
         raise ValueError("not an integer")
     return value
 
 
-SchemaVersion = Annotated[Literal[1], BeforeValidator(_exactly_integer)]
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_json_integer)]
+WireInt = Annotated[int, BeforeValidator(_json_integer)]
+
+# The one spelling of a UUID: 8-4-4-4-12 hex digits, in either case (the worker writes lower
+# case). 32 bare digits, urn:uuid: and {braces} are refused: they would be other identities to
+# anyone comparing text (worker/codec.py canonical_uuid, the job's identity, is the same rule).
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID_TEXT = re.compile(UUID_PATTERN[1:-1], re.ASCII)
+
+
+def _uuid_text(value: Any) -> Any:
+    if isinstance(value, str) and not UUID_TEXT.fullmatch(value):
+        raise ValueError("not a UUID as 8-4-4-4-12 hex digits")
+    return value
+
+
+WireUuid = Annotated[
+    UUID,
+    BeforeValidator(_uuid_text),
+    WithJsonSchema(
+        {"type": "string", "format": "uuid", "pattern": UUID_PATTERN, "minLength": 36,
+         "maxLength": 36}
+    ),
+]  # fmt: skip
+
+# RFC 3339 date-time, as JSON Schema's `format: date-time` means it: a T, seconds, and an offset
+# (a time without one is a different instant on every machine). Days that do not exist
+# (2023-02-29) pass the pattern and are refused by the parse, as by `format: date-time`.
+RFC3339_PATTERN = (
+    "^(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:0[1-9]|1[0-2])"
+    "-(?:0[1-9]|[12][0-9]|3[01])[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[.][0-9]+)?"
+    "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+RFC3339_TEXT = re.compile(RFC3339_PATTERN[1:-1], re.ASCII)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    """The datetime an RFC 3339 text names (parsed here: in strict mode pydantic takes text for a
+    datetime only straight from JSON, not from a validator before it)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not RFC3339_TEXT.fullmatch(value):
+        raise ValueError("not an RFC 3339 date-time with an offset")
+    return datetime.fromisoformat(value.upper())  # ValueError for a day that does not exist
+
+
+WireDatetime = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339_text),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN, **NO_NEWLINE}
+    ),
+]
 
 
 class WireModel(BaseModel):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
-from uuid import UUID
 
-from schemas.base import SchemaVersion, WireModel
+from schemas.base import SchemaVersion, WireDatetime, WireInt, WireModel, WireUuid
 from schemas.jobs import ClinicalNoteField, Summary, Transcript
 
 StageName = Literal["transcribe", "poll", "summarize", "note"]
@@ -17,10 +15,10 @@ class JobCompleted(WireModel):
 
     schema_version: SchemaVersion = 1
     type: Literal["job.completed"] = "job.completed"
-    event_id: UUID
-    job_id: UUID
+    event_id: WireUuid
+    job_id: WireUuid
     consultation_session_id: str
-    occurred_at: datetime
+    occurred_at: WireDatetime
     transcript: Transcript
     summary: Summary
     clinical_note: tuple[ClinicalNoteField, ...] | None = None
@@ -31,14 +29,14 @@ class JobFailed(WireModel):
 
     schema_version: SchemaVersion = 1
     type: Literal["job.failed"] = "job.failed"
-    event_id: UUID
-    job_id: UUID
+    event_id: WireUuid
+    job_id: WireUuid
     stage: StageName
     error_type: str
     message: str
-    http_status: int | None = None
-    attempts: int
-    occurred_at: datetime
+    http_status: WireInt | None = None
+    attempts: WireInt
+    occurred_at: WireDatetime
 
 
 class StageProgress(WireModel):
@@ -46,12 +44,12 @@ class StageProgress(WireModel):
 
     schema_version: SchemaVersion = 1
     type: Literal["job.stage"] = "job.stage"
-    event_id: UUID
-    job_id: UUID
+    event_id: WireUuid
+    job_id: WireUuid
     stage: StageName
     provider: str
     duration_ms: float
-    occurred_at: datetime
+    occurred_at: WireDatetime
 
 
 class DeadLetterInfo(WireModel):
@@ -61,7 +59,7 @@ class DeadLetterInfo(WireModel):
     stage: StageName
     error_type: str
     message: str
-    http_status: int | None = None
-    attempts: int
-    first_failure_at: datetime
-    last_failure_at: datetime
+    http_status: WireInt | None = None
+    attempts: WireInt
+    first_failure_at: WireDatetime
+    last_failure_at: WireDatetime

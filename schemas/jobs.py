@@ -5,13 +5,11 @@ Every stage message embeds the original job, so a dead letter can be replayed on
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
-from uuid import UUID
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from schemas.base import SchemaVersion, WireModel
+from schemas.base import NO_NEWLINE, SchemaVersion, WireDatetime, WireModel, WireUuid
 
 SCHEMA_VERSION = 1
 
@@ -41,12 +39,31 @@ IntronPostProcessing = Literal[
 ]
 ShortText = Annotated[str, Field(min_length=1, max_length=512)]
 LanguageCode = Annotated[
-    str, Field(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    str,
+    Field(
+        min_length=2,
+        max_length=16,
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        json_schema_extra=NO_NEWLINE,
+    ),
 ]
+
+
+def _located_by(member: str) -> dict[str, Any]:
+    return {
+        "title": f"By{member.capitalize()}",
+        "required": [member],
+        "properties": {member: {"type": "string"}},
+    }
 
 
 class BlobRef(WireModel):
     """Where the worker reads bytes from: an https URL or a path under its storage root."""
+
+    # Exactly one of the two, as a schema says it (null counts as absent, as in the model).
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [_located_by("url"), _located_by("path")]}
+    )
 
     url: Annotated[str, Field(max_length=4096)] | None = None
     path: Annotated[str, Field(max_length=4096)] | None = None
@@ -113,7 +130,7 @@ class JobRequest(WireModel):
     """Published by upstream systems to <prefix>.jobs with routing key "transcribe"."""
 
     schema_version: SchemaVersion = 1
-    job_id: UUID
+    job_id: WireUuid
     consultation_session_id: ShortText | None = None
     audio: AudioRef
     providers: Providers = Providers()
@@ -122,7 +139,7 @@ class JobRequest(WireModel):
     note_language: NoteLanguage | None = None
     documents: tuple[DocumentRef, ...] = Field(default=(), max_length=20)
     intron: IntronOptions = IntronOptions()
-    submitted_at: datetime | None = None
+    submitted_at: WireDatetime | None = None
 
     @property
     def session_id(self) -> str:
@@ -159,7 +176,7 @@ class TranscriptionHandle(WireModel):
 
     provider: TranscriberName
     handle: ShortText
-    submitted_at: datetime
+    submitted_at: WireDatetime
     signature: ShortText | None = None
 
 
@@ -205,7 +222,7 @@ class StageEnvelope(WireModel):
     """The envelope of every later stage's message: the job, whole, so it replays on its own."""
 
     schema_version: SchemaVersion = 1
-    job_id: UUID
+    job_id: WireUuid
     job: JobRequest
 
     @model_validator(mode="after")

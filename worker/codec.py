@@ -26,7 +26,7 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
-from schemas.base import WireModel, describe_validation_error
+from schemas.base import UUID_TEXT, WireModel, describe_validation_error
 from schemas.errors import ErrorType
 from schemas.jobs import STAGE_MESSAGE_TYPES, JobRequest
 from worker import constants as c
@@ -44,20 +44,19 @@ _JOB_START = _JOB_ID_END + len(_JOB_MEMBER)
 _COMMA = ord(",")
 
 
-_HEX = rb"[0-9a-fA-F]"
-_UUID_TEXT = re.compile(_HEX + rb"{8}-" + (_HEX + rb"{4}-") * 3 + _HEX + rb"{12}")
+# The wire's one spelling of a UUID (schemas/base.py UUID_PATTERN, as the JSON Schemas say it).
+_UUID_TEXT = re.compile(UUID_TEXT.pattern.encode("ascii"))
 
 
 def canonical_uuid(value: object) -> str | None:
-    """value as a UUID's canonical text if it is one (str or bytes), else None."""
+    """value (str or bytes) as a UUID's canonical text, in lower case, if it is a UUID in the
+    wire's spelling (8-4-4-4-12 hex digits, either case), else None: 32 bare digits, urn:uuid:
+    and {braces} are not, as the schemas and the parse refuse them."""
     if isinstance(value, str):
         value = value.encode("ascii", "replace")
-    if not isinstance(value, bytes) or len(value) > 64:
+    if not isinstance(value, bytes) or not _UUID_TEXT.fullmatch(value):
         return None
-    try:
-        return str(UUID(value.decode("ascii")))
-    except ValueError:
-        return None
+    return value.decode("ascii").lower()
 
 
 def job_id_of_body(body: bytes) -> str | None:
@@ -103,12 +102,13 @@ def parse_message(model: type[M], body: bytes) -> M:
     """The message as model, or an error that says what is wrong without quoting the body.
 
     Valid messages take pydantic's JSON parser in one pass; only a failure pays for the
-    step-by-step diagnosis below.
+    step-by-step diagnosis below. Strict: a JSON value is taken only as the type the JSON
+    Schema names ("3" is not a number, 1 is not true), so that both give the same verdict.
     """
     if len(body) > MAX_BODY_BYTES:
         raise InvalidMessage(f"the body is over {MAX_BODY_BYTES} bytes")
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body, strict=True)
     except ValidationError:
         pass  # diagnosed below, in the order a sender would fix things
     try:
@@ -120,13 +120,13 @@ def parse_message(model: type[M], body: bytes) -> M:
     if not isinstance(data, dict):
         raise InvalidMessage("the body is not a JSON object")
     version = data.get("schemaVersion", 1)
-    if type(version) is not int or version != 1:
-        shown = version if isinstance(version, int) and not isinstance(version, bool) else "?"
+    if type(version) not in (int, float) or version != 1:  # 1.0 is the JSON number 1; true is not
+        shown = version if type(version) is int else "?"
         raise PermanentError(
             ErrorType.UNSUPPORTED_SCHEMA_VERSION, f"schemaVersion {shown} is not supported (use 1)"
         )
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise InvalidMessage(describe_validation_error(exc)) from exc
 
@@ -203,7 +203,7 @@ class StageCodec:
         if known is not None:
             cached, state_start = known
             try:
-                state = state_type.model_validate_json(b"{" + body[state_start:])
+                state = state_type.model_validate_json(b"{" + body[state_start:], strict=True)
             except ValidationError:
                 pass  # the full validation below decides, and words the error
             else:

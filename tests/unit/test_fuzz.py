@@ -86,8 +86,9 @@ def test_mutated_messages(data: dict[str, Any], model: type[Any]) -> None:
 @given(
     st.integers(min_value=2, max_value=10**6)
     | st.text(max_size=5)
-    | st.floats(allow_nan=False, allow_infinity=False)  # NaN, Infinity: not JSON numbers
-    | st.sampled_from([True, 1.0, "1"])  # equal to 1 in Python, not the JSON integer 1
+    # NaN, Infinity: not JSON numbers; 1.0 is the JSON number 1, as JSON Schema says too
+    | st.floats(allow_nan=False, allow_infinity=False).filter(lambda version: version != 1)
+    | st.sampled_from([True, "1"])  # equal to 1 in Python, not the JSON number 1
 )
 def test_unknown_schema_versions(version: object) -> None:
     error = error_of(json.dumps({**VALID_JOB, "schemaVersion": version}).encode())

@@ -209,7 +209,6 @@ async def test_unsigned_handle_is_refused_without_a_vendor_call(world: World) ->
         {"submittedAt": "2099-01-01T00:00:00Z"},
         {"signature": "A" * 43},
         {"signature": "\u00e9"},
-        {"submittedAt": datetime.now(UTC).replace(tzinfo=None).isoformat()},
     ],
 )
 async def test_a_signed_handle_edited_in_any_field_is_refused(
@@ -219,6 +218,20 @@ async def test_a_signed_handle_edited_in_any_field_is_refused(
     genuine = json.loads(await world.genuine_poll(mine, handle()))
     world.mocked.post(ANY_INVOX, payload={}, repeat=True)
     await refused(world, poll_body(mine, {**genuine["transcription"], **edit}))
+
+
+async def test_a_submitted_at_without_an_offset_is_refused_at_the_door(world: World) -> None:
+    """Not RFC 3339 (the JSON Schema's date-time): the message is invalid before any handle is
+    looked at, and no vendor is called."""
+    mine = job()
+    genuine = json.loads(await world.genuine_poll(mine, handle()))
+    naive = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    with pytest.raises(PermanentError) as caught:
+        await world.stages.poll(
+            poll_body(mine, {**genuine["transcription"], "submittedAt": naive}), ctx()
+        )
+    assert caught.value.error_type == ErrorType.INVALID_MESSAGE
+    assert world.requests() == 0
 
 
 @pytest.mark.parametrize("bad", BAD_HANDLES)
