@@ -29,7 +29,7 @@ import time
 import uuid
 import wave
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from redis.exceptions import RedisError
 
 from ops.procs import delete_prefix, sandbox_process, stop, worker_argv
+from ops.rabbit_node import private_node
 from schemas.jobs import JobRequest
 from worker import constants as c
 from worker.broker import Publisher, build_message
@@ -73,6 +74,8 @@ class Options:
     redis_url: str
     seed: int
     intron_redelivery: str = c.INTRON_REDELIVERY_POLICIES[0]
+    # The node rabbitmqctl restarts and lists (-n NAME): the run's private node by default.
+    rabbit_node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,22 +238,27 @@ async def submit_all(connection: AbstractRobustConnection, names: Names, jobs: l
     await publisher.close()
 
 
-async def rabbitmqctl(*args: str) -> None:
+def ctl(node: str | None, *args: str) -> list[str]:
+    """rabbitmqctl's argv for the run's node; the machine's own node only if none is named."""
+    return ["rabbitmqctl", *(("-n", node) if node else ()), *args]
+
+
+async def rabbitmqctl(node: str | None, *args: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        *ctl(node, *args), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     if await process.wait() != 0:
         raise RuntimeError(f"rabbitmqctl {args[0]} failed")
 
 
-async def restart_broker(ledger: Ledger) -> None:
+async def restart_broker(ledger: Ledger, node: str | None) -> None:
     print("chaos: restarting the RabbitMQ node (stop_app / start_app)", file=sys.stderr)
     try:
-        await rabbitmqctl("stop_app")
+        await rabbitmqctl(node, "stop_app")
         await asyncio.sleep(2)
     finally:
-        await rabbitmqctl("start_app")
-        await rabbitmqctl("await_startup")
+        await rabbitmqctl(node, "start_app")
+        await rabbitmqctl(node, "await_startup")
     ledger.restarts += 1
 
 
@@ -307,13 +315,13 @@ async def chaos_loop(options: Options, workers: Workers, ledger: Ledger, rng: ra
         ledger.revived += await workers.revive()
         if restart_at and ledger.settled() >= restart_at[0]:
             restart_at.pop(0)
-            await restart_broker(ledger)
+            await restart_broker(ledger, options.rabbit_node)
         if options.kill_interval_s > 0 and time.monotonic() >= next_kill:
             await workers.kill_one(rng, ledger)
             ledger.kills += 1
             next_kill = time.monotonic() + options.kill_interval_s * rng.uniform(0.5, 1.5)
     for _ in restart_at:  # too few jobs settled to reach the planned points: restart anyway
-        await restart_broker(ledger)
+        await restart_broker(ledger, options.rabbit_node)
 
 
 async def wait_settled(ledger: Ledger, deadline: float) -> None:
@@ -331,11 +339,11 @@ async def wait_settled(ledger: Ledger, deadline: float) -> None:
 DRAIN_TIMEOUT_S = 60.0
 
 
-async def queue_depths(prefix: str) -> dict[str, int]:
+async def queue_depths(prefix: str, node: str | None) -> dict[str, int]:
     """Messages (ready and unacknowledged) in every queue under the prefix, from rabbitmqctl:
     AMQP's passive declare counts only the ready ones, not those a worker holds."""
     process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "messages",
+        *ctl(node, "list_queues", "-q", "--no-table-headers", "name", "messages"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     out, _ = await process.communicate()
@@ -366,14 +374,14 @@ def work_queues(names: Names) -> set[str]:
     return set(names.all_queues(tiers)) - {names.unrouted_events_queue}
 
 
-async def drain(names: Names, timeout_s: float = DRAIN_TIMEOUT_S) -> Drain:
+async def drain(names: Names, node: str | None, timeout_s: float = DRAIN_TIMEOUT_S) -> Drain:
     """Until every work queue holds nothing, twice in a row one second apart (a job in flight
     always holds a message somewhere: the consumed one stays unacked until its successor is
     confirmed, and at-least-once dead-lettering keeps it in the delay queue until then)."""
     started = time.monotonic()
     watched, empty_in_a_row = work_queues(names), 0
     while True:
-        depths = await queue_depths(names.prefix)
+        depths = await queue_depths(names.prefix, node)
         left = {name: n for name, n in depths.items() if name in watched and n}
         empty_in_a_row = 0 if left else empty_in_a_row + 1
         waited_s = time.monotonic() - started
@@ -392,12 +400,12 @@ async def sandbox_stats(base_url: str) -> dict[str, Any]:
     return stats
 
 
-async def leftovers(prefix: str) -> list[str]:
+async def leftovers(prefix: str, node: str | None) -> list[str]:
     """Queues and exchanges still on the broker under the prefix."""
     names: list[str] = []
     for command in ("list_queues", "list_exchanges"):
         process = await asyncio.create_subprocess_exec(
-            "rabbitmqctl", command, "-q", "--no-table-headers", "name",
+            *ctl(node, command, "-q", "--no-table-headers", "name"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         out, _ = await process.communicate()
@@ -416,7 +424,7 @@ async def clean_up(options: Options, names: Names, extra_queues: tuple[str, ...]
         await delete_prefix(options.amqp_url, names.prefix, tiers, extra_queues)
     except (RuntimeError, OSError, aio_pika.exceptions.AMQPError) as exc:
         problems.append(f"deleting the topology: {exc}")
-    left = await leftovers(names.prefix)
+    left = await leftovers(names.prefix, options.rabbit_node)
     if left:
         problems.append(f"still on the broker: {', '.join(sorted(left))}")
     try:
@@ -575,14 +583,14 @@ async def run(options: Options) -> int:
                 await submit_all(connection, names, jobs, ledger)
                 await chaos_loop(options, workers, ledger, rng, started + options.timeout_s)
                 await wait_settled(ledger, started + options.timeout_s)
-                drained = await drain(names)
+                drained = await drain(names, options.rabbit_node)
             finally:
                 await workers.stop()
             # What the workers' shutdown left or made; a dead letter it made reaches the
             # observer within this second and is counted.
             await asyncio.sleep(1.0)
             work = work_queues(names)
-            depths = await queue_depths(prefix)
+            depths = await queue_depths(prefix, options.rabbit_node)
             drained.left_after_stop = {q: n for q, n in depths.items() if q in work and n}
             stats = await sandbox_stats(base_url)
     finally:
@@ -602,7 +610,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-restarts", type=int, default=1)
     parser.add_argument("--fault-rate", type=float, default=0.1, help="share of vendor calls")
     parser.add_argument("--timeout-s", type=float, default=900.0)
-    parser.add_argument("--amqp-url", default=c.DEFAULT_AMQP_URL)
+    parser.add_argument(
+        "--amqp-url",
+        default=None,
+        help="a broker of yours; without it the run starts a private RabbitMQ node of its own "
+        "(ops/rabbit_node.py) and restarts only that one",
+    )
+    parser.add_argument(
+        "--rabbit-node",
+        default=None,
+        help="with --amqp-url: the node that rabbitmqctl -n restarts and lists",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
@@ -616,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs must be 1..10000 and --workers 1..16")
     if not 0 <= args.fault_rate <= 0.8:
         parser.error("--fault-rate must be within 0..0.8")
+    if args.amqp_url is not None and args.broker_restarts and args.rabbit_node is None:
+        parser.error("--amqp-url with --broker-restarts needs --rabbit-node (the node to restart)")
     options = Options(
         jobs=args.jobs,
         workers=args.workers,
@@ -623,12 +643,23 @@ def main(argv: list[str] | None = None) -> int:
         broker_restarts=args.broker_restarts,
         fault_rate=args.fault_rate,
         timeout_s=args.timeout_s,
-        amqp_url=args.amqp_url,
+        amqp_url=args.amqp_url or "",
         redis_url=args.redis_url,
         seed=args.seed,
         intron_redelivery=args.intron_redelivery,
+        rabbit_node=args.rabbit_node,
     )
-    return asyncio.run(run(options))
+    return asyncio.run(run_on_a_broker(options))
+
+
+async def run_on_a_broker(options: Options) -> int:
+    """The run against the broker given, or against a private node started for it: the
+    machine's own node is never stopped or restarted by a chaos run."""
+    if options.amqp_url:
+        return await run(options)
+    async with private_node("scribe-chaos") as node:
+        print(f"chaos: private RabbitMQ node {node.name} on port {node.port}", file=sys.stderr)
+        return await run(replace(options, amqp_url=node.amqp_url, rabbit_node=node.name))
 
 
 if __name__ == "__main__":

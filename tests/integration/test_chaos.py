@@ -1,6 +1,6 @@
-"""A small chaos run: jobs through two worker processes while one is SIGKILLed and the RabbitMQ
-node restarts once, with vendor faults injected. Every job must be accounted for: none lost,
-none with two different outcomes."""
+"""A small chaos run: jobs through two worker processes while one is SIGKILLed and the run's
+own private RabbitMQ node restarts once, with vendor faults injected. Every job must be
+accounted for: none lost, none with two different outcomes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import os
 import re
 import sys
 
+import aio_pika
 import pytest
+
+from tests.harness import AMQP_URL
 
 pytestmark = [pytest.mark.broker, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -17,6 +20,9 @@ JOBS = 50
 
 
 async def test_small_chaos_run_loses_and_duplicates_nothing() -> None:
+    # A connection to the machine's own node, held through the run: the broker restarts happen
+    # on the run's private node, so this one must never be closed.
+    sentinel = await aio_pika.connect(AMQP_URL)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -29,10 +35,13 @@ async def test_small_chaos_run_loses_and_duplicates_nothing() -> None:
         "--timeout-s", "300",
         env=dict(os.environ),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 380)
+    out, err = await asyncio.wait_for(process.communicate(), 380)
     text = out.decode()
+    assert "chaos: private RabbitMQ node" in err.decode()
+    assert not sentinel.is_closed, "the machine's own RabbitMQ node was restarted"
+    await sentinel.close()
     last = text.strip().splitlines()[-1]
     match = re.fullmatch(
         r"jobs=(\d+) completed=(\d+) dead_lettered=(\d+) lost=(\d+) duplicated=(\d+) "
