@@ -106,13 +106,17 @@ _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
 
 
 def _location(error: Any) -> str:
+    """Where the error is, by field names: names are not patient data, so an unknown field is
+    named too (the README promises it), as long as it is shaped like a field name. Any other
+    key came from the sender as free text, which could be anything: it is not shown."""
     parts = list(error["loc"])
-    if error["type"] == "extra_forbidden" and parts:
-        parts[-1] = "<unknown field>"  # the key itself came from the sender: could be anything
+    unknown = error["type"] == "extra_forbidden" and bool(parts)
     shown = [
-        str(part) if isinstance(part, int) or _FIELD_NAME.match(str(part)) else "?"
+        str(part) if isinstance(part, int) or _FIELD_NAME.fullmatch(str(part)) else "?"
         for part in parts
     ]
+    if unknown and shown[-1] == "?":
+        shown[-1] = "(unknown field)"
     return ".".join(shown)[:80] or "(root)"
 
 

@@ -15,6 +15,7 @@ validation, so what is accepted, and every error, is the same either way.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -98,6 +99,22 @@ def job_identity(body: bytes) -> tuple[str | None, str]:
     return job_id, hashlib.sha256(canonical).hexdigest()[:32]
 
 
+def _why_not_json(body: bytes, exc: ValueError) -> str:
+    """One rule for the encoding: UTF-8 only (RFC 8259 asks it of JSON between systems), no
+    byte-order mark; UTF-16 and UTF-32 are refused as such, whatever their own mark says."""
+    if "recursion limit" in str(exc):
+        return "the body is nested too deeply"
+    if body.startswith(codecs.BOM_UTF8):
+        return "the body starts with a byte-order mark (send UTF-8 JSON without one)"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8 (JSON bodies are UTF-8 only, README)"
+    if 0 in body[:4]:  # UTF-16 or UTF-32 without a mark: RFC 4627's test, NULs among the first 4
+        return "the body is not UTF-8 (JSON bodies are UTF-8 only, README)"
+    return "the body is not valid JSON"
+
+
 def parse_message(model: type[M], body: bytes) -> M:
     """The message as model, or an error that says what is wrong without quoting the body.
 
@@ -114,9 +131,7 @@ def parse_message(model: type[M], body: bytes) -> M:
     try:
         data = from_json(body, allow_inf_nan=False)
     except ValueError as exc:
-        if "recursion limit" in str(exc):
-            raise InvalidMessage("the body is nested too deeply") from exc
-        raise InvalidMessage("the body is not valid UTF-8 JSON") from exc
+        raise InvalidMessage(_why_not_json(body, exc)) from exc
     if not isinstance(data, dict):
         raise InvalidMessage("the body is not a JSON object")
     version = data.get("schemaVersion", 1)

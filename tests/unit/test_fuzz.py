@@ -43,10 +43,12 @@ VALID_JOB = {"jobId": str(uuid.uuid4()), "audio": {"url": "https://a.example/x.w
 
 
 def mutated_jobs() -> st.SearchStrategy[dict[str, Any]]:
-    """A valid job with one field replaced, removed or added."""
+    """A valid job with one field replaced, removed or added. An unknown key shaped like a
+    field name is named in the error (names are not patient data); one with a space is the
+    sender's free text, and never shown."""
     keys = st.sampled_from(
         ["jobId", "audio", "providers", "summary", "template", "documents", "intron",
-         "schemaVersion", "noteLanguage", MARKER]
+         "schemaVersion", "noteLanguage", f"{MARKER} Smith"]
     )  # fmt: skip
     return st.builds(
         lambda key, value, drop: {k: v for k, v in {**VALID_JOB, key: value}.items()
