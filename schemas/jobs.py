@@ -37,6 +37,9 @@ IntronPostProcessing = Literal[
     "get_call_center_agent_score",
     "get_call_center_product_insights",
 ]
+# Titled where they sit in an array or an optional: an enum there is anonymous to generators.
+_TitledPostProcessing = Annotated[IntronPostProcessing, Field(title="IntronPostProcessing")]
+_TitledNoteLanguage = Annotated[NoteLanguage, Field(title="NoteLanguage")]
 ShortText = Annotated[str, Field(min_length=1, max_length=512)]
 LanguageCode = Annotated[
     str,
@@ -100,7 +103,7 @@ class IntronOptions(WireModel):
     upload_mode: Literal["auto", "url", "file"] = "auto"
     use_diarization: bool = True
     category: IntronCategory = "file_category_telehealth"
-    post_processing: tuple[IntronPostProcessing, ...] = ()
+    post_processing: tuple[_TitledPostProcessing, ...] = ()
     # Which post-processing output becomes the summary when summarizer is "intron".
     summary_source: Literal["get_summary", "get_soap_note", "get_clerking"] = "get_summary"
 
@@ -136,7 +139,7 @@ class JobRequest(WireModel):
     providers: Providers = Providers()
     summary: SummaryOptions = SummaryOptions()
     template: Template | None = None
-    note_language: NoteLanguage | None = None
+    note_language: _TitledNoteLanguage | None = None
     documents: tuple[DocumentRef, ...] = Field(default=(), max_length=20)
     intron: IntronOptions = IntronOptions()
     submitted_at: WireDatetime | None = None

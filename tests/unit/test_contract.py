@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -10,6 +11,7 @@ from schemas import asyncapi, export
 from schemas.errors import ERROR_CATALOGUE, ErrorType
 from worker.constants import STAGES
 from worker.topology import Names
+from worker.tracing import new_traceparent, valid_traceparent
 
 STALE = "stale: run `make schemas` and commit the result"
 
@@ -58,7 +60,7 @@ def test_every_reference_resolves() -> None:
 
 def test_asyncapi_describes_the_topology() -> None:
     document = _document()
-    assert document["asyncapi"] == "3.0.0"
+    assert document["asyncapi"] == "3.1.0"
     names = Names("{prefix}")
     channels = document["channels"]
     addresses = {channel["address"] for channel in channels.values()}
@@ -116,3 +118,51 @@ def test_error_type_enum_is_the_catalogue_with_descriptions() -> None:
     assert schema["enum"] == [error_type.value for error_type in ErrorType]
     described = {option["const"]: option["description"] for option in schema["oneOf"]}
     assert described == {error_type.value: text for error_type, text in ERROR_CATALOGUE.items()}
+
+
+def _enums_without_title(node: Any, path: str) -> list[str]:
+    if isinstance(node, dict):
+        own = [path] if ("enum" in node or "const" in node) and "title" not in node else []
+        return own + [
+            found
+            for key, value in node.items()
+            for found in _enums_without_title(value, f"{path}/{key}")
+        ]
+    if isinstance(node, list):
+        return [
+            found
+            for i, value in enumerate(node)
+            for found in _enums_without_title(value, f"{path}/{i}")
+        ]
+    return []
+
+
+def test_every_enum_has_a_title() -> None:
+    """Model generators name an untitled schema AnonymousSchema54; every enum and const in the
+    document's schemas has a name of its own instead."""
+    schemas = _document()["components"]["schemas"]
+    assert _enums_without_title(schemas, "#/components/schemas") == []
+
+
+def test_event_messages_declare_the_traceparent_header() -> None:
+    document = _document()
+    messages = document["components"]["messages"]
+    for name in ("jobCompleted", "jobFailed", "stageProgress"):
+        headers = _resolve(document, messages[name]["headers"]["$ref"])
+        traceparent = headers["properties"]["traceparent"]
+        pattern = re.compile(traceparent["pattern"])
+        genuine = new_traceparent()
+        assert pattern.search(genuine)
+        assert valid_traceparent(genuine) == genuine
+        assert traceparent["minLength"] == traceparent["maxLength"] == len(genuine)
+
+
+def test_the_dead_letter_payload_is_a_named_schema() -> None:
+    document = _document()
+    payload = document["components"]["messages"]["deadLetter"]["payload"]
+    assert payload == {"$ref": "#/components/schemas/DeadLetterBody"}
+    body = _resolve(document, payload["$ref"])
+    assert body["title"] == "DeadLetterBody"
+    assert {ref["$ref"] for ref in body["anyOf"]} == {
+        asyncapi.SCHEMA_REF.format(model=model) for model in asyncapi.STAGE_MODELS.values()
+    }
