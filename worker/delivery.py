@@ -331,7 +331,10 @@ class Delivery:
 
         The stage is the one the broker's newest x-death entry and the routing key agree on
         (topology.broker_death_stage), never a header a sender could have set on the job; the
-        dead letter itself is in <prefix>.dead-letters.
+        dead letter itself is in <prefix>.dead-letters. A copy whose stage the ledger has done
+        (a duplicate left by a worker killed between its publish and its ack, returned to the
+        queue by every later kill until the delivery limit) is stale: its job went on, so no
+        job.failed is announced for it, and it is counted as a duplicate.
         """
         try:
             headers = carried_headers(message.headers)
@@ -339,6 +342,11 @@ class Delivery:
             stage = broker_death_stage(message.headers or {}, self._names, key_stage)
             job_id = job_id_of(message)
             if stage is not None and job_id is not None:
+                if await self._ledger.done_mark(job_id, stage) is not None:
+                    self._metrics.duplicates.labels(stage).inc()
+                    log.info("broker_dead_letter.stale_copy", job_id=job_id, stage=stage)
+                    await message.ack()
+                    return
                 ctx = DeliveryContext(
                     stage,
                     job_id,
@@ -353,7 +361,7 @@ class Delivery:
                 await self._publisher.publish_in_order(event)
                 self._metrics.dead_lettered.labels(stage, _DELIVERY_LIMIT.error_type).inc()
             await message.ack()
-        except BROKER_ERRORS as exc:
+        except (*BROKER_ERRORS, LedgerUnavailable) as exc:
             log.warning("broker_dead_letter.publish_failed", error=type(exc).__name__)
             await self._requeue(message)
         except Exception as exc:  # noqa: BLE001 - an announcement that cannot be made is dropped

@@ -21,6 +21,7 @@ from ops.sandbox import RunningSandbox
 from schemas.errors import ErrorType
 from tests.harness import (
     AMQP_URL,
+    REDIS_URL,
     Watcher,
     make_job,
     running_worker,
@@ -299,3 +300,44 @@ async def test_a_forged_x_death_is_dead_lettered_by_the_worker_not_left_for_the_
     assert (failed["type"], failed["errorType"]) == ("job.failed", "invalidMessage")
     assert "x-death" in failed["message"]
     assert "x-death" not in dead.headers
+
+
+@pytest.mark.redis
+async def test_a_stale_copy_of_a_done_stage_announces_no_false_failure(
+    redis_prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    """A duplicate of a job whose transcribe stage is done (left by a worker killed between its
+    publish and its ack) that the broker dead-letters later must not announce job.failed for a
+    job that completed."""
+    env = worker_env(
+        redis_prefix,
+        sandbox.base_url,
+        storage_root,
+        SCRIBE_REDIS_URL=REDIS_URL,
+        SCRIBE_DELIVERY_LIMIT="1",
+    )
+    job = make_job(audio_file)
+    job_id = str(job.job_id)
+    async with running_worker({**env, "SCRIBE_STAGES": "poll"}):
+        pass  # declares the topology, so that the watcher can bind before the first job
+    async with watching(redis_prefix) as watcher:
+        async with running_worker(env):
+            await watcher.submit(job)
+            assert (await watcher.outcome(job_id))["type"] == "job.completed"
+        async with running_worker({**env, "SCRIBE_STAGES": "poll"}):
+            await watcher.submit(job)  # the stale copy
+            queue = await watcher.channel.get_queue(watcher.names.stage_queue("transcribe"))
+            nacked = 0
+            for _ in range(200):
+                message = await queue.get(fail=False)
+                if message is None:
+                    if nacked >= 2:
+                        break
+                    await asyncio.sleep(0.05)
+                    continue
+                await message.nack(requeue=True)
+                nacked += 1
+            [dead] = await watcher.dead_letters(1)
+            await asyncio.sleep(1.0)  # the reaper has seen it by now
+    assert dead.routing_key == "transcribe.deliveryLimitExceeded"
+    assert [event["type"] for event in watcher.events[job_id]].count("job.failed") == 0
