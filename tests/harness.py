@@ -20,6 +20,7 @@ from ops.procs import delete_prefix
 from schemas.jobs import JobRequest
 from worker.app import WorkerApp
 from worker.broker import Publisher, build_message
+from worker.constants import Stage
 from worker.providers.factory import build_registry
 from worker.settings import Settings
 from worker.topology import Names
@@ -167,6 +168,23 @@ class Watcher:
         job_id = str(job.job_id)
         await self.publish(job.to_wire(), correlation_id=job_id, headers=headers)
         return job_id
+
+    async def nack_until_the_broker_gives_up(self, stage: Stage, at_least: int = 2) -> int:
+        """Act as a consumer of the stage queue that keeps failing: take each delivery and nack
+        it back, until the queue stays empty after at_least nacks (the broker dead-lettered the
+        message at its delivery limit). Returns the number of nacks; bounded (200 polls)."""
+        queue = await self.channel.get_queue(self.names.stage_queue(stage))
+        nacked = 0
+        for _ in range(200):
+            message = await queue.get(fail=False)
+            if message is None:
+                if nacked >= at_least:
+                    break
+                await asyncio.sleep(0.05)
+                continue
+            await message.nack(requeue=True)
+            nacked += 1
+        return nacked
 
     async def dead_letters(
         self, expected: int, timeout_s: float = 20.0

@@ -201,17 +201,7 @@ async def test_broker_made_dead_letters_emit_job_failed(
             )
         else:
             await watcher.submit(job, headers=forged)
-        queue = await watcher.channel.get_queue(watcher.names.stage_queue("transcribe"))
-        nacked = 0
-        for _ in range(200):  # a consumer that keeps failing: the broker gives up on the message
-            message = await queue.get(fail=False)
-            if message is None:
-                if nacked >= 2:
-                    break
-                await asyncio.sleep(0.05)
-                continue
-            await message.nack(requeue=True)
-            nacked += 1
+        await watcher.nack_until_the_broker_gives_up("transcribe")
         failed = await watcher.outcome(job_id)
         [dead] = await watcher.dead_letters(1)
     assert (failed["type"], failed["stage"], failed["errorType"]) == (
@@ -326,17 +316,7 @@ async def test_a_stale_copy_of_a_done_stage_announces_no_false_failure(
             assert (await watcher.outcome(job_id))["type"] == "job.completed"
         async with running_worker({**env, "SCRIBE_STAGES": "poll"}):
             await watcher.submit(job)  # the stale copy
-            queue = await watcher.channel.get_queue(watcher.names.stage_queue("transcribe"))
-            nacked = 0
-            for _ in range(200):
-                message = await queue.get(fail=False)
-                if message is None:
-                    if nacked >= 2:
-                        break
-                    await asyncio.sleep(0.05)
-                    continue
-                await message.nack(requeue=True)
-                nacked += 1
+            await watcher.nack_until_the_broker_gives_up("transcribe")
             [dead] = await watcher.dead_letters(1)
             await asyncio.sleep(1.0)  # the reaper has seen it by now
     assert dead.routing_key == "transcribe.deliveryLimitExceeded"
