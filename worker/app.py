@@ -26,11 +26,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from worker.broker import Delivered, Publisher, StageQueue, connect
 from worker.codec import StageCodec
 from worker.constants import Stage
-from worker.delivery import Delivery, Handler
+from worker.delivery import Delivery
 from worker.handles import HandleSigner
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
 from worker.media import FetchPolicy, MediaFetcher, fetch_session
 from worker.metrics import Metrics
+from worker.outcomes import Handler
 from worker.providers.http import VendorHttp
 from worker.providers.registry import ProviderRegistry
 from worker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter

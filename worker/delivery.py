@@ -9,7 +9,6 @@ broker); the quorum queue's delivery limit turns an endless loop into deliveryLi
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
@@ -25,7 +24,7 @@ from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelInvalidStateError
 
 from schemas.errors import ErrorType
-from schemas.events import JobCompleted, JobFailed, StageProgress
+from schemas.events import JobFailed, StageProgress
 from worker import constants as c
 from worker.broker import (
     Delivered,
@@ -40,6 +39,16 @@ from worker.constants import STAGES, Stage
 from worker.errors import Deferred, InvalidMessage, PermanentError, ScribeError, TransientError
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.metrics import Metrics, error_label
+from worker.outcomes import (
+    EVENT_NAMESPACE,
+    Advance,
+    Complete,
+    DeliveryContext,
+    Handler,
+    Outcome,
+    PollLater,
+    stable_event_id,
+)
 from worker.settings import RetrySettings
 from worker.topology import Names, broker_death_stage
 from worker.tracing import new_traceparent
@@ -57,51 +66,6 @@ FAILURE_HEADERS = (
     c.HEADER_LAST_FAILURE_AT,
     c.HEADER_ERROR_TYPE,
 )
-
-EVENT_NAMESPACE = uuid.UUID("6f1d3f0e-93a4-4c8e-9b0a-3f1c5e2d7a10")
-
-
-@dataclass(frozen=True)
-class Advance:
-    """Publish body to the next stage's queue now."""
-
-    next_stage: Stage
-    body: bytes
-    provider: str
-    delay_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class PollLater:
-    """Not ready: send the same message back through the poll delay tier."""
-
-    provider: str
-
-
-@dataclass(frozen=True)
-class Complete:
-    event: JobCompleted
-    provider: str
-
-
-Outcome = Advance | PollLater | Complete
-
-
-@dataclass(frozen=True)
-class DeliveryContext:
-    stage: Stage
-    job_id: str | None
-    attempts: int
-    polls: int
-    replays: int
-    redelivered: bool
-    traceparent: str
-    # The job request's content digest (transcribe stage only; "" elsewhere): what tells a
-    # duplicate from a conflicting job under the same jobId.
-    fingerprint: str = ""
-
-
-Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]
 
 
 class MessageLog:
@@ -149,16 +113,6 @@ class _Run:
 
 
 Action = Callable[[_Run], Awaitable[None]]
-
-
-_EVENT_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
-
-
-def stable_event_id(job_id: str, kind: str) -> uuid.UUID:
-    """uuid5(EVENT_NAMESPACE, "<jobId>/<kind>"), without uuid5's per-call import and bytes."""
-    name = _EVENT_NAMESPACE_BYTES + f"{job_id}/{kind}".encode()
-    digest = hashlib.sha1(name, usedforsecurity=False).digest()  # what uuid5 is defined with
-    return uuid.UUID(bytes=digest[:16], version=5)
 
 
 def job_id_of(message: Delivered) -> str | None:

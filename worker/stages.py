@@ -21,7 +21,12 @@ from schemas.jobs import (
 )
 from worker.codec import StageCodec
 from worker.constants import Stage
-from worker.delivery import (
+from worker.errors import PermanentError
+from worker.handles import HandleSigner
+from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
+from worker.media import MediaFetcher
+from worker.metrics import Metrics
+from worker.outcomes import (
     Advance,
     Complete,
     DeliveryContext,
@@ -30,11 +35,6 @@ from worker.delivery import (
     PollLater,
     stable_event_id,
 )
-from worker.errors import PermanentError
-from worker.handles import HandleSigner
-from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
-from worker.media import MediaFetcher
-from worker.metrics import Metrics
 from worker.providers.base import Transcribed
 from worker.providers.registry import ProviderRegistry
 from worker.settings import RetrySettings

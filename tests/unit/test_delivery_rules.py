@@ -19,10 +19,10 @@ from worker.delivery import (
     choose_tier_at_most_ms,
     choose_tier_ms,
     retry_delay_ms,
-    stable_event_id,
 )
 from worker.errors import PermanentError, ScribeError
 from worker.logs import configure_logging
+from worker.outcomes import stable_event_id
 from worker.settings import RetrySettings
 from worker.tracing import new_traceparent, valid_traceparent
 

@@ -23,11 +23,11 @@ from aioresponses import aioresponses
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, PollMessage, PollState, TranscriptionHandle
 from worker.codec import StageCodec
-from worker.delivery import Advance, DeliveryContext, PollLater
 from worker.errors import PermanentError, SettingsError
 from worker.handles import HandleSigner
 from worker.ledger import MemoryLedger
 from worker.media import FetchPolicy, MediaFetcher
+from worker.outcomes import Advance, DeliveryContext, PollLater
 from worker.providers.factory import build_registry
 from worker.providers.http import VendorHttp
 from worker.settings import Settings

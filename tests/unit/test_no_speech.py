@@ -20,11 +20,11 @@ from schemas.errors import ErrorType
 from schemas.jobs import JobRequest
 from tests.harness import write_wav
 from worker.codec import StageCodec
-from worker.delivery import Advance, DeliveryContext
 from worker.errors import PermanentError
 from worker.handles import HandleSigner
 from worker.ledger import MemoryLedger
 from worker.media import FetchPolicy, MediaFetcher
+from worker.outcomes import Advance, DeliveryContext
 from worker.providers.factory import build_registry
 from worker.providers.http import VendorHttp
 from worker.settings import Settings

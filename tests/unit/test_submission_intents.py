@@ -19,7 +19,6 @@ from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, TranscriptionHandle
 from tests.harness import REDIS_URL, write_wav
 from worker.codec import StageCodec
-from worker.delivery import Advance, DeliveryContext
 from worker.errors import PermanentError, TransientError
 from worker.handles import HandleSigner
 from worker.ledger import (
@@ -31,6 +30,7 @@ from worker.ledger import (
 )
 from worker.media import FetchPolicy, MediaFetcher
 from worker.metrics import Metrics
+from worker.outcomes import Advance, DeliveryContext
 from worker.providers.base import PreparedAudio, Submitted
 from worker.providers.factory import build_registry
 from worker.providers.http import VendorHttp
