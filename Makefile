@@ -41,8 +41,11 @@ typecheck: install
 test: install lint typecheck
 	$(PY) -m pytest
 
+# The JSON Schemas (schemas/export.py) and the AsyncAPI document, which also needs the
+# topology and so lives in ops/ (schemas/ imports nothing from worker/ or ops/).
 schemas: install
 	$(PY) -m schemas.export
+	$(PY) -m ops.asyncapi
 
 # requirements-dev.lock: what make install, the tests and CI use; requirements.lock: what the
 # Docker image installs (runtime and the offline `local` providers, no test or lint tools),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
@@ -31,8 +31,16 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
+# The one schemaVersion these models read and write (worker.constants re-exports it); the
+# Literal below must name the same number.
+SCHEMA_VERSION: Final = 1
 SchemaVersion = Annotated[Literal[1], BeforeValidator(_json_integer)]
 WireInt = Annotated[int, BeforeValidator(_json_integer)]
+
+# The pipeline's stages in order: the wire's `stage` fields, queue names and dead-letter keys
+# (worker.constants re-exports both).
+Stage = Literal["transcribe", "poll", "summarize", "note"]
+STAGES: Final[tuple[Stage, ...]] = ("transcribe", "poll", "summarize", "note")
 
 # The one spelling of a UUID: 8-4-4-4-12 hex digits, in either case (the worker writes lower
 # case). 32 bare digits, urn:uuid: and {braces} are refused: they would be other identities to

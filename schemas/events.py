@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.base import SchemaVersion, WireDatetime, WireInt, WireModel, WireUuid
+from schemas.base import SchemaVersion, Stage, WireDatetime, WireInt, WireModel, WireUuid
 from schemas.jobs import ClinicalNoteField, Summary, Transcript
-
-StageName = Literal["transcribe", "poll", "summarize", "note"]
 
 
 class JobCompleted(WireModel):
@@ -31,7 +29,7 @@ class JobFailed(WireModel):
     type: Literal["job.failed"] = "job.failed"
     event_id: WireUuid
     job_id: WireUuid
-    stage: StageName
+    stage: Stage
     error_type: str
     message: str
     http_status: WireInt | None = None
@@ -46,7 +44,7 @@ class StageProgress(WireModel):
     type: Literal["job.stage"] = "job.stage"
     event_id: WireUuid
     job_id: WireUuid
-    stage: StageName
+    stage: Stage
     provider: str
     duration_ms: float
     occurred_at: WireDatetime
@@ -56,7 +54,7 @@ class DeadLetterInfo(WireModel):
     """The dead-letter headers, parsed; the message body is the consumed message, unchanged."""
 
     job_id: str | None = None
-    stage: StageName
+    stage: Stage
     error_type: str
     message: str
     http_status: WireInt | None = None

@@ -11,8 +11,6 @@ from pydantic import ConfigDict, Field, model_validator
 
 from schemas.base import NO_NEWLINE, SchemaVersion, WireDatetime, WireModel, WireUuid
 
-SCHEMA_VERSION = 1
-
 TranscriberName = Literal["intron", "invox", "local"]
 SummarizerName = Literal["intron", "invox", "local", "llm"]
 NoteProviderName = Literal["invox", "local", "llm"]

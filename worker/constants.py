@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-SCHEMA_VERSION: Final = 1
-
-Stage = Literal["transcribe", "poll", "summarize", "note"]
-STAGES: Final[tuple[Stage, ...]] = ("transcribe", "poll", "summarize", "note")
+# Defined with the wire models (schemas/ imports nothing from worker/), re-exported here.
+from schemas.base import SCHEMA_VERSION as SCHEMA_VERSION
+from schemas.base import STAGES as STAGES
+from schemas.base import Stage as Stage
 
 # Exchange and queue suffixes appended to the configured prefix (DESIGN.md, Topology).
 JOBS_EXCHANGE: Final = "jobs"

@@ -21,8 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from ops import cli_dlq, dlq
 from tests.harness import AMQP_URL, TEST_DELAY_TIERS_MS
-from worker import cli_dlq, dlq
 from worker.broker import Publisher, build_message
 from worker.settings import Settings
 from worker.topology import Names, declare_topology
@@ -548,7 +548,7 @@ async def test_kill_9_mid_replay_loses_nothing(
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "worker.cli_dlq",
+                "ops.cli_dlq",
                 "replay",
                 "--error-type",
                 "upstreamTimeout",
@@ -633,7 +633,7 @@ async def test_signal_mid_replay_stops_cleanly_without_duplicates(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "worker.cli_dlq",
+            "ops.cli_dlq",
             "replay",
             "--rate",
             "5",

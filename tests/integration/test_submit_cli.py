@@ -36,7 +36,7 @@ async def submit(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any] |
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.cli_submit",
+        "ops.cli_submit",
         *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
@@ -221,7 +221,7 @@ async def test_a_closed_stdout_is_exit_141_without_a_traceback(
     try:
         finished = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "worker.cli_submit", "--audio-url", "https://a.example/x.wav"],
+            [sys.executable, "-m", "ops.cli_submit", "--audio-url", "https://a.example/x.wav"],
             env={**os.environ, **env},
             stdout=write_end,
             stderr=subprocess.PIPE,

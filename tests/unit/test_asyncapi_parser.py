@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import asyncapi
+from ops import asyncapi
 
 TOOL = Path(__file__).parents[2] / "tools" / "asyncapi"
 

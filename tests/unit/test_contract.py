@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from schemas import asyncapi, export
+from ops import asyncapi
+from schemas import export
 from schemas.errors import ERROR_CATALOGUE, ErrorType
 from worker.constants import STAGES
 from worker.topology import Names

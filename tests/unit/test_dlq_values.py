@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from ops import cli_dlq, dlq
 from schemas.jobs import JobRequest, NoteMessage, PollMessage, SummarizeMessage
-from worker import cli_dlq, dlq
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -199,7 +199,7 @@ def test_redacted_headers_hide_unknown_header_names() -> None:
 
 
 def test_redacted_properties_are_identifiers_only() -> None:
-    from worker.cli_dlq import show_record
+    from ops.cli_dlq import show_record
 
     record = show_record(_letter({}), redacted=True)
     assert SECRET not in json.dumps(record)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ops.cli_submit import EXIT_USAGE, UsageError, _parser, build_job, main
 from tests.harness import write_wav
-from worker.cli_submit import EXIT_USAGE, UsageError, _parser, build_job, main
 
 # A port nothing listens on: a test that reached the broker would fail, not pass.
 UNREACHABLE_ENV = {"SCRIBE_AMQP_URL": "amqp://guest:guest@127.0.0.1:9/"}

@@ -3,7 +3,7 @@
 Settings come from SCRIBE_* variables (SCRIBE_AMQP_URL, SCRIBE_PREFIX, SCRIBE_REDIS_URL).
 Exit codes: 0 ok, 1 failed (broker unreachable, publish failed, nothing found, purge declined),
 2 bad usage or configuration, 130 interrupted (everything not yet replayed stays in the queue).
-See worker/dlq.py for the safety rules and docs/operations.md for the runbook.
+See ops/dlq.py for the safety rules and docs/operations.md for the runbook.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import AMQPError
 from redis.exceptions import RedisError
 
-from worker import amqp_decoding, dlq
+from ops import dlq
+from worker import amqp_decoding
 from worker.broker import Publisher
 from worker.codec import canonical_uuid
 from worker.constants import STAGES, Stage
