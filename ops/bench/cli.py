@@ -1,6 +1,7 @@
 """scribe-bench SCENARIO: bounded, loopback-only benchmarks of the pipeline.
 
-Scenarios: floor (our worker against a minimal aio-pika pipeline, jobs/s), latency (per-hop
+Scenarios: floor (our worker against a minimal aio-pika pipeline with the worker's topology and
+a raw one on the default exchange, jobs/s), latency (per-hop
 p50/p95/p99 at a fixed rate, floor beside ours), slow-vendor (vendor calls one process holds in
 flight), polling (memory and broker state while 10,000 transcriptions are pending), rate-limit
 (shared limiter against the emulator's limit), asr (local speech recognition real-time factor).
@@ -21,15 +22,30 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ops.bench.scenarios import SCENARIOS, Options, Result
+from ops.bench.asr import asr
+from ops.bench.context import Options, Result
+from ops.bench.floor import floor
+from ops.bench.latency import latency
+from ops.bench.polling import polling
+from ops.bench.rate_limit import rate_limit
+from ops.bench.slow_vendor import slow_vendor
 from worker import constants as c
+
+SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
+    "floor": floor,
+    "latency": latency,
+    "slow-vendor": slow_vendor,
+    "polling": polling,
+    "rate-limit": rate_limit,
+    "asr": asr,
+}
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

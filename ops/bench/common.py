@@ -262,11 +262,17 @@ class Collector:
     stage_times: dict[str, dict[str, float]] = field(default_factory=dict)
     bodies: dict[str, dict[str, Any]] = field(default_factory=dict)
     keep_bodies: bool = False
+    # The raw floor has no events exchange: it sends job.completed to this plain queue.
+    completed_queue: str | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=1000)
+        if self.completed_queue is not None:
+            plain = await channel.declare_queue(self.completed_queue, passive=True)
+            await plain.consume(self._on_completed, no_ack=True)
+            return
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         exchange = await channel.get_exchange(Names(self.prefix).events_exchange)
         for key in self.keys:
@@ -278,9 +284,7 @@ class Collector:
         key = message.routing_key or ""
         job_id = str(message.correlation_id)
         if key == "job.completed":
-            self.completed.setdefault(job_id, now)
-            if self.keep_bodies:
-                self.bodies[job_id] = json.loads(message.body)
+            self._completed(job_id, message.body, now)
         elif key == "job.failed":
             self.failed[job_id] = json.loads(message.body)
         elif key.startswith("job.stage."):
@@ -288,6 +292,15 @@ class Collector:
             stamp = _epoch(str(body["occurredAt"]))
             self.stage_times.setdefault(job_id, {})[key.rsplit(".", 1)[1]] = stamp
         self._changed.set()
+
+    async def _on_completed(self, message: AbstractIncomingMessage) -> None:
+        self._completed(str(message.correlation_id), message.body, time.time())
+        self._changed.set()
+
+    def _completed(self, job_id: str, body: bytes, now: float) -> None:
+        self.completed.setdefault(job_id, now)
+        if self.keep_bodies:
+            self.bodies[job_id] = json.loads(body)
 
     def settled(self) -> int:
         return len(self.completed) + len(self.failed)
@@ -316,10 +329,15 @@ async def publish_all(
     messages: Sequence[tuple[str, bytes, str]],
     window: int = 200,
 ) -> None:
-    """Publish (routing key, body, correlation id) with confirms, `window` outstanding."""
+    """Publish (routing key, body, correlation id) with confirms, `window` outstanding;
+    exchange_name "" is the default exchange (routing key = queue name)."""
     channel = await connection.channel(publisher_confirms=True)
     try:
-        exchange = await channel.get_exchange(exchange_name, ensure=False)
+        exchange = (
+            await channel.get_exchange(exchange_name, ensure=False)
+            if exchange_name
+            else channel.default_exchange
+        )
         for start in range(0, len(messages), window):
             batch = messages[start : start + window]
             await asyncio.gather(

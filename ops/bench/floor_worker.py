@@ -5,6 +5,11 @@ consume -> stamp the time -> publish the next message with a publisher confirm -
 transcribe and poll the message passes through a per-queue-TTL delay queue, as the worker's poll
 hop does, so both pipelines make the same broker hops. The last stage publishes the message to
 `<prefix>.events` as `job.completed`. Prints one JSON ready line, runs until SIGTERM.
+
+`--raw`: the same four hops and delay hop with none of the topology: the default exchange only
+(no direct, topic or headers exchanges, no bindings), plain quorum queues `<prefix>.<stage>`
+without the stage queues' dead-letter arguments, a per-queue-TTL queue `<prefix>.delay`
+dead-lettering to the poll queue, and job.completed sent to the plain queue `<prefix>.completed`.
 """
 
 from __future__ import annotations
@@ -133,8 +138,89 @@ class Floor:
             await self._connection.close()
 
 
+def raw_queue(prefix: str, name: str) -> str:
+    """`<prefix>.<name>`: a raw-floor queue (a stage, "delay" or "completed")."""
+    return f"{prefix}.{name}"
+
+
+class RawFloor:
+    """The floor without the topology: what a plain aio-pika pipeline pays for the same hops."""
+
+    def __init__(self, amqp_url: str, prefix: str, prefetch: int, delay_ms: int) -> None:
+        self._amqp_url = amqp_url
+        self._prefix = prefix
+        self._prefetch = prefetch
+        self._delay_ms = delay_ms
+        self._connection: AbstractRobustConnection | None = None
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self._amqp_url)
+        setup = await self._connection.channel()
+        plain = {"x-queue-type": "quorum"}
+        for name in (*STAGES, "completed"):
+            await setup.declare_queue(raw_queue(self._prefix, name), durable=True, arguments=plain)
+        if self._delay_ms:
+            await setup.declare_queue(
+                raw_queue(self._prefix, "delay"),
+                durable=True,
+                arguments={
+                    **plain,
+                    "x-message-ttl": self._delay_ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": raw_queue(self._prefix, "poll"),
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+        await setup.close()
+        publish_channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        exchange = publish_channel.default_exchange
+        for stage in STAGES:
+            channel = await self._connection.channel()
+            await channel.set_qos(prefetch_count=self._prefetch)
+            queue = await channel.get_queue(raw_queue(self._prefix, stage), ensure=False)
+            await queue.consume(self._handler(stage, exchange))
+
+    def _target(self, stage: Stage) -> str:
+        if stage == "note":
+            return raw_queue(self._prefix, "completed")
+        if stage == "transcribe" and self._delay_ms:
+            return raw_queue(self._prefix, "delay")
+        return raw_queue(self._prefix, NEXT[stage])
+
+    def _handler(
+        self, stage: Stage, exchange: AbstractExchange
+    ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        target = self._target(stage)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            body = json.loads(message.body)
+            body["t"][stage] = time.time()
+            body["stage"] = NEXT.get(stage, "done")
+            out = aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                correlation_id=message.correlation_id,
+            )
+            await exchange.publish(out, routing_key=target, mandatory=True, timeout=30)
+            await message.ack()
+
+        return on_message
+
+    async def stop(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+
 async def _run(args: argparse.Namespace) -> None:
-    floor = Floor(args.amqp_url, args.prefix, args.prefetch, args.delay_ms, args.events)
+    floor: Floor | RawFloor
+    if args.raw:
+        floor = RawFloor(args.amqp_url, args.prefix, args.prefetch, args.delay_ms)
+    else:
+        floor = Floor(args.amqp_url, args.prefix, args.prefetch, args.delay_ms, args.events)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -155,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, default=c.DEFAULT_PREFETCH)
     parser.add_argument("--delay-ms", type=int, default=1, help="0: no delay hop before poll")
     parser.add_argument("--events", action="store_true", help="publish a progress event per stage")
+    parser.add_argument("--raw", action="store_true", help="default exchange and plain queues only")
     asyncio.run(_run(parser.parse_args(argv)))
     return 0
 
