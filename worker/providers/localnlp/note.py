@@ -1,0 +1,160 @@
+"""Note assembly: a transcript's first MAX_SENTENCES sentences, cleaned and zoned once, sorted
+into the sectioned note and its statements; the note as text or as SOAP fields."""
+
+from __future__ import annotations
+
+from schemas.errors import ErrorType
+from schemas.jobs import SoapField
+from worker.constants import MAX_TRANSCRIPT_BYTES
+from worker.errors import PermanentError
+from worker.providers.local_budget import NO_DEADLINE, Deadline
+from worker.providers.localnlp import rules
+from worker.providers.localnlp.cleaning import clean, finish, split_sentences
+from worker.providers.localnlp.cues import informative, review_of_systems, route
+from worker.providers.localnlp.model import Gender, Note, Sentence, Turn
+from worker.providers.localnlp.person import to_third_person
+from worker.providers.localnlp.rules import CC, EXAM, HPI, RESULTS, ROS, SECTIONS, SOAP_DESCRIPTIONS
+from worker.providers.localnlp.turns import detect_gender, parse_turns, pieces
+
+
+def _sentences(turns: list[Turn], deadline: Deadline = NO_DEADLINE) -> list[Sentence]:
+    """The first MAX_SENTENCES sentences, cleaned, with their speaker, zone and turn."""
+    zone = "history"
+    out: list[Sentence] = []
+    for index, turn in enumerate(turns):
+        for piece in pieces(turn.text):
+            deadline.check()
+            for raw in split_sentences(clean(piece)):
+                if len(out) >= rules.MAX_SENTENCES:
+                    return out
+                text = raw.strip()
+                if turn.role == "doctor":
+                    if rules.PLAN_START.search(text) and zone != "plan":
+                        zone = "plan"
+                    elif rules.EXAM_START.search(text) and zone == "history":
+                        zone = "exam"
+                out.append(Sentence(turn.role, text, zone, index, text.rstrip().endswith("?")))
+    return out
+
+
+def _third_person(sentence: Sentence, gender: Gender) -> str:
+    text = sentence.text
+    if sentence.role == "patient":
+        text = to_third_person(text, "i", gender)
+    else:
+        text = to_third_person(text, "you", gender)
+    return text
+
+
+class _Parsed:
+    """A transcript's first MAX_SENTENCES sentences, read once for both the note and the
+    statements (the note writer needs both), each put in note style once when first needed."""
+
+    def __init__(self, transcript: str, deadline: Deadline) -> None:
+        turns = parse_turns(transcript, deadline)
+        self.gender = detect_gender(turns)
+        self.sentences = _sentences(turns, deadline)
+        # Without speaker labels (plain ASR output) nobody knows who said "I": keep first
+        # person and take statements about symptoms and their history as they were said.
+        self.labelled = any(
+            rules.TAG_LINE_RE.match(line) or rules.SPEAKER_LINE_RE.match(line)
+            for line in transcript.splitlines()
+        )
+        self.deadline = deadline
+        self._styled: dict[int, str] = {}
+
+    def styled(self, position: int) -> str:
+        """The sentence in third person, finished."""
+        text = self._styled.get(position)
+        if text is None:
+            sentence = self.sentences[position]
+            text = self._styled[position] = finish(_third_person(sentence, self.gender))
+        return text
+
+    def note(self) -> Note:
+        note = Note()
+        sentences = self.sentences
+        for position, s in enumerate(sentences):
+            self.deadline.check()
+            if not self.labelled and s.zone == "history" and not s.question:
+                plain = finish(s.text)
+                if plain and informative(plain) and rules.SYMPTOM_CUE.search(s.text):
+                    note.add(HPI, plain)
+                continue
+            if s.question:
+                review_of_systems(note, sentences, position, self.gender)
+                continue
+            text = self.styled(position)
+            if text and informative(text):
+                route(note, s, text)
+        return note
+
+    def statements(self) -> list[str]:
+        out: list[str] = []
+        for position, s in enumerate(self.sentences):
+            self.deadline.check()
+            if s.question:
+                continue
+            text = self.styled(position)
+            if text and informative(text, 2):
+                out.append(text)
+        return out
+
+
+def build_note(transcript: str, deadline: Deadline = NO_DEADLINE) -> Note:
+    """The note of a transcript's first MAX_SENTENCES sentences; deadline is checked per step."""
+    return _Parsed(transcript, deadline).note()
+
+
+def note_style_sentences(transcript: str, deadline: Deadline = NO_DEADLINE) -> list[str]:
+    """Every statement of the transcript's first MAX_SENTENCES sentences (questions and small
+    talk left out), in note style."""
+    return _Parsed(transcript, deadline).statements()
+
+
+def note_and_statements(
+    transcript: str, deadline: Deadline = NO_DEADLINE
+) -> tuple[Note, list[str]]:
+    """build_note and note_style_sentences of one transcript, for the price of one."""
+    parsed = _Parsed(transcript, deadline)
+    return parsed.note(), parsed.statements()
+
+
+def render_summary(note: Note) -> str:
+    blocks = [
+        section + "\n\n" + "\n".join(note.sections[section])
+        for section in SECTIONS
+        if note.sections[section]
+    ]
+    return "\n\n".join(blocks)
+
+
+def soap_fields(note: Note) -> tuple[SoapField, ...]:
+    subjective = note.sections[CC] + note.sections[HPI] + note.sections[ROS]
+    objective = note.sections[EXAM] + note.sections[RESULTS]
+    values = {
+        "Subjective": " ".join(subjective),
+        "Objective": " ".join(objective),
+        "Assessment": " ".join(note.assessment),
+        "Plan": " ".join(note.plan),
+    }
+    return tuple(
+        SoapField(name=name, description=SOAP_DESCRIPTIONS[name], value=value)
+        for name, value in values.items()
+    )
+
+
+def check_transcript_size(text: str) -> None:
+    """transcriptTooLarge over MAX_TRANSCRIPT_BYTES of UTF-8 (encoded only when the number of
+    characters does not already decide)."""
+    chars = len(text)
+    if chars * 4 <= MAX_TRANSCRIPT_BYTES:
+        return
+    if (
+        chars > MAX_TRANSCRIPT_BYTES
+        or len(text.encode("utf-8", "surrogatepass")) > MAX_TRANSCRIPT_BYTES
+    ):
+        raise PermanentError(
+            ErrorType.TRANSCRIPT_TOO_LARGE,
+            f"the transcript is over the {MAX_TRANSCRIPT_BYTES} bytes a local summary reads",
+        )

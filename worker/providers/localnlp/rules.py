@@ -1,0 +1,428 @@
+"""The engine's rules as data: caps, section names, word lists, cue words and the regular
+expressions of every step, gathered here so that a rule is changed in one place and the steps
+(turns, cleaning, person, numbers, cues, note, template) hold only logic.
+
+The cue words and section names are the only things learned from ACI-Bench's train split (see
+docs/quality.md); nothing here comes from any patient's note."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from worker.numbers import TEN_WORDS as TEN_WORDS
+from worker.numbers import UNIT_WORDS as UNIT_WORDS
+
+
+def wordset(text: str) -> frozenset[str]:
+    """The words of text, split on white space: long word lists read as prose."""
+    return frozenset(text.split())
+
+
+# --------------------------------------------------------------------------- caps
+
+# What the summarizer reads of a transcript (issue 12: a valid job may be hostile). Over
+# MAX_TRANSCRIPT_BYTES of UTF-8 (5 MiB): transcriptTooLarge. Past the sentence cap the rest of
+# the transcript is left out: the longest ACI-Bench dialogue has 252 sentences and a two-hour
+# consultation about 3,000, while 5,000 of the longest sentences the byte cap lets through (all
+# 5 MB of it) take about 10 s here, a sixth of the default budget.
+MAX_SENTENCES: Final = 5_000
+# A longer turn (one unpunctuated line of ASR output) is cleaned in pieces of at most this many
+# characters, cut after a sentence end where there is one, so that no single regular-expression
+# pass holds the GIL, and so the event loop, for long. The longest ACI-Bench turn has 3,119.
+MAX_TURN_CHARS: Final = 20_000
+
+# --------------------------------------------------------------------------- sections
+
+CC: Final = "CHIEF COMPLAINT"
+HPI: Final = "HISTORY OF PRESENT ILLNESS"
+ROS: Final = "REVIEW OF SYSTEMS"
+EXAM: Final = "PHYSICAL EXAMINATION"
+RESULTS: Final = "RESULTS"
+AP: Final = "ASSESSMENT AND PLAN"
+SECTIONS: Final = (CC, HPI, ROS, EXAM, RESULTS, AP)
+
+SOAP_DESCRIPTIONS: Final = {
+    "Subjective": "Chief complaint, history of present illness and review of systems.",
+    "Objective": "Physical examination findings and results of tests.",
+    "Assessment": "The clinician's assessment and diagnoses.",
+    "Plan": "Treatment, tests ordered, referrals, follow-up and instructions.",
+}
+
+
+# --------------------------------------------------------------------------- speaker turns
+
+TAG_LINE_RE: Final = re.compile(r"^\s*\[([A-Za-z_ 0-9-]+)\]\s*(.*)$")
+SPEAKER_LINE_RE: Final = re.compile(
+    r"^\s*(SPEAKER[ _]?\d+|doctor|patient|clinician|dr|physician|nurse)\s*:\s*(.*)$",
+    re.IGNORECASE,
+)
+DOCTOR_WORDS: Final = ("doctor", "clinician", "dr", "physician", "nurse", "provider")
+
+# --------------------------------------------------------------------------- cleaning
+
+CONTRACTIONS: Final = (
+    (r"\bca n't\b|\bcan't\b", "cannot"),
+    (r"\bwo n't\b|\bwon't\b", "will not"),
+    (r"\bsha n't\b", "shall not"),
+    (r"\b(\w+) n't\b", r"\1 not"),
+    (r"\b(\w+)n't\b", r"\1 not"),
+    (r"\bgon na\b|\bgonna\b", "going to"),
+    (r"\bwan na\b|\bwanna\b", "want to"),
+    (r"\bgot ta\b|\bgotta\b", "have to"),
+    (r"\bkinda\b", "kind of"),
+    (r"\bsorta\b", "sort of"),
+    (r"\bwhats\b", "what's"),
+    (r"\bthats\b", "that's"),
+    (r"\bdont\b", "do not"),
+    (r"\bim\b", "i'm"),
+    (r"\bive\b", "i've"),
+    (r"\bok\b", "okay"),
+)
+CONTRACTION_RES: Final = tuple((re.compile(p, re.IGNORECASE), r) for p, r in CONTRACTIONS)
+FILLER_RE: Final = re.compile(
+    r"\b(?:uh-huh|mm-hmm|mhm|hmm+|mm+|uh+|um+|uhm|er|ah|erm)\b[,.]?\s*", re.IGNORECASE
+)
+PHRASE_FILLER_RE: Final = re.compile(
+    r"(?:^|(?<=[\s,]))(?:you know|i mean|let's see|sort of like|kind of like|"
+    r"like|basically|actually|literally)\s*,\s*",
+    re.IGNORECASE,
+)
+ASSISTANT_RE: Final = re.compile(
+    r"(?:hey|okay|ok)?\s*,?\s*\b(?:dragon|dax)\b\s*,?"
+    r"(?:\s*(?:show me|order|finalize|please|go ahead)[^.?!]*)?",
+    re.IGNORECASE,
+)
+FALSE_START_RE: Final = re.compile(r"\b(\w+)-(?=\s|$)")
+REPEAT_RE: Final = re.compile(r"\b(\w+(?:'\w+)?)((?:\s*,)?\s+\1\b)+", re.IGNORECASE)
+REPEAT2_RE: Final = re.compile(
+    r"\b(\w+\s+\w+)((?:\s*,)?\s+\1\b)+", re.IGNORECASE
+)  # "in the , in the"
+SPACE_RE: Final = re.compile(r"\s+")
+LEADING_RE: Final = re.compile(
+    r"^(?:(?:okay|alright|all right|so|and|well|yeah|yes|yep|no|nope|now|but|oh|"
+    r"great|good|perfect|right|sure|um|uh|then|also|anyway|alrighty|got it|i see|"
+    r"hey|wow|gosh|excellent|awesome|cool|fine)\b\s*[,.]?\s*)+",
+    re.IGNORECASE,
+)
+
+
+NUMBER_WORD_ALT: Final = (
+    "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
+    "fifty|sixty|seventy|eighty|ninety"
+)
+
+
+SENTENCE_RE: Final = re.compile(r"[^.?!]+(?:[.?!]+|$)")
+
+# --------------------------------------------------------------------------- person
+
+THIRD_PERSON_IRREGULAR: Final = {
+    "am": "is",
+    "'m": "is",
+    "have": "has",
+    "'ve": "has",
+    "do": "does",
+    "go": "goes",
+    "are": "is",
+    "were": "was",
+    "'re": "is",
+}
+# Adverbs kept as spoken; the tense rewrite also leaves them (and modals) unchanged.
+COMMON_ADVERBS: Final = wordset(
+    "also just still really never always usually sometimes only even already recently probably "
+    "definitely"
+)
+NO_CHANGE: Final = COMMON_ADVERBS | wordset(
+    "was did had can could will would should might must may 'll 'd shall not kind sort"
+)
+ADVERBS: Final = COMMON_ADVERBS | wordset(
+    "actually mostly generally normally typically often certainly"
+)
+
+
+IRREGULAR_PAST: Final = wordset(
+    "fell felt went came got took saw broke made said told gave ran began thought knew found "
+    "left kept put set cut hit quit slept woke ate drank drove rode wore sat stood lost "
+    "brought bought caught taught heard meant read spent sent threw tore bent"
+)
+
+
+SUBJECT_RES: dict[str, re.Pattern[str]] = {
+    "i": re.compile(r"\bi(?:('m|'ve|'ll|'d)|\s+(\w+))(?:\s+(\w+))?", re.IGNORECASE),
+    "you": re.compile(r"\byou(?:('re|'ve|'ll|'d)|\s+(\w+))(?:\s+(\w+))?", re.IGNORECASE),
+}
+CONTRACTED: Final = {"'m": "is", "'re": "is", "'ve": "has", "'ll": "will", "'d": "would"}
+NOT_VERBS: Final = frozenset(
+    [
+        "and",
+        "or",
+        "but",
+        "to",
+        "that",
+        "the",
+        "a",
+        "an",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "of",
+        "about",
+        "because",
+        "if",
+        "when",
+        "so",
+        "think",
+        "guess",
+        "know",
+        "mean",
+    ]
+) - {"think", "guess", "know", "mean"}
+
+
+SUBJECT_CONTEXT: Final = wordset(
+    "and but so if when because that since as while before after until where how what why "
+    "whether though although once then or maybe like which who think thought guess know "
+    "believe hope mean say said suspect worry worried glad see saw sure seems sounds looks "
+    "unless whenever where"
+)
+
+
+# --------------------------------------------------------------------------- cues
+
+GENDER_CUES: Final = (
+    (re.compile(r"\b(?:year[- ]old|yo)\s+(?:male|man|gentleman|boy)\b|\bmr\.?\s", re.I), "male"),
+    (
+        re.compile(
+            r"\b(?:year[- ]old|yo)\s+(?:female|woman|lady|girl)\b|\bm(?:r?s|iss)\.?\s", re.I
+        ),
+        "female",
+    ),
+)
+EXAM_START: Final = re.compile(
+    r"physical exam|examin|on exam|take a look|listen to your (?:heart|lungs)|"
+    r"vital signs|your vitals|feel your|press (?:on|here)|check (?:you|your) (?:out|heart|lungs)|"
+    r"i'm going to look|lie back|let me look",
+    re.I,
+)
+EXAM_FINDING: Final = re.compile(
+    r"\b(?:murmur|rub|gallop|lungs?|heart|clear|auscultation|crackles|rales|wheez\w*|tender\w*|"
+    r"swell\w*|swollen|edema|effusion|range of motion|bruis\w*|erythema|pulses?|abdomen|"
+    r"abdominal|palpat\w*|reflexes|strength|sensation|rash|lesion|exam\w*|vitals?|"
+    r"blood pressure|temperature|oxygen|saturation|heart rate|normal|regular|jvd|"
+    r"jugular|distension|distention|neck|throat|ears?|eyes?|skin|guarding|rebound|"
+    r"pain to palpation|mass|lymph|nodes?|gait|neuro\w*|joint|spine|knee|shoulder|"
+    r"ankle|wrist|hip|elbow|foot|hand|finger|back)\b",
+    re.I,
+)
+RESULTS_CUE: Final = re.compile(
+    r"\b(?:x-?rays?|results?|labs?|blood work|bloodwork|mri|ct|cat scan|ultrasound|"
+    r"echo\w*|ekg|ecg|a1c|hemoglobin|cholesterol|panel|imaging|biopsy|scan|"
+    r"came back|showed|shows|demonstrat\w*|revealed|reviewed|levels?|count|culture|"
+    r"urinalysis|pathology|test(?:s|ing)?)\b",
+    re.I,
+)
+PLAN_START: Final = re.compile(
+    r"assessment|my plan|the plan|impression|diagnos\w*|for your (?:first|second|third|"
+    r"last|next)|first problem|second problem|next problem|last problem|"
+    r"what i want to do|what we're going to do|what we will do|"
+    r"let's talk about (?:my |the |your )?(?:assessment|plan|diagnosis|treatment)|"
+    r"so for (?:your|the)",
+    re.I,
+)
+PLAN_CUE: Final = re.compile(
+    r"\b(?:prescri\w*|continue|increase|decrease|start\w*|stop\w*|refer\w*|recommend\w*|"
+    r"order\w*|schedul\w*|follow[- ]?up|come back|return|mg|milligrams?|medication|"
+    r"dose|daily|twice|once a day|therapy|physical therapy|surgery|injection|brace|"
+    r"splint|ice|rest|avoid|monitor\w*|check|labs?|referral|plan|want you to|"
+    r"going to|we will|we'll|i'll|let's|should|need to|make sure|see you|weeks?|months?|"
+    r"diet|exercise|appointment|specialist|consult|x-?ray|mri|ultrasound|ekg|echo\w*)\b",
+    re.I,
+)
+ASSESSMENT_CUE: Final = re.compile(
+    r"\b(?:impression|assessment|diagnos\w*|consistent with|likely|suspect|sounds like|"
+    r"looks like|probably|concern\w*|think (?:this|that|it|you)|has a|have a|sprain|"
+    r"strain|fracture|infection|controlled|uncontrolled|stable|worsening|improv\w*)\b",
+    re.I,
+)
+SYMPTOM_CUE: Final = re.compile(
+    r"\b(?:pain\w*|hurt\w*|ache\w*|aching|sore\w*|swell\w*|swollen|fever\w*|chills|cough\w*|"
+    r"tired|fatigue\w*|dizz\w*|lightheaded\w*|nause\w*|vomit\w*|diarrhea|constipat\w*|"
+    r"bleed\w*|blood|short(?:ness)? of breath|breath\w*|headaches?|numb\w*|tingl\w*|"
+    r"weak\w*|stiff\w*|rash|itch\w*|burn\w*|bloat\w*|cramp\w*|sleep\w*|weight|appetite|"
+    r"started|began|since|ago|weeks?|days?|months?|years?|yesterday|worse|better|"
+    r"taking|take|tried|medication\w*|ibuprofen|tylenol|advil|motrin|pills?|"
+    r"history|diagnosed|surgery|injur\w*|fell|fall|twist\w*|happened|when i|"
+    r"smok\w*|drink\w*|alcohol|exercis\w*|work\w*|diet|eat\w*|sugar\w*|pressure|"
+    r"feel\w*|felt|noticed?|symptoms?|episodes?|attacks?|problem\w*|issues?)\b",
+    re.I,
+)
+SOCIAL_RE: Final = re.compile(
+    r"\b(?:how are you|nice to (?:meet|see)|good to see|good morning|good afternoon|"
+    r"thank you|thanks|bye|take care|have a (?:good|great|nice)|any questions|"
+    r"finalize|let me know if|sounds good|that's it|i'm doing|doing well|doing okay|"
+    r"hello|hi\b|how's it going|how have you been|see you)\b",
+    re.I,
+)
+NEGATION_ANSWER: Final = re.compile(r"^(?:no|nope|not really|nah|never|none|negative)\b", re.I)
+YES_ANSWER: Final = re.compile(r"^(?:yes|yeah|yep|yup|i do|i have|a little|sometimes)\b", re.I)
+ROS_QUESTION: Final = re.compile(
+    r"\b(?:any|have you (?:had|noticed|experienced|been having)|do you have|"
+    r"are you having|did you have|have you felt)\s+(?:any\s+)?(.+?)\??$",
+    re.I,
+)
+ROS_SYMPTOM: Final = re.compile(
+    r"\b(?:pain\w*|hurt\w*|ache\w*|aching|sore\w*|swell\w*|swollen|fevers?|chills|cough\w*|"
+    r"tired\w*|fatigue\w*|dizz\w*|lightheaded\w*|nause\w*|vomit\w*|diarrhea|constipat\w*|"
+    r"bleed\w*|blood|short(?:ness)? of breath|breath\w*|headaches?|numb\w*|tingl\w*|"
+    r"weak\w*|stiff\w*|rash\w*|itch\w*|burn\w*|bloat\w*|cramp\w*|palpitations?|"
+    r"weight (?:loss|gain)|sweats?|congestion|wheez\w*|discharge|bruis\w*|injur\w*|"
+    r"trouble \w+|difficulty \w+|problems? \w+|changes? in \w+|symptoms?|urinat\w*)\b",
+    re.I,
+)
+
+# --------------------------------------------------------------------------- words
+
+# The one stop-word list: NLTK's English list (embedded: the corpus would otherwise need a
+# download). scribe-eval's content-token metrics use it as it is; the engine's two uses below
+# are derived from it, each with the words its purpose needs kept or added (the same sets as
+# when they were three separate lists: the outputs are byte for byte the same).
+STOP_WORDS: Final = wordset(
+    "i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself "
+    "yourselves he him his himself she she's her hers herself it it's its itself they them "
+    "their theirs themselves what which who whom this that that'll these those am is are was "
+    "were be been being have has had having do does did doing a an the and but if or because "
+    "as until while of at by for with about against between into through during before after "
+    "above below to from up down in out on off over under again further then once here there "
+    "when where why how all any both each few more most other some such no nor not only own "
+    "same so than too very s t can will just don don't should should've now d ll m o re ve y "
+    "ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven "
+    "haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn "
+    "shouldn't wasn wasn't weren weren't won won't wouldn wouldn't"
+)
+
+# Kept as content in a spoken sentence: with them a clause still counts towards an informative
+# one.
+_KEPT_IN_SPEECH: Final = wordset(
+    "above after against ain am aren aren't because before below between both couldn couldn't "
+    "d didn didn't doesn doesn't don't during each few hadn hadn't hasn hasn't haven haven't "
+    "hers herself himself isn isn't it's itself ll m ma mightn mightn't mustn mustn't myself "
+    "needn needn't nor o off ours ourselves re shan shan't she's should've shouldn shouldn't "
+    "that'll theirs themselves through under until ve wasn wasn't weren weren't while won "
+    "won't wouldn wouldn't y you'd you'll you're you've yours yourself yourselves"
+)
+
+# Spoken fillers and hedges that carry nothing in a consultation.
+_SPEECH_WORDS: Final = wordset(
+    "also bit could get go going got kind know like little may might must okay really right "
+    "sort thing things think uh um well would yeah yes"
+)
+
+# The summarizer's measure of an informative sentence: its words not in this set.
+SPEECH_STOP_WORDS: Final = (STOP_WORDS - _KEPT_IN_SPEECH) | _SPEECH_WORDS
+
+# The stop words a template field's name is searched without (articles, prepositions,
+# copulas); its other words are its key words.
+_FIELD_FUNCTION_WORDS: Final = wordset(
+    "a all an and any are as at be been by for from if in is it its no not of on or other "
+    "that the these this those to was were with"
+)
+
+# Words of template prose ("Enter the patient's current ...") that name no finding.
+_TEMPLATE_WORDS: Final = wordset(
+    "current describe document documented e eg enter etc field free g include including list "
+    "main none note overall past patient patient's patients per please present report "
+    "reported text type value values yes"
+)
+
+FIELD_STOP_WORDS: Final = (STOP_WORDS & _FIELD_FUNCTION_WORDS) | _TEMPLATE_WORDS
+
+WORD_RE: Final = re.compile(r"[a-z0-9]+")
+
+# --------------------------------------------------------------------------- numbers
+
+NUMBER_RUN_RE: Final = re.compile(
+    r"\b(?:(?:" + "|".join([*TEN_WORDS, *UNIT_WORDS, "hundred"]) + r")(?:[ -](?:and )?)?)+\b",
+    re.IGNORECASE,
+)
+COUNTABLE_RE: Final = re.compile(
+    r"^\s*(?:days?|weeks?|months?|years?|hours?|minutes?|times?|mg|milligrams?|tablets?|"
+    r"pills?|miles?|pounds?|units?|percent|cm|centimeters?|inches|drinks?|cups?|packs?|"
+    r"glasses|beers|servings|puffs?|doses?|x)\b",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------- the note
+
+INTRO_RE: Final = re.compile(
+    r"\b(?:is an? \d+|is an? [a-z-]+ year[- ]old|\d+[- ]year[- ]old|year[- ]old)\b", re.I
+)
+REASON_RE: Final = re.compile(
+    r"\b(?:here (?:today )?for|presents? (?:today )?(?:for|with)|"
+    r"here (?:today )?(?:to|with)|coming in (?:today )?for|in (?:today )?for|"
+    r"referred (?:to me )?for)\s+(?:an? |the |his |her |their )?(.+)$",
+    re.I,
+)
+
+
+# --------------------------------------------------------------------------- templates
+
+# Section names a field may point at, by key phrase (English, Spanish, Catalan, Portuguese).
+SECTION_KEYS: Final = (
+    (("chief complaint", "reason for visit", "reason for consultation", "motivo", "queixa"), "cc"),
+    (("review of systems", "ros"), "ros"),
+    (
+        (
+            "history of present illness",
+            "present illness",
+            "hpi",
+            "enfermedad actual",
+            "anamnesis",
+        ),
+        "hpi",
+    ),
+    (("subjective", "subjetivo"), "subjective"),
+    (("physical exam", "examination", "exam", "exploracion", "exploración", "exame"), "exam"),
+    (("objective", "objetivo"), "objective"),
+    (("results", "investigations", "labs", "imaging", "pruebas", "resultados"), "results"),
+    (("assessment and plan", "a&p"), "ap"),
+    (("assessment", "impression", "diagnosis", "diagnoses", "diagnóstico", "diagnostico"), "a"),
+    (
+        (
+            "plan",
+            "treatment",
+            "recommendation",
+            "management",
+            "instructions",
+            "tratamiento",
+        ),
+        "p",
+    ),
+)
+SYNONYMS: Final = {
+    "medication": ("mg", "medication", "medicine", "taking", "prescri", "tablet", "pill", "dose"),
+    "allergi": ("allerg",),
+    "smok": ("smok", "cigarette", "tobacco", "pack"),
+    "alcohol": ("alcohol", "drink", "beer", "wine"),
+    "heart rate": ("heart rate", "pulse"),
+    "pulse": ("heart rate", "pulse"),
+    "temperature": ("temperature", "fever"),
+    "blood pressure": ("blood pressure", "over"),
+    "systolic": ("blood pressure",),
+    "diastolic": ("blood pressure",),
+    "pain": ("pain", "hurt", "ache", "sore"),
+    "weight": ("weight", "pound", "kilogram"),
+    "age": ("year-old", "year old", "years old"),
+    "follow": ("follow up", "follow-up", "come back", "see you", "return"),
+    "referral": ("refer", "specialist"),
+    "symptom": ("pain", "hurt", "swell", "fever", "cough", "nause", "tired", "dizz"),
+    "diagnos": ("diagnos", "impression", "assessment", "consistent with", "likely"),
+    "respiratory rate": ("respirat", "breaths"),
+    "oxygen": ("oxygen", "saturation", "pulse ox"),
+}
+NEGATION_RE: Final = re.compile(
+    r"\b(?:denies|denied|no|not|never|without|negative|none|nor|quit|stopped)\b", re.IGNORECASE
+)

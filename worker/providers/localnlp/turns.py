@@ -1,0 +1,72 @@
+"""Speaker turns: ACI-Bench tags, speaker lines or plain text; long turns in pieces; the
+patient's gender from the clinician's words."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from worker.providers.local_budget import NO_DEADLINE, Deadline
+from worker.providers.localnlp import rules
+from worker.providers.localnlp.model import Gender, Role, Turn
+
+
+def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
+    """Turns with a role; plain text becomes one clinician turn per line."""
+    turns: list[Turn] = []
+    # Whether an unlabelled line continues the turn before it (computed once: per line, it
+    # copied the whole text each time).
+    head = text.lstrip()
+    continues = bool(rules.TAG_LINE_RE.match(head) or rules.SPEAKER_LINE_RE.match(head))
+    speakers: dict[str, Role] = {}
+
+    def role_of(label: str) -> Role:
+        name = label.strip().lower()
+        if name.startswith("patient"):
+            return "patient"
+        if any(name.startswith(word) for word in rules.DOCTOR_WORDS):
+            return "doctor"
+        # Diarized labels: the first speaker is the clinician, every other one the patient.
+        if name not in speakers:
+            speakers[name] = "doctor" if not speakers else "patient"
+        return speakers[name]
+
+    for line in text.splitlines():
+        deadline.check()
+        if not line.strip():
+            continue
+        match = rules.TAG_LINE_RE.match(line) or rules.SPEAKER_LINE_RE.match(line)
+        if match:
+            turns.append(Turn(role_of(match.group(1)), match.group(2)))
+        elif turns and continues:
+            turns.append(Turn(turns[-1].role, line))
+        else:
+            turns.append(Turn("doctor", line))
+    return turns
+
+
+def pieces(text: str) -> Iterator[str]:
+    """text in pieces of at most rules.MAX_TURN_CHARS, each cut after its last sentence end (else
+    its last space); a turn that short is one piece, itself."""
+    start = 0
+    while len(text) - start > rules.MAX_TURN_CHARS:
+        end = start + rules.MAX_TURN_CHARS
+        cut = max(text.rfind(f"{mark} ", start, end) for mark in ".?!") + 1
+        if cut <= start:
+            cut = text.rfind(" ", start, end)
+        if cut <= start:
+            cut = end
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def detect_gender(turns: Iterable[Turn]) -> Gender:
+    votes = {"male": 0, "female": 0}
+    for turn in turns:
+        if turn.role != "doctor":
+            continue
+        for pattern, gender in rules.GENDER_CUES:
+            votes[gender] += len(pattern.findall(turn.text))
+    if votes["male"] == votes["female"]:
+        return "unknown"
+    return "male" if votes["male"] > votes["female"] else "female"
