@@ -31,9 +31,11 @@ demo: install
 demo-vendors: install
 	$(PY) -m ops.demo --mode vendors
 
+# lint-imports checks the layer contracts in pyproject.toml ([tool.importlinter]).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install
 	$(VENV)/bin/mypy
