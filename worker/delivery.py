@@ -27,9 +27,7 @@ from schemas.errors import ErrorType
 from schemas.events import JobFailed, StageProgress
 from worker import constants as c
 from worker.broker import (
-    Delivered,
     Publication,
-    Publisher,
     bounded_count,
     build_message,
     carried_headers,
@@ -49,6 +47,7 @@ from worker.outcomes import (
     PollLater,
     stable_event_id,
 )
+from worker.ports import Publishing, Settling
 from worker.settings import RetrySettings
 from worker.topology import Names, broker_death_stage
 from worker.tracing import new_traceparent
@@ -105,7 +104,7 @@ class MessageLog:
 class _Run:
     """One consumed message, once its handler has returned or raised."""
 
-    message: Delivered
+    message: Settling
     headers: dict[str, Any]
     ctx: DeliveryContext
     log: MessageLog
@@ -115,7 +114,7 @@ class _Run:
 Action = Callable[[_Run], Awaitable[None]]
 
 
-def job_id_of(message: Delivered) -> str | None:
+def job_id_of(message: Settling) -> str | None:
     """The job's identity: the body's jobId (a UUID), and nothing else.
 
     correlation_id is informational. It is never a fallback: a body without a readable jobId
@@ -160,7 +159,7 @@ def _failure_location(exc: BaseException) -> str:
 class Delivery:
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: Publishing,
         names: Names,
         retry: RetrySettings,
         ledger: JobLedger,
@@ -181,7 +180,7 @@ class Delivery:
         self._claim_ttl_s = claim_ttl_s
         self._rng = rng or random.Random()
 
-    async def process(self, stage: Stage, handler: Handler, message: Delivered) -> None:
+    async def process(self, stage: Stage, handler: Handler, message: Settling) -> None:
         """Bring one delivery to exactly one outcome, whatever it holds.
 
         Everything that can go wrong with a message is decided below; an exception that still
@@ -200,7 +199,7 @@ class Delivery:
         finally:
             figures.settled(time.monotonic())
 
-    async def _process(self, stage: Stage, handler: Handler, message: Delivered) -> None:
+    async def _process(self, stage: Stage, handler: Handler, message: Settling) -> None:
         headers, ctx, bound = self._context(stage, message)
         self._metrics.stage(stage).consumed += 1
         try:
@@ -231,7 +230,7 @@ class Delivery:
 
     async def _already_done(
         self,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -254,7 +253,7 @@ class Delivery:
 
     async def _reject(
         self,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -264,7 +263,7 @@ class Delivery:
         await self._failure_action(error)(_Run(message, headers, ctx, bound, 0.0))
         await message.ack()
 
-    async def _last_resort(self, stage: Stage, message: Delivered, exc: Exception) -> None:
+    async def _last_resort(self, stage: Stage, message: Settling, exc: Exception) -> None:
         where = _failure_location(exc)
         log.warning("stage.consume_failed", stage=stage, error=type(exc).__name__, at=where)
         error = PermanentError(
@@ -280,7 +279,7 @@ class Delivery:
             log.warning("stage.last_resort_failed", stage=stage, error=type(again).__name__)
             await self._requeue(message)
 
-    async def announce_broker_dead_letter(self, message: Delivered) -> None:
+    async def announce_broker_dead_letter(self, message: Settling) -> None:
         """job.failed for a message the broker dead-lettered itself (deliveryLimitExceeded).
 
         The stage is the one the broker's newest x-death entry and the routing key agree on
@@ -323,7 +322,7 @@ class Delivery:
             await message.ack()
 
     def _context(
-        self, stage: Stage, message: Delivered
+        self, stage: Stage, message: Settling
     ) -> tuple[dict[str, Any], DeliveryContext, MessageLog]:
         headers = carried_headers(message.headers)
         traceparent = headers.get(c.HEADER_TRACEPARENT) or new_traceparent()
@@ -354,7 +353,7 @@ class Delivery:
     async def _run(
         self,
         handler: Handler,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -376,7 +375,7 @@ class Delivery:
 
     async def _defer(
         self,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -392,7 +391,7 @@ class Delivery:
 
     async def _send_back(
         self,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         bound: MessageLog,
@@ -513,7 +512,7 @@ class Delivery:
         return Publication(exchange, outcome.next_stage, next_message)
 
     async def _poll_later(
-        self, message: Delivered, headers: dict[str, Any], ctx: DeliveryContext
+        self, message: Settling, headers: dict[str, Any], ctx: DeliveryContext
     ) -> None:
         _drop(headers, *FAILURE_HEADERS)  # a pending answer is a success: attempts restart
         headers[c.HEADER_POLLS] = ctx.polls + 1
@@ -522,7 +521,7 @@ class Delivery:
 
     async def _to_delay(
         self,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         tier_ms: int,
@@ -535,7 +534,7 @@ class Delivery:
 
     async def _dead_letter(
         self,
-        message: Delivered,
+        message: Settling,
         headers: dict[str, Any],
         ctx: DeliveryContext,
         error: ScribeError,
@@ -614,7 +613,7 @@ class Delivery:
         except LedgerUnavailable:
             bound.warning("ledger.write_failed", outcome="continued")
 
-    async def _requeue(self, message: Delivered) -> None:
+    async def _requeue(self, message: Settling) -> None:
         try:
             await message.nack(requeue=True)
         except (AMQPError, ConnectionError, RuntimeError) as exc:
@@ -629,7 +628,7 @@ _DELIVERY_LIMIT = PermanentError(
 )
 
 
-def _safe_job_id(message: Delivered) -> str | None:
+def _safe_job_id(message: Settling) -> str | None:
     try:
         return job_id_of(message)
     except Exception:  # noqa: BLE001 - used only on the last-resort path, which must not fail
