@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from worker.numbers import TEN_WORDS, UNIT_WORDS
 from worker.providers.local_summary import summarize_text
-from worker.providers.localnlp.rules import STOP_WORDS  # NLTK's English list, the one copy
+from worker.providers.localnlp.rules import STOP_WORDS as STOP_WORDS  # NLTK's, one copy
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DEFAULT_DATA: Final = REPO.parent / "shared" / "data" / "aci-bench" / "valid.csv"

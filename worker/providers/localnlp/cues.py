@@ -3,8 +3,6 @@ review of systems from a question and its answer."""
 
 from __future__ import annotations
 
-import re
-
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.cleaning import content_words, finish
 from worker.providers.localnlp.model import Gender, Note, Sentence
@@ -28,9 +26,7 @@ def route(note: Note, s: Sentence, text: str) -> None:
         if (
             rules.PLAN_CUE.search(s.text)
             and s.zone == "plan"
-            and not re.search(
-                r"\b(?:showed|shows|came back|revealed|demonstrat\w*|results?)\b", s.text, re.I
-            )
+            and not rules.FINDING_REPORTED_RE.search(s.text)
         ):
             _plan(note, text, s)
         else:
@@ -50,13 +46,7 @@ def route(note: Note, s: Sentence, text: str) -> None:
         return
     # History.
     if (s.role == "patient" and (rules.SYMPTOM_CUE.search(s.text) or informative(text, 5))) or (
-        s.role == "doctor"
-        and re.search(
-            r"\b(?:sounds like|so you|you've been|you have been|you were|you had|you said|"
-            r"you mentioned|you're|you are|you have)\b",
-            s.text,
-            re.I,
-        )
+        s.role == "doctor" and rules.HISTORY_RECAP_RE.search(s.text)
     ):
         note.add(HPI, text)
 
@@ -81,14 +71,14 @@ def review_of_systems(note: Note, sentences: list[Sentence], position: int, gend
     if not match:
         return
     topic = match.group(1).strip(" ?.,")
-    topic = re.sub(r"\b(?:at all|lately|recently|today|right now|or anything)\b", "", topic)
+    topic = rules.ROS_TOPIC_NOISE_RE.sub("", topic)
     topic = to_third_person(topic, "you", gender).strip(" ,")
     if (
         not topic
         or len(topic.split()) > 8
         or not content_words(topic)
         or rules.SOCIAL_RE.search(topic)
-        or re.search(r"\bquestions?\b", topic)
+        or rules.QUESTIONS_RE.search(topic)
         or not rules.ROS_SYMPTOM.search(topic)
     ):
         return

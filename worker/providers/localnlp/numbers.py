@@ -9,7 +9,7 @@ from worker.providers.localnlp import rules
 
 def _words_to_number(run: str) -> int | None:
     total = 0
-    for word in re.findall(r"[a-z]+", run.lower()):
+    for word in rules.LETTERS_RE.findall(run.lower()):
         if word == "and":
             continue
         if word in rules.UNIT_WORDS:
@@ -29,7 +29,7 @@ def digits_for_numbers(text: str) -> str:
     def repl(match: re.Match[str]) -> str:
         run = match.group(0).rstrip(" -")
         trailing = match.group(0)[len(run) :]
-        words = re.findall(r"[a-z]+", run.lower())
+        words = rules.LETTERS_RE.findall(run.lower())
         if words and words[-1] == "and":  # "seventy two and ..." -> the run ends before "and"
             run = run[: run.lower().rindex("and")].rstrip(" -")
             trailing = match.group(0)[len(run) :]
@@ -54,7 +54,7 @@ def digits_for_numbers(text: str) -> str:
         return f"{value}{trailing}"
 
     out = rules.NUMBER_RUN_RE.sub(repl, text)
-    out = re.sub(r"\b(\d+) (?:point|\.) (\d)\b", r"\1.\2", out)
-    out = re.sub(r"\bmilligrams?\b", "mg", out, flags=re.IGNORECASE)
-    out = re.sub(r"\b(\d+)[ -]year[ -]old\b", r"\1-year-old", out, flags=re.IGNORECASE)
+    out = rules.POINT_RE.sub(r"\1.\2", out)
+    out = rules.MILLIGRAMS_RE.sub("mg", out)
+    out = rules.YEAR_OLD_RE.sub(r"\1-year-old", out)
     return out

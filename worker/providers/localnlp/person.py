@@ -103,9 +103,7 @@ def to_third_person(sentence: str, person: Literal["i", "you"], gender: Gender) 
         return f"{subject} {verb}{tail}"
 
     out = _sub_subjects(pattern, subject_repl, sentence, obj)
-    first = "my|mine|myself" if person == "i" else "your|yours|yourself"
-    out = re.sub(
-        rf"\b({first})\b",
+    out = rules.POSSESSIVE_RES[person].sub(
         lambda m: {
             "my": possessive,
             "your": possessive,
@@ -115,9 +113,5 @@ def to_third_person(sentence: str, person: Literal["i", "you"], gender: Gender) 
             "yourself": obj + "self" if obj in ("him", "her") else "themselves",
         }[m.group(1).lower()],
         out,
-        flags=re.IGNORECASE,
     )
-    object_word = r"\bme\b" if person == "i" else r"\byou\b"
-    out = re.sub(object_word, obj, out, flags=re.IGNORECASE)
-    out = re.sub(r"\bwe(?='re|\s)", "we", out)
-    return out
+    return rules.OBJECT_RES[person].sub(obj, out)

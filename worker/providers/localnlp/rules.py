@@ -115,6 +115,32 @@ NUMBER_WORD_ALT: Final = (
 
 SENTENCE_RE: Final = re.compile(r"[^.?!]+(?:[.?!]+|$)")
 
+
+SPOKEN_POINT_RE: Final = re.compile(  # "two . five" (ACI-Bench) -> "two point five"
+    r"\b(\d+|" + NUMBER_WORD_ALT + r") \. (\d|" + NUMBER_WORD_ALT + r")\b", re.IGNORECASE
+)
+SPACE_BEFORE_MARK_RE: Final = re.compile(r"\s+([,.;:?!])")
+SPACED_APOSTROPHE_RE: Final = re.compile(r"(\w) '(\w)")
+# Tag questions ("..., okay?") are statements.
+TAG_QUESTION_RE: Final = re.compile(
+    r",?\s*\b(?:okay|ok|right|alright|all right|you know|does that sound good|"
+    r"sound good|does that make sense|is that okay|how does that sound)\s*\?",
+    re.IGNORECASE,
+)
+FINAL_ELLIPSIS_RE: Final = re.compile(r"\.\.\.+(?=\s*$)")
+ELLIPSIS_RE: Final = re.compile(r"\.\.\.+")
+COMMA_BEFORE_MARK_RE: Final = re.compile(r",\s*(?=[,.?!])")
+LEADING_MARKS_RE: Final = re.compile(r"^[\s,.;:]+")
+# Sentence splitting keeps decimals ("2.5") and titles ("dr.") together.
+DECIMAL_POINT_RE: Final = re.compile(r"(\d)\.(\d)")
+TITLE_DOT_RE: Final = re.compile(r"\b(dr|mr|mrs|ms|st|vs)\.", re.IGNORECASE)
+# A finished sentence.
+LEADING_PUNCTUATION_RE: Final = re.compile(r"^[\s,;:]+")
+TRAILING_PUNCTUATION_RE: Final = re.compile(r"[\s,;:]+$")
+LOWER_I_RE: Final = re.compile(r"\bi\b")
+TITLE_RE: Final = re.compile(r"\b(dr|mr|mrs|ms)\.?\s")
+DOTS_RE: Final = re.compile(r"\.{2,}")
+
 # --------------------------------------------------------------------------- person
 
 THIRD_PERSON_IRREGULAR: Final = {
@@ -189,6 +215,15 @@ SUBJECT_CONTEXT: Final = wordset(
     "unless whenever where"
 )
 
+
+POSSESSIVE_RES: Final = {
+    "i": re.compile(r"\b(my|mine|myself)\b", re.IGNORECASE),
+    "you": re.compile(r"\b(your|yours|yourself)\b", re.IGNORECASE),
+}
+OBJECT_RES: Final = {
+    "i": re.compile(r"\bme\b", re.IGNORECASE),
+    "you": re.compile(r"\byou\b", re.IGNORECASE),
+}
 
 # --------------------------------------------------------------------------- cues
 
@@ -283,6 +318,21 @@ ROS_SYMPTOM: Final = re.compile(
     re.I,
 )
 
+# A results sentence that reports a finding (not a plan to order the test).
+FINDING_REPORTED_RE: Final = re.compile(
+    r"\b(?:showed|shows|came back|revealed|demonstrat\w*|results?)\b", re.I
+)
+# The clinician recapping the history to the patient.
+HISTORY_RECAP_RE: Final = re.compile(
+    r"\b(?:sounds like|so you|you've been|you have been|you were|you had|you said|"
+    r"you mentioned|you're|you are|you have)\b",
+    re.I,
+)
+ROS_TOPIC_NOISE_RE: Final = re.compile(
+    r"\b(?:at all|lately|recently|today|right now|or anything)\b"
+)
+QUESTIONS_RE: Final = re.compile(r"\bquestions?\b")
+
 # --------------------------------------------------------------------------- words
 
 # The one stop-word list: NLTK's English list (embedded: the corpus would otherwise need a
@@ -355,6 +405,11 @@ COUNTABLE_RE: Final = re.compile(
 )
 
 
+LETTERS_RE: Final = re.compile(r"[a-z]+")
+POINT_RE: Final = re.compile(r"\b(\d+) (?:point|\.) (\d)\b")
+MILLIGRAMS_RE: Final = re.compile(r"\bmilligrams?\b", re.IGNORECASE)
+YEAR_OLD_RE: Final = re.compile(r"\b(\d+)[ -]year[ -]old\b", re.IGNORECASE)
+
 # --------------------------------------------------------------------------- the note
 
 INTRO_RE: Final = re.compile(
@@ -402,6 +457,11 @@ SECTION_KEYS: Final = (
         "p",
     ),
 )
+# The same phrases as patterns, each matched as words of its own.
+SECTION_KEY_RES: Final = tuple(
+    (tuple(re.compile(rf"(?<![a-z]){re.escape(p)}(?![a-z])") for p in phrases), key)
+    for phrases, key in SECTION_KEYS
+)
 SYNONYMS: Final = {
     "medication": ("mg", "medication", "medicine", "taking", "prescri", "tablet", "pill", "dose"),
     "allergi": ("allerg",),
@@ -426,3 +486,9 @@ SYNONYMS: Final = {
 NEGATION_RE: Final = re.compile(
     r"\b(?:denies|denied|no|not|never|without|negative|none|nor|quit|stopped)\b", re.IGNORECASE
 )
+
+AGE_RE: Final = re.compile(r"\b(\d{1,3})[- ]years?[- ]old\b", re.IGNORECASE)
+AGE_FIELD_RE: Final = re.compile(r"\bage\b|\bedad\b|\bidade\b")
+INLINE_HEADER_RE: Final = re.compile(r"^([A-Za-z][A-Za-z &/-]{2,40}):\s+(.+)$")  # "Plan: rest."
+PRESSURE_RE: Final = re.compile(r"(\d+)\s*(?:over|/)\s*(\d+)")  # "120 over 80", "120/80"
+NUMBER_AFTER_KEYWORD_RE: Final = re.compile(r"^[^.;\d]{0,30}?(\d+(?:\.\d+)?)(?![\w])")

@@ -101,7 +101,7 @@ class _Index:
         if self._age is None:
             self._age = ""
             for sentence in self.sentences:
-                found = re.search(r"\b(\d{1,3})[- ]years?[- ]old\b", sentence, re.IGNORECASE)
+                found = rules.AGE_RE.search(sentence)
                 if found:
                     self._age = float(found.group(1))
                     break
@@ -127,7 +127,7 @@ def _summary_sections(summary: Summary, deadline: Deadline) -> dict[str, list[st
             is_header = (header.isupper() and len(header) < 60) or (
                 stripped.endswith(":") and len(stripped) < 60
             )
-            inline = re.match(r"^([A-Za-z][A-Za-z &/-]{2,40}):\s+(.+)$", stripped)
+            inline = rules.INLINE_HEADER_RE.match(stripped)
             if is_header:
                 current = _section_key(header)
                 continue
@@ -140,8 +140,8 @@ def _summary_sections(summary: Summary, deadline: Deadline) -> dict[str, list[st
 
 def _section_key(name: str) -> str | None:
     lower = name.lower()
-    for phrases, key in rules.SECTION_KEYS:
-        if any(re.search(rf"(?<![a-z]){re.escape(p)}(?![a-z])", lower) for p in phrases):
+    for patterns, key in rules.SECTION_KEY_RES:
+        if any(pattern.search(lower) for pattern in patterns):
             return key
     return None
 
@@ -235,7 +235,7 @@ def _text_items(field: TemplateField, sources: _Sources, index: _Index) -> list[
 
 def _number(field: TemplateField, index: _Index) -> float | str:
     name = field.name.lower()
-    if re.search(r"\bage\b|\bedad\b|\bidade\b", name):
+    if rules.AGE_FIELD_RE.search(name):
         return index.age()
     systolic_or_diastolic = "systolic" in name or "diastolic" in name
     patterns = [index.keyword(keyword)[0] for keyword in _keywords(field)]
@@ -245,12 +245,12 @@ def _number(field: TemplateField, index: _Index) -> float | str:
         for pattern in patterns:
             for hit in pattern.finditer(lower):
                 tail = lower[hit.end() : hit.end() + 60]
-                pressure = re.search(r"(\d+)\s*(?:over|/)\s*(\d+)", tail)
+                pressure = rules.PRESSURE_RE.search(tail)
                 if pressure and systolic_or_diastolic:
                     return float(pressure.group(2 if "diastolic" in name else 1))
                 if systolic_or_diastolic:
                     continue
-                number = re.match(r"^[^.;\d]{0,30}?(\d+(?:\.\d+)?)(?![\w])", tail)
+                number = rules.NUMBER_AFTER_KEYWORD_RE.match(tail)
                 if number:
                     return float(number.group(1))
     return ""
