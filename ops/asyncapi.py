@@ -125,7 +125,9 @@ def stage_headers_schema() -> dict[str, Any]:
             ),
             c.HEADER_POLLS: _header("integer", "Status polls of this transcription so far."),
             c.HEADER_REPLAYS: _header("integer", "Times scribe-dlq replayed this job.", minimum=0),
-            "x-replay-of": _header("string", "Identity of the dead letter this replay came from."),
+            c.HEADER_REPLAY_OF: _header(
+                "string", "Identity of the dead letter this replay came from."
+            ),
             c.HEADER_ERROR_TYPE: _header("string", "errorType of the last transient failure."),
             c.HEADER_FIRST_FAILURE_AT: _header("string", "First failure time.", format="date-time"),
             c.HEADER_LAST_FAILURE_AT: _header("string", "Last failure time.", format="date-time"),

@@ -201,7 +201,7 @@ class Observer:
         )
         events = await declare_events_exchange(channel, self._names)
         # Every event: the stage events tell a lost job's last known stage.
-        await queue.bind(events, routing_key="job.#")
+        await queue.bind(events, routing_key=c.EVENTS_ALL_BINDING)
         await queue.consume(self._on_event)
         dead = await channel.declare_queue(self._names.dead_letter_queue, passive=True)
         await dead.consume(self._on_dead_letter)

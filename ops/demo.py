@@ -78,7 +78,9 @@ async def run_job(prefix: str, job: JobRequest, timeout_s: float) -> list[dict[s
         channel = await connection.channel()
         await declare_topology(channel, names, settings.retry)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(await channel.get_exchange(names.events_exchange), routing_key="job.#")
+        await queue.bind(
+            await channel.get_exchange(names.events_exchange), routing_key=c.EVENTS_ALL_BINDING
+        )
         events: list[dict[str, Any]] = []
         finished = asyncio.Event()
 
@@ -87,7 +89,7 @@ async def run_job(prefix: str, job: JobRequest, timeout_s: float) -> list[dict[s
                 if message.correlation_id == str(job.job_id):
                     event = json.loads(message.body)
                     events.append(event)
-                    if event["type"] in ("job.completed", "job.failed"):
+                    if event["type"] in (c.EVENT_COMPLETED, c.EVENT_FAILED):
                         finished.set()
 
         await queue.consume(on_event)
@@ -105,7 +107,7 @@ async def run_job(prefix: str, job: JobRequest, timeout_s: float) -> list[dict[s
 def render(events: list[dict[str, Any]]) -> str:
     outcome = events[-1]
     lines = []
-    if outcome["type"] == "job.failed":
+    if outcome["type"] == c.EVENT_FAILED:
         return (
             f"The job failed at {outcome['stage']}: {outcome['errorType']} ({outcome['message']})"
         )
@@ -171,7 +173,7 @@ async def demo(mode: str, timeout_s: float) -> int:
     finally:
         await delete_prefix(AMQP_URL, prefix, tiers)
     print(render(events))
-    return 0 if events[-1]["type"] == "job.completed" else 1
+    return 0 if events[-1]["type"] == c.EVENT_COMPLETED else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,9 +74,8 @@ from worker.broker import (
 )
 from worker.codec import MAX_BODY_BYTES, canonical_uuid, job_id_of_body
 from worker.constants import STAGES, Stage
-from worker.topology import Names, broker_death_stage
+from worker.topology import Names, broker_death_stage, parse_dead_letter_routing_key
 
-HEADER_REPLAY_OF = "x-replay-of"
 # What --error-type accepts: the catalogue, and "other" for any value outside it (a vendor's
 # 403 errorType), as metrics.error_label names them.
 CATALOGUE_ERROR_TYPES = frozenset(error_type.value for error_type in ErrorType)
@@ -130,7 +129,7 @@ BROKER_DEAD_LETTER_MESSAGE = "dead-lettered by the broker: more deliveries than 
 _DELIVERY_LIMIT = ErrorType.DELIVERY_LIMIT_EXCEEDED.value
 
 # Counters the broker changes on every delivery; they must not change a dead letter's identity.
-_VOLATILE_HEADERS = frozenset({"x-delivery-count", "x-acquired-count"})
+_VOLATILE_HEADERS = frozenset({c.BROKER_HEADER_DELIVERY_COUNT, c.BROKER_HEADER_ACQUIRED_COUNT})
 # What a replay drops so that attempt counters, poll counts and delays restart fresh.
 _FAILURE_HEADERS = frozenset(
     {
@@ -144,11 +143,16 @@ _FAILURE_HEADERS = frozenset(
         c.HEADER_JOB_ID,
         c.HEADER_POLLS,
         c.HEADER_DELAY_TIER_MS,
-        HEADER_REPLAY_OF,
+        c.HEADER_REPLAY_OF,
         *_VOLATILE_HEADERS,
     }
 )
-_FAILURE_HEADER_PREFIXES = ("x-error-", "x-death", "x-first-death-", "x-last-death-")
+_FAILURE_HEADER_PREFIXES = (
+    c.HEADER_ERROR_PREFIX,
+    c.BROKER_HEADER_DEATH,
+    c.BROKER_HEADER_FIRST_DEATH_PREFIX,
+    c.BROKER_HEADER_LAST_DEATH_PREFIX,
+)
 
 
 class DeadLetterQueueMissing(Exception):
@@ -249,7 +253,7 @@ def _timestamp(properties: BasicProperties) -> datetime | None:
 
 def _death_times(headers: Mapping[str, Any]) -> list[datetime]:
     """When the broker dead-lettered the message (its x-death entries), oldest first."""
-    deaths = headers.get("x-death")
+    deaths = headers.get(c.BROKER_HEADER_DEATH)
     times = [
         parse_time(death.get("time"))
         for death in (deaths if isinstance(deaths, list) else [])
@@ -261,7 +265,7 @@ def _death_times(headers: Mapping[str, Any]) -> list[datetime]:
 def made_by_broker(headers: Mapping[str, Any]) -> bool:
     """The broker dead-lettered it (deliveryLimitExceeded): the worker drops x-death and
     x-first-death-* from what it consumes, so its own dead letters never carry them."""
-    return "x-death" in headers or "x-first-death-queue" in headers
+    return c.BROKER_HEADER_DEATH in headers or c.BROKER_HEADER_FIRST_DEATH_QUEUE in headers
 
 
 @dataclass(frozen=True)
@@ -356,7 +360,7 @@ class DeadLetter:
         raw_headers: object = properties.headers
         headers: dict[str, Any] = dict(raw_headers) if isinstance(raw_headers, Mapping) else {}
         routing_key = _routing_key(delivery.routing_key)
-        key_stage, _, key_error = routing_key.partition(".")
+        key_stage, key_error = parse_dead_letter_routing_key(routing_key)
         correlation = _property(properties.correlation_id)
         by_broker = made_by_broker(headers)
         if by_broker:
@@ -378,7 +382,7 @@ class DeadLetter:
             first_failure_at=account.first_failure_at or timestamp,
             last_failure_at=account.last_failure_at or timestamp,
             replays=bounded_count(headers.get(c.HEADER_REPLAYS)),
-            delivery_count=bounded_count(headers.get("x-delivery-count")),
+            delivery_count=bounded_count(headers.get(c.BROKER_HEADER_DELIVERY_COUNT)),
             correlation_id=correlation,
             message_id=_property(properties.message_id),
             content_type=_property(properties.content_type),
@@ -817,10 +821,10 @@ _KNOWN_HEADERS = _WORKER_OWN_HEADERS | {
     c.HEADER_REPLAY_OF,
     c.HEADER_TRACEPARENT,
     c.HEADER_DELAY_TIER_MS,
-    "x-death",
+    c.BROKER_HEADER_DEATH,
     *_VOLATILE_HEADERS,
 }
-_BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
+_BROKER_HEADER_PREFIXES = (c.BROKER_HEADER_FIRST_DEATH_PREFIX, c.BROKER_HEADER_LAST_DEATH_PREFIX)
 _SHOWN_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/@=-]{0,63}")
 
 
@@ -902,7 +906,7 @@ class RedisReplayLedger:
         return ledger
 
     def key(self, identity: str) -> str:
-        return f"{self._prefix}:dlq:replayed:{identity}"
+        return f"{self._prefix}:{c.REDIS_DLQ_REPLAYED_NAMESPACE}:{identity}"
 
     async def was_replayed(self, identity: str) -> bool:
         return bool(await self._redis.exists(self.key(identity)))
@@ -922,7 +926,7 @@ def replay_headers(letter: DeadLetter) -> dict[str, Any]:
         if key not in _FAILURE_HEADERS and not key.startswith(_FAILURE_HEADER_PREFIXES)
     }
     headers[c.HEADER_REPLAYS] = letter.replays + 1
-    headers[HEADER_REPLAY_OF] = letter.identity
+    headers[c.HEADER_REPLAY_OF] = letter.identity
     return headers
 
 
@@ -1018,7 +1022,7 @@ async def replay(
             stage = target_stage(letter, options.to_stage)
             # A replay of this run that failed again (workers are running) is a new dead letter
             # carrying our x-replay-of: leave it for a later run instead of looping on it.
-            again = _header_text(letter.headers, HEADER_REPLAY_OF) in published
+            again = _header_text(letter.headers, c.HEADER_REPLAY_OF) in published
             if again or not options.filters.matches(letter) or stage is None:
                 reader.hold(item.message)
                 summary.skipped += 1

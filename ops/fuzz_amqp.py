@@ -54,12 +54,13 @@ from hypothesis import strategies as st
 from ops.chaos import write_audio
 from ops.procs import delete_prefix, stop, worker_argv
 from ops.sandbox import SandboxConfig, running_sandbox
+from schemas.errors import ErrorType
 from schemas.jobs import JobRequest
 from tests.rawamqp import RawProperties, RawPublisher, long_str, short_str, table
 from worker import amqp_decoding
 from worker import constants as c
 from worker.constants import STAGES
-from worker.topology import Names
+from worker.topology import Names, parse_dead_letter_routing_key
 
 DELAY_TIERS_MS = "50,150,400,1000"
 INTRON_KEY = "fuzz-intron-key"
@@ -558,8 +559,8 @@ def text_values() -> st.SearchStrategy[Node]:
             [
                 b"note",
                 b"transcribe",
-                b"internalError",
-                b"deliveryLimitExceeded",
+                ErrorType.INTERNAL_ERROR.encode(),
+                ErrorType.DELIVERY_LIMIT_EXCEEDED.encode(),
                 b"2024-01-01T00:00:00+00:00",
                 b"9999-12-31T23:59:59",
                 b"../../etc",
@@ -809,7 +810,7 @@ class Observed:
         self._check_routing_headers(headers, f"{record[0]} for {body.get('jobId')}")
 
     def add_dead_letter(self, body: bytes, routing_key: str, headers: dict[str, Any]) -> None:
-        _stage, _, error_type = routing_key.partition(".")
+        _stage, error_type = parse_dead_letter_routing_key(routing_key)
         self.dead.setdefault(body, []).append(error_type)
         self.changed.set()
         self._check_routing_headers(headers, f"dead letter {routing_key}")
@@ -931,7 +932,7 @@ def _check_job(item: Planned, observed: Observed, report: Report, forgiven: int 
     assert item.job_id is not None
     events = list(observed.events.get(item.job_id, []))
     announced = [event for event in events if event[0] == c.EVENT_FAILED]
-    for event in [event for event in announced if event[3] == "invalidMessage"][:forgiven]:
+    for event in [event for event in announced if event[3] == ErrorType.INVALID_MESSAGE][:forgiven]:
         events.remove(event)
     dead = observed.dead.get(item.body, [])
     where = describe(item)
@@ -963,9 +964,9 @@ def _check_job(item: Planned, observed: Observed, report: Report, forgiven: int 
 def _check_expected(item: Planned, kind: str, error_type: str | None, report: Report) -> None:
     case = item.case
     non_utf8 = case is not None and case.has_non_utf8_property()
-    if non_utf8 and (kind, error_type) != (c.EVENT_FAILED, "invalidMessage"):
+    if non_utf8 and (kind, error_type) != (c.EVENT_FAILED, ErrorType.INVALID_MESSAGE):
         report.violations.append(f"non-UTF-8 property ended {kind} {error_type}: {describe(item)}")
-    if error_type == "internalError":
+    if error_type == ErrorType.INTERNAL_ERROR:
         report.violations.append(f"internalError (a bug in the consume path): {describe(item)}")
 
 
@@ -984,7 +985,9 @@ def _check_anonymous(item: Planned, observed: Observed, report: Report) -> None:
         # Naming a job that is done, the worker dead-letters it as conflictingJob (the ledger
         # is asked under the correlation_id's jobId); see tests/integration/test_fuzz_amqp.py.
         allowed = (
-            {"invalidMessage", "conflictingJob"} if item.names_other_job else {"invalidMessage"}
+            {ErrorType.INVALID_MESSAGE, ErrorType.CONFLICTING_JOB}
+            if item.names_other_job
+            else {ErrorType.INVALID_MESSAGE}
         )
         if dead[0] not in allowed:
             report.violations.append(f"a body without jobId ended {dead[0]}: {where}")

@@ -215,7 +215,7 @@ def property_problem(properties: BasicProperties) -> str | None:
         return None
     if UNDECODABLE_PROPERTIES_HEADER in headers:
         return "the AMQP properties or headers could not be decoded"
-    deaths = headers.get("x-death")
+    deaths = headers.get(c.BROKER_HEADER_DEATH)
     if deaths is not None and not (
         isinstance(deaths, list) and all(isinstance(death, dict) for death in deaths)
     ):

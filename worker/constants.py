@@ -24,10 +24,18 @@ BROKER_DEAD_LETTER_QUEUE: Final = "broker-dead-letters"
 UNROUTED_EXCHANGE: Final = "unrouted"
 UNROUTED_EVENTS_QUEUE: Final = "unrouted-events"
 
+# Redis key namespaces: every key is <prefix>:<namespace>:... (worker/ledger.py,
+# worker/ratelimit.py, ops/dlq.py's replay ledger).
+REDIS_LEDGER_NAMESPACE: Final = "ledger"
+REDIS_RATE_LIMIT_NAMESPACE: Final = "ratelimit"
+REDIS_DLQ_REPLAYED_NAMESPACE: Final = "dlq:replayed"
+
 # Event routing keys on <prefix>.events.
 EVENT_COMPLETED: Final = "job.completed"
 EVENT_FAILED: Final = "job.failed"
 EVENT_STAGE_PREFIX: Final = "job.stage."
+# A binding to <prefix>.events that receives every event.
+EVENTS_ALL_BINDING: Final = "job.#"
 
 # Message headers written by the worker.
 HEADER_ATTEMPTS: Final = "x-attempts"
@@ -39,11 +47,20 @@ HEADER_FIRST_FAILURE_AT: Final = "x-first-failure-at"
 HEADER_LAST_FAILURE_AT: Final = "x-last-failure-at"
 HEADER_ERROR_TYPE: Final = "x-error-type"
 HEADER_ERROR_MESSAGE: Final = "x-error-message"
+# The x-error-* headers above share it (a replay drops every header it starts).
+HEADER_ERROR_PREFIX: Final = "x-error-"
 HEADER_HTTP_STATUS: Final = "x-http-status"
 HEADER_STAGE: Final = "x-stage"
 HEADER_JOB_ID: Final = "x-job-id"
 HEADER_TRACEPARENT: Final = "traceparent"
 HEADER_REPLAY_OF: Final = "x-replay-of"
+# Headers the broker writes: read, never written, by the worker and the tools.
+BROKER_HEADER_DEATH: Final = "x-death"
+BROKER_HEADER_FIRST_DEATH_QUEUE: Final = "x-first-death-queue"
+BROKER_HEADER_FIRST_DEATH_PREFIX: Final = "x-first-death-"
+BROKER_HEADER_LAST_DEATH_PREFIX: Final = "x-last-death-"
+BROKER_HEADER_DELIVERY_COUNT: Final = "x-delivery-count"
+BROKER_HEADER_ACQUIRED_COUNT: Final = "x-acquired-count"
 
 # Counters read from headers (attempts, polls, replays) are clamped to this: a sender's 2^63
 # must not overflow what the worker writes back (AMQP integers are 64-bit).

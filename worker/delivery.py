@@ -49,7 +49,12 @@ from worker.outcomes import (
 )
 from worker.ports import Publishing, Settling
 from worker.settings import RetrySettings
-from worker.topology import Names, broker_death_stage
+from worker.topology import (
+    Names,
+    broker_death_stage,
+    dead_letter_routing_key,
+    parse_dead_letter_routing_key,
+)
 from worker.tracing import new_traceparent
 
 log = structlog.get_logger("scribe.delivery")
@@ -291,7 +296,7 @@ class Delivery:
         """
         try:
             headers = carried_headers(message.headers)
-            key_stage = message.routing_key.partition(".")[0]
+            key_stage, _ = parse_dead_letter_routing_key(message.routing_key)
             stage = broker_death_stage(message.headers or {}, self._names, key_stage)
             job_id = job_id_of(message)
             if stage is not None and job_id is not None:
@@ -560,7 +565,7 @@ class Delivery:
             content_type=message.content_type or "application/json",
         )
         await self._publisher.publish(
-            self._names.dead_exchange, f"{ctx.stage}.{error.error_type}", dead
+            self._names.dead_exchange, dead_letter_routing_key(ctx.stage, error.error_type), dead
         )
         if ctx.job_id is None or error.error_type == ErrorType.CONFLICTING_JOB:
             return  # a conflicting job's jobId belongs to the job that is done: its outcome stands

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from schemas.errors import ErrorType
 from schemas.jobs import TranscriptionHandle
+from worker import constants as c
 from worker.constants import Stage
 from worker.errors import TransientError
 
@@ -215,7 +216,7 @@ class RedisLedger:
         return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
 
     def _key(self, kind: str, job_id: str, stage: str = "") -> str:
-        return f"{self._prefix}:ledger:{kind}:{job_id}:{stage}"
+        return f"{self._prefix}:{c.REDIS_LEDGER_NAMESPACE}:{kind}:{job_id}:{stage}"
 
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None:
         try:

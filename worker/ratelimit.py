@@ -16,6 +16,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from worker import constants as c
 from worker.ledger import LedgerUnavailable
 
 JITTER_MARGIN = 1.01
@@ -97,7 +98,7 @@ class RedisRateLimiter:
         return cls(client, namespace)
 
     def _key(self, key: str) -> str:
-        return f"{self._namespace}:ratelimit:{key}"
+        return f"{self._namespace}:{c.REDIS_RATE_LIMIT_NAMESPACE}:{key}"
 
     async def reserve(self, key: str, per_minute: int, max_wait_s: float) -> float:
         try:

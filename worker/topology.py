@@ -85,6 +85,19 @@ class Names:
         ]
 
 
+def dead_letter_routing_key(stage: str, error_type: str) -> str:
+    """<stage>.<errorType>, the key of every dead letter on <prefix>.dead (a topic exchange: a
+    binding can pick a stage, an errorType or both); parse_dead_letter_routing_key reads it."""
+    return f"{stage}.{error_type}"
+
+
+def parse_dead_letter_routing_key(routing_key: str) -> tuple[str, str]:
+    """(stage, errorType) as a dead letter's key spells them, unchecked: either may be empty or
+    no known value (a key is whatever the publisher wrote); the callers check them."""
+    stage, _, error_type = routing_key.partition(".")
+    return stage, error_type
+
+
 def broker_death_stage(headers: Mapping[str, Any], names: Names, key_stage: str) -> Stage | None:
     """The stage whose queue the broker dead-lettered a message from, or None.
 
@@ -93,7 +106,7 @@ def broker_death_stage(headers: Mapping[str, Any], names: Names, key_stage: str)
     they must agree. x-first-death-queue is not used: the broker keeps one a sender set, and
     after a retry through a delay queue it names the delay queue.
     """
-    deaths = headers.get("x-death")
+    deaths = headers.get(c.BROKER_HEADER_DEATH)
     newest = deaths[0] if isinstance(deaths, list) and deaths else None
     key = next((stage for stage in STAGES if stage == key_stage), None)
     if isinstance(newest, Mapping):
@@ -127,7 +140,9 @@ def stage_queue_arguments(names: Names, stage: Stage, retry: RetrySettings) -> d
         names.dead_exchange,
         **{
             "x-delivery-limit": retry.delivery_limit,
-            "x-dead-letter-routing-key": f"{stage}.deliveryLimitExceeded",
+            "x-dead-letter-routing-key": dead_letter_routing_key(
+                stage, ErrorType.DELIVERY_LIMIT_EXCEEDED
+            ),
         },
     )
 
@@ -144,7 +159,7 @@ def dead_letter_queue_arguments() -> dict[str, Any]:
 
 
 BROKER_DEAD_LETTER_DELIVERY_LIMIT = 20
-BROKER_DEAD_LETTER_BINDING = f"*.{ErrorType.DELIVERY_LIMIT_EXCEEDED.value}"
+BROKER_DEAD_LETTER_BINDING = dead_letter_routing_key("*", ErrorType.DELIVERY_LIMIT_EXCEEDED)
 
 
 def broker_dead_letter_queue_arguments() -> dict[str, Any]:

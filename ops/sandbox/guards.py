@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ops.sandbox.replies import Abort, bearer, vendor_error
 from ops.sandbox.state import SandboxState, same_secret
+from schemas.errors import ErrorType
 
 INTRON: Final = "intron"
 INVOX: Final = "invox"
@@ -49,7 +50,7 @@ def guard(request: web.Request, state: SandboxState, endpoint: str, auth: str) -
                 endpoint,
                 400,
                 f"{VERSION_HEADER} must be one of {', '.join(sorted(state.config.api_versions))}",
-                "invalidApiVersionForEndpoint",
+                ErrorType.INVALID_API_VERSION_FOR_ENDPOINT,
             )
         )
     if endpoint in state.knobs.forbidden:

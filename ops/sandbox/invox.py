@@ -14,6 +14,7 @@ from ops.sandbox import content
 from ops.sandbox.faults import STATUS_KINDS
 from ops.sandbox.replies import Abort, invox_abort, json_object, vendor_error
 from ops.sandbox.state import InvoxDocument, InvoxTranscription, SandboxState, same_secret
+from schemas.errors import ErrorType
 
 OUTPUT_FORMATS: Final = ("SUMMARY", "SOAP_TEMPLATE")
 NOTE_LANGUAGES: Final = frozenset({"es", "en", "ca", "pt-BR", "pt-PT"})
@@ -26,7 +27,7 @@ _CHUNK: Final = 1 << 16
 
 
 def _bad_body(message: str) -> Abort:
-    return invox_abort(400, "invalidRequestBody", message)
+    return invox_abort(400, ErrorType.INVALID_REQUEST_BODY, message)
 
 
 def _base_url(request: web.Request, state: SandboxState) -> str:
@@ -108,9 +109,11 @@ async def transcription(request: web.Request, state: SandboxState) -> web.Respon
         raise _bad_body("requestId must be a non-empty string")
     record = state.transcriptions.get(str(request_id))
     if record is None:
-        raise invox_abort(404, "transcriptionNotFound", "Transcription not found")
+        raise invox_abort(404, ErrorType.TRANSCRIPTION_NOT_FOUND, "Transcription not found")
     if not record.uploaded:
-        raise invox_abort(400, "inconsistentInput", "No audio was uploaded for this requestId")
+        raise invox_abort(
+            400, ErrorType.INCONSISTENT_INPUT, "No audio was uploaded for this requestId"
+        )
     earlier_polls = record.polls
     record.polls += 1
     key = state.knobs.invox_status_key
@@ -137,12 +140,12 @@ async def summary(request: web.Request, state: SandboxState) -> web.Response:
         raise _bad_body("transcript must be a non-empty string")
     if output_format not in OUTPUT_FORMATS:
         raise invox_abort(
-            400, "invalidOutputFormat", f"outputFormat must be one of {OUTPUT_FORMATS}"
+            400, ErrorType.INVALID_OUTPUT_FORMAT, f"outputFormat must be one of {OUTPUT_FORMATS}"
         )
     if language is None or language == "":
-        raise invox_abort(400, "missingOutputLanguage", "outputLanguage is required")
+        raise invox_abort(400, ErrorType.MISSING_OUTPUT_LANGUAGE, "outputLanguage is required")
     if not isinstance(language, str) or not _ISO_639.fullmatch(language):
-        raise invox_abort(400, "invalidLanguage", "outputLanguage must be an ISO 639 code")
+        raise invox_abort(400, ErrorType.INVALID_LANGUAGE, "outputLanguage must be an ISO 639 code")
     note: str | dict[str, Any]
     if output_format == "SUMMARY":
         note = content.summary_text(transcript, language)
@@ -188,14 +191,16 @@ async def note(request: web.Request, state: SandboxState) -> web.Response:
     summary_text, template = body.get("summary"), body.get("template")
     language = body.get("language")
     if not _is_text(summary_text):
-        raise invox_abort(400, "summaryIsRequired", "summary is required")
+        raise invox_abort(400, ErrorType.SUMMARY_IS_REQUIRED, "summary is required")
     if template is None:
-        raise invox_abort(400, "templateIsRequired", "template is required")
+        raise invox_abort(400, ErrorType.TEMPLATE_IS_REQUIRED, "template is required")
     fields = _template_fields(template)
     if fields is None:
-        raise invox_abort(400, "invalidTemplate", "template does not match IAPITemplate")
+        raise invox_abort(400, ErrorType.INVALID_TEMPLATE, "template does not match IAPITemplate")
     if language is not None and language not in NOTE_LANGUAGES:
-        raise invox_abort(400, "invalidLanguage", "language must be es, en, ca, pt-BR or pt-PT")
+        raise invox_abort(
+            400, ErrorType.INVALID_LANGUAGE, "language must be es, en, ca, pt-BR or pt-PT"
+        )
     filled = [content.fill_field(f, str(summary_text), i) for i, f in enumerate(fields)]
     return web.json_response(
         {"clinicalNote": filled, "generationTime": _generation_time(str(summary_text))}
@@ -217,7 +222,9 @@ async def documents(request: web.Request, state: SandboxState) -> web.Response:
     for doc in requested:
         extension = DOCUMENT_TYPES[doc["documentType"]][1]
         if not doc["documentName"].lower().endswith(extension):
-            raise invox_abort(400, "inconsistentInput", "documentType does not match documentName")
+            raise invox_abort(
+                400, ErrorType.INCONSISTENT_INPUT, "documentType does not match documentName"
+            )
     base = _base_url(request, state)
     out = []
     for doc in requested:

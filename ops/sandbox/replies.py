@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from schemas.errors import ErrorType
+
 
 class Abort(Exception):
     """Raised by a handler or guard to answer with `response` at once."""
@@ -80,9 +82,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError):
-        raise invox_abort(400, "invalidRequestBody", "Body must be a JSON object") from None
+        raise invox_abort(
+            400, ErrorType.INVALID_REQUEST_BODY, "Body must be a JSON object"
+        ) from None
     if not isinstance(body, dict):
-        raise invox_abort(400, "invalidRequestBody", "Body must be a JSON object")
+        raise invox_abort(400, ErrorType.INVALID_REQUEST_BODY, "Body must be a JSON object")
     return body
 
 
