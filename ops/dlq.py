@@ -128,32 +128,6 @@ TOO_DEEP = "(nested too deeply)"
 BROKER_DEAD_LETTER_MESSAGE = "dead-lettered by the broker: more deliveries than the queue allows"
 _DELIVERY_LIMIT = ErrorType.DELIVERY_LIMIT_EXCEEDED.value
 
-# Counters the broker changes on every delivery; they must not change a dead letter's identity.
-_VOLATILE_HEADERS = frozenset({c.BROKER_HEADER_DELIVERY_COUNT, c.BROKER_HEADER_ACQUIRED_COUNT})
-# What a replay drops so that attempt counters, poll counts and delays restart fresh.
-_FAILURE_HEADERS = frozenset(
-    {
-        c.HEADER_ERROR_TYPE,
-        c.HEADER_ERROR_MESSAGE,
-        c.HEADER_HTTP_STATUS,
-        c.HEADER_ATTEMPTS,
-        c.HEADER_FIRST_FAILURE_AT,
-        c.HEADER_LAST_FAILURE_AT,
-        c.HEADER_STAGE,
-        c.HEADER_JOB_ID,
-        c.HEADER_POLLS,
-        c.HEADER_DELAY_TIER_MS,
-        c.HEADER_REPLAY_OF,
-        *_VOLATILE_HEADERS,
-    }
-)
-_FAILURE_HEADER_PREFIXES = (
-    c.HEADER_ERROR_PREFIX,
-    c.BROKER_HEADER_DEATH,
-    c.BROKER_HEADER_FIRST_DEATH_PREFIX,
-    c.BROKER_HEADER_LAST_DEATH_PREFIX,
-)
-
 
 class DeadLetterQueueMissing(Exception):
     def __init__(self, queue: str) -> None:
@@ -233,7 +207,7 @@ def dead_letter_identity(
     properties: BasicProperties, routing_key: str, headers: Mapping[str, Any], body: bytes
 ) -> str:
     """The same for every read of one dead letter, whatever its properties hold."""
-    kept = {key: value for key, value in headers.items() if key not in _VOLATILE_HEADERS}
+    kept = {key: value for key, value in headers.items() if key not in c.VOLATILE_BROKER_HEADERS}
     canonical = {
         "messageId": jsonable(_property(properties.message_id)),
         "correlationId": jsonable(_property(properties.correlation_id)),
@@ -822,7 +796,7 @@ _KNOWN_HEADERS = _WORKER_OWN_HEADERS | {
     c.HEADER_TRACEPARENT,
     c.HEADER_DELAY_TIER_MS,
     c.BROKER_HEADER_DEATH,
-    *_VOLATILE_HEADERS,
+    *c.VOLATILE_BROKER_HEADERS,
 }
 _BROKER_HEADER_PREFIXES = (c.BROKER_HEADER_FIRST_DEATH_PREFIX, c.BROKER_HEADER_LAST_DEATH_PREFIX)
 _SHOWN_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/@=-]{0,63}")
@@ -923,7 +897,8 @@ def replay_headers(letter: DeadLetter) -> dict[str, Any]:
     headers = {
         key: value
         for key, value in carried_headers(letter.headers).items()
-        if key not in _FAILURE_HEADERS and not key.startswith(_FAILURE_HEADER_PREFIXES)
+        if key not in c.REPLAY_DROPPED_HEADERS
+        and not key.startswith(c.REPLAY_DROPPED_HEADER_PREFIXES)
     }
     headers[c.HEADER_REPLAYS] = letter.replays + 1
     headers[c.HEADER_REPLAY_OF] = letter.identity

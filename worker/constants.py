@@ -62,6 +62,41 @@ BROKER_HEADER_LAST_DEATH_PREFIX: Final = "x-last-death-"
 BROKER_HEADER_DELIVERY_COUNT: Final = "x-delivery-count"
 BROKER_HEADER_ACQUIRED_COUNT: Final = "x-acquired-count"
 
+# Per-failure bookkeeping that restarts when a stage succeeds (worker/delivery.py drops these).
+FAILURE_HEADERS: Final = (
+    HEADER_ATTEMPTS,
+    HEADER_FIRST_FAILURE_AT,
+    HEADER_LAST_FAILURE_AT,
+    HEADER_ERROR_TYPE,
+)
+# Counters the broker changes on every delivery; they must not change a dead letter's identity.
+VOLATILE_BROKER_HEADERS: Final = frozenset(
+    {BROKER_HEADER_DELIVERY_COUNT, BROKER_HEADER_ACQUIRED_COUNT}
+)
+# What a replay (ops/dlq.py) drops so that attempt counters, poll counts and delays restart
+# fresh: the failure bookkeeping above and every other per-failure or per-delivery header.
+REPLAY_DROPPED_HEADERS: Final = frozenset(
+    {
+        *FAILURE_HEADERS,
+        HEADER_ERROR_MESSAGE,
+        HEADER_HTTP_STATUS,
+        HEADER_STAGE,
+        HEADER_JOB_ID,
+        HEADER_POLLS,
+        HEADER_DELAY_TIER_MS,
+        HEADER_REPLAY_OF,
+        *VOLATILE_BROKER_HEADERS,
+    }
+)
+# Header name prefixes a replay drops as well (x-error-*, and everything the broker's
+# dead-lettering wrote).
+REPLAY_DROPPED_HEADER_PREFIXES: Final = (
+    HEADER_ERROR_PREFIX,
+    BROKER_HEADER_DEATH,
+    BROKER_HEADER_FIRST_DEATH_PREFIX,
+    BROKER_HEADER_LAST_DEATH_PREFIX,
+)
+
 # Counters read from headers (attempts, polls, replays) are clamped to this: a sender's 2^63
 # must not overflow what the worker writes back (AMQP integers are 64-bit).
 MAX_HEADER_COUNT: Final = 1_000_000
