@@ -15,7 +15,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,13 +99,15 @@ class MessageLog:
 
 @dataclass(frozen=True)
 class _Run:
-    """One consumed message, once its handler has returned or raised."""
+    """One consumed message on its way to its outcome: the delivery, the headers it will carry
+    on (each checked), what the worker knows of it, and its logger. Every decision below reads
+    and extends this one object; duration_ms is set once its handler has returned or raised."""
 
     message: Settling
     headers: dict[str, Any]
     ctx: DeliveryContext
     log: MessageLog
-    duration_ms: float
+    duration_ms: float = 0.0
 
 
 Action = Callable[[_Run], Awaitable[None]]
@@ -197,68 +199,58 @@ class Delivery:
             figures.settled(time.monotonic())
 
     async def _process(self, stage: Stage, handler: Handler, message: Settling) -> None:
-        headers, ctx, bound = self._context(stage, message)
+        """The decision, top to bottom: unusable properties, then the ledger (done, busy), then
+        the handler and what its outcome or failure means."""
+        run = self._context(stage, message)
         self._metrics.stage(stage).consumed += 1
+        job_id = run.ctx.job_id
         try:
             if message.problem is not None:
-                await self._reject(message, headers, ctx, bound, InvalidMessage(message.problem))
+                await self._reject(run, InvalidMessage(message.problem))
                 return
-            if ctx.job_id is None:
-                await self._run(handler, message, headers, ctx, bound)
+            if job_id is None:
+                await self._run(handler, run)
                 return
-            done = await self._ledger.done_mark(ctx.job_id, stage)
+            done = await self._ledger.done_mark(job_id, stage)
             if done is not None:
-                await self._already_done(message, headers, ctx, bound, done)
+                await self._already_done(run, done)
                 return
-            if not await self._ledger.claim(ctx.job_id, stage, self._claim_ttl_s):
+            if not await self._ledger.claim(job_id, stage, self._claim_ttl_s):
                 # Another delivery of this job is in this stage right now (a duplicate publish,
                 # or a crashed worker whose claim has not expired yet): come back later.
-                await self._defer(message, headers, ctx, bound, "busy")
+                await self._defer(run, "busy")
                 return
             try:
-                await self._run(handler, message, headers, ctx, bound)
+                await self._run(handler, run)
             finally:
-                await self._advise(self._ledger.release(ctx.job_id, stage), bound)
+                await self._advise(self._ledger.release(job_id, stage), run.log)
         except LedgerUnavailable:  # before the handler ran: nothing happened yet
-            await self._defer(message, headers, ctx, bound, "ledger_unavailable")
+            await self._defer(run, "ledger_unavailable")
         except BROKER_ERRORS as exc:
-            bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
+            run.log.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
             await self._requeue(message)
 
-    async def _already_done(
-        self,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        bound: MessageLog,
-        done_fingerprint: str,
-    ) -> None:
+    async def _already_done(self, run: _Run, done_fingerprint: str) -> None:
         """A delivery of a stage already done for its jobId: the same job again (a duplicate
         publish or a redelivery) is dropped; a job with other content under that jobId is
         dead-lettered as conflictingJob, so that it does not vanish."""
-        if done_fingerprint and ctx.fingerprint and done_fingerprint != ctx.fingerprint:
+        fingerprint = run.ctx.fingerprint
+        if done_fingerprint and fingerprint and done_fingerprint != fingerprint:
             error = PermanentError(
                 ErrorType.CONFLICTING_JOB,
                 "a job with this jobId and other content is already done; "
                 "publish a new jobId for a new consultation",
             )
-            await self._reject(message, headers, ctx, bound, error)
+            await self._reject(run, error)
             return
-        self._metrics.duplicates.labels(ctx.stage).inc()
-        bound.info("stage.duplicate_dropped", outcome="duplicate")
-        await message.ack()
+        self._metrics.duplicates.labels(run.ctx.stage).inc()
+        run.log.info("stage.duplicate_dropped", outcome="duplicate")
+        await run.message.ack()
 
-    async def _reject(
-        self,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        bound: MessageLog,
-        error: ScribeError,
-    ) -> None:
+    async def _reject(self, run: _Run, error: ScribeError) -> None:
         """Dead-letter without running the handler (the message itself is unusable), then ack."""
-        await self._failure_action(error)(_Run(message, headers, ctx, bound, 0.0))
-        await message.ack()
+        await self._failure_action(error)(run)
+        await run.message.ack()
 
     async def _last_resort(self, stage: Stage, message: Settling, exc: Exception) -> None:
         where = _failure_location(exc)
@@ -269,7 +261,8 @@ class Delivery:
         try:
             ctx = DeliveryContext(stage, _safe_job_id(message), 0, 0, 0, False, new_traceparent())
             headers = {c.HEADER_TRACEPARENT: ctx.traceparent}
-            await self._dead_letter(message, headers, ctx, error, attempts=1)
+            bare = _Run(message, headers, ctx, MessageLog(self._log, stage=stage))
+            await self._dead_letter(bare, error, attempts=1)
             self._metrics.dead_lettered.labels(stage, error.error_type).inc()
             await message.ack()
         except Exception as again:  # noqa: BLE001 - the delivery limit ends what this cannot
@@ -318,9 +311,7 @@ class Delivery:
             log.warning("broker_dead_letter.unreadable", error=type(exc).__name__)
             await message.ack()
 
-    def _context(
-        self, stage: Stage, message: Settling
-    ) -> tuple[dict[str, Any], DeliveryContext, MessageLog]:
+    def _context(self, stage: Stage, message: Settling) -> _Run:
         headers = carried_headers(message.headers)
         traceparent = headers.get(c.HEADER_TRACEPARENT) or new_traceparent()
         headers[c.HEADER_TRACEPARENT] = traceparent
@@ -345,56 +336,36 @@ class Delivery:
             attempt=ctx.attempts + 1,
             trace_id=traceparent[3:35],
         )
-        return headers, ctx, bound
+        return _Run(message, headers, ctx, bound)
 
-    async def _run(
-        self,
-        handler: Handler,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        bound: MessageLog,
-    ) -> None:
+    async def _run(self, handler: Handler, run: _Run) -> None:
         """Handle the message, carry out the decision (all confirmed), then ack."""
         started = time.monotonic()
-        metrics = self._metrics.stage(ctx.stage)
+        metrics = self._metrics.stage(run.ctx.stage)
         metrics.in_flight += 1
         try:
-            action = await self._decide(handler, message.body, ctx)
+            action = await self._decide(handler, run.message.body, run.ctx)
         finally:
             metrics.in_flight -= 1
         duration_s = time.monotonic() - started
         metrics.observe_duration(duration_s)
         duration_ms = round(duration_s * 1000, 1)
-        run_log = bound.with_fields(duration_ms=duration_ms)
-        await action(_Run(message, headers, ctx, run_log, duration_ms))
-        await message.ack()
+        timed = replace(
+            run, log=run.log.with_fields(duration_ms=duration_ms), duration_ms=duration_ms
+        )
+        await action(timed)
+        await run.message.ack()
 
-    async def _defer(
-        self,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        bound: MessageLog,
-        reason: str,
-    ) -> None:
+    async def _defer(self, run: _Run, reason: str) -> None:
         """Send the message back unprocessed, through the poll-interval tier, then ack."""
         try:
-            await self._send_back(message, headers, ctx, bound, reason, delay_s=0.0)
-            await message.ack()
+            await self._send_back(run, reason, delay_s=0.0)
+            await run.message.ack()
         except BROKER_ERRORS as exc:
-            bound.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
-            await self._requeue(message)
+            run.log.warning("stage.publish_failed", outcome="requeued", error=type(exc).__name__)
+            await self._requeue(run.message)
 
-    async def _send_back(
-        self,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        bound: MessageLog,
-        reason: str,
-        delay_s: float,
-    ) -> None:
+    async def _send_back(self, run: _Run, reason: str, delay_s: float) -> None:
         """Unchanged, through a delay tier; not a failed attempt.
 
         With a known wait (a rate-limit slot delay_s away) the message comes back no later than
@@ -405,9 +376,9 @@ class Delivery:
             tier = choose_tier_at_most_ms(self._retry.delay_tiers_ms, delay_s * 1000)
         else:
             tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
-        await self._to_delay(message, headers, ctx, tier)
-        self._metrics.deferred.labels(ctx.stage, reason).inc()
-        bound.info("stage.deferred", outcome="deferred", reason=reason, delay_ms=tier)
+        await self._to_delay(run, tier)
+        self._metrics.deferred.labels(run.ctx.stage, reason).inc()
+        run.log.info("stage.deferred", outcome="deferred", reason=reason, delay_ms=tier)
 
     async def _decide(self, handler: Handler, body: bytes, ctx: DeliveryContext) -> Action:
         try:
@@ -427,9 +398,7 @@ class Delivery:
 
     def _deferral_action(self, deferred: Deferred) -> Action:
         async def act(run: _Run) -> None:
-            await self._send_back(
-                run.message, run.headers, run.ctx, run.log, "rate_limit", deferred.delay_s
-            )
+            await self._send_back(run, "rate_limit", deferred.delay_s)
 
         return act
 
@@ -437,7 +406,7 @@ class Delivery:
         async def act(run: _Run) -> None:
             ctx, bound = run.ctx, run.log
             if isinstance(outcome, PollLater):
-                await self._poll_later(run.message, run.headers, ctx)
+                await self._poll_later(run)
                 bound.debug(
                     "stage.pending",
                     provider=outcome.provider,
@@ -449,7 +418,7 @@ class Delivery:
             # together: a job's events arrive in stage order, job.completed last.
             publications = [*self._progress(ctx, outcome.provider, run.duration_ms)]
             if isinstance(outcome, Advance):
-                publications.append(self._advance(outcome, run.headers, ctx))
+                publications.append(self._advance(outcome, run))
             else:
                 publications.append(self._event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx))
             await self._publisher.publish_in_order(*publications)
@@ -475,7 +444,7 @@ class Delivery:
 
     def _failure_action(self, error: ScribeError) -> Action:
         async def act(run: _Run) -> None:
-            message, headers, ctx, bound = run.message, run.headers, run.ctx, run.log
+            headers, ctx, bound = run.headers, run.ctx, run.log
             attempts = ctx.attempts + 1
             now = datetime.now(UTC).isoformat()
             headers.setdefault(c.HEADER_FIRST_FAILURE_AT, now)
@@ -485,19 +454,18 @@ class Delivery:
             if error.retryable and attempts < self._retry.max_attempts:
                 tier = retry_delay_ms(self._retry, attempts, error.retry_after_s, self._rng)
                 headers[c.HEADER_ERROR_TYPE] = error.error_type
-                await self._to_delay(message, headers, ctx, tier)
+                await self._to_delay(run, tier)
                 self._metrics.retried.labels(ctx.stage, error_label(error.error_type)).inc()
                 bound.warning("stage.retry", outcome="retry", delay_ms=tier, **fields)
                 return
-            await self._dead_letter(message, headers, ctx, error, attempts)
+            await self._dead_letter(run, error, attempts)
             self._metrics.dead_lettered.labels(ctx.stage, error_label(error.error_type)).inc()
             bound.warning("stage.dead_lettered", outcome="dead_letter", **fields)
 
         return act
 
-    def _advance(
-        self, outcome: Advance, headers: dict[str, Any], ctx: DeliveryContext
-    ) -> Publication:
+    def _advance(self, outcome: Advance, run: _Run) -> Publication:
+        headers, ctx = run.headers, run.ctx
         _drop(headers, *FAILURE_HEADERS, c.HEADER_POLLS, c.HEADER_DELAY_TIER_MS)
         if outcome.delay_ms is not None:
             tier = choose_tier_ms(self._retry.delay_tiers_ms, outcome.delay_ms)
@@ -508,35 +476,22 @@ class Delivery:
         next_message = build_message(outcome.body, correlation_id=ctx.job_id, headers=headers)
         return Publication(exchange, outcome.next_stage, next_message)
 
-    async def _poll_later(
-        self, message: Settling, headers: dict[str, Any], ctx: DeliveryContext
-    ) -> None:
-        _drop(headers, *FAILURE_HEADERS)  # a pending answer is a success: attempts restart
-        headers[c.HEADER_POLLS] = ctx.polls + 1
+    async def _poll_later(self, run: _Run) -> None:
+        _drop(run.headers, *FAILURE_HEADERS)  # a pending answer is a success: attempts restart
+        run.headers[c.HEADER_POLLS] = run.ctx.polls + 1
         tier = choose_tier_ms(self._retry.delay_tiers_ms, self._retry.poll_interval_ms)
-        await self._to_delay(message, headers, ctx, tier)
+        await self._to_delay(run, tier)
 
-    async def _to_delay(
-        self,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        tier_ms: int,
-    ) -> None:
+    async def _to_delay(self, run: _Run, tier_ms: int) -> None:
+        message, headers, ctx = run.message, run.headers, run.ctx
         headers[c.HEADER_DELAY_TIER_MS] = str(tier_ms)
         delayed = build_message(
             message.body, correlation_id=ctx.job_id, headers=headers, message_id=message.message_id
         )
         await self._publisher.publish(self._names.delay_exchange, ctx.stage, delayed)
 
-    async def _dead_letter(
-        self,
-        message: Settling,
-        headers: dict[str, Any],
-        ctx: DeliveryContext,
-        error: ScribeError,
-        attempts: int,
-    ) -> None:
+    async def _dead_letter(self, run: _Run, error: ScribeError, attempts: int) -> None:
+        message, headers, ctx = run.message, run.headers, run.ctx
         headers.pop(c.HEADER_DELAY_TIER_MS, None)
         headers.update(
             {
