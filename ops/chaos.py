@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 import uuid
-import wave
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from redis.exceptions import RedisError
 
 from ops.procs import delete_prefix, sandbox_process, stop, worker_argv
 from ops.rabbit_node import private_node
+from ops.wav import write_wav
 from schemas.jobs import JobRequest
 from worker import constants as c
 from worker.broker import Publisher, build_message
@@ -170,13 +170,7 @@ def make_jobs(count: int, root: Path, rng: random.Random) -> list[JobRequest]:
 
 def write_audio(root: Path, job_id: uuid.UUID) -> Path:
     """One second of near silence whose first samples are the jobId: a recording of its own."""
-    path = root / f"{job_id}.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(job_id.bytes + b"\x00\x00" * (8000 - len(job_id.bytes) // 2))
-    return path
+    return write_wav(root / f"{job_id}.wav", seconds=1.0, rate=8000, lead=job_id.bytes)
 
 
 def audio_digest(job: JobRequest) -> str:

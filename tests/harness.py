@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import aiohttp
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from ops.procs import delete_prefix
+from ops.wav import write_wav as write_wav
 from schemas.jobs import JobRequest
 from worker.app import WorkerApp
 from worker.broker import Publisher, build_message
@@ -68,15 +68,6 @@ SAMPLE_TEMPLATE: dict[str, Any] = {
 
 def unique_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-def write_wav(path: Path, seconds: float = 1.0, rate: int = 8000) -> Path:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\x00\x00" * int(seconds * rate))
-    return path
 
 
 def worker_env(prefix: str, sandbox_url: str, storage_root: Path, **extra: str) -> dict[str, str]:

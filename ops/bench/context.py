@@ -25,9 +25,9 @@ from ops.bench.common import (
     python_child,
     scribe_worker,
     unique_prefix,
-    write_wav,
 )
 from ops.procs import sandbox_process
+from ops.wav import write_wav
 from schemas.jobs import JobRequest, Providers
 from worker.topology import Names
 
@@ -120,7 +120,7 @@ class BenchRun:
         self.options = options
         self.prefix = prefix
         self.names = Names(prefix)
-        self.audio = write_wav(options.workdir / "bench.wav")
+        self.audio = write_wav(options.workdir / "bench.wav", seconds=0.25)
         self.base_url = ""
         self._stack = stack
         self._session: aiohttp.ClientSession | None = None

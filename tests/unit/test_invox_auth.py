@@ -12,6 +12,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from schemas.errors import ErrorType
+from tests.fakes import FakeClock
 from worker.errors import PermanentError, TransientError
 from worker.providers.http import VendorHttp
 from worker.providers.invox_auth import InvoxTokenSource
@@ -27,14 +28,6 @@ APP_KEY = "MARKER-APP-KEY"
 async def http() -> AsyncIterator[VendorHttp]:
     async with aiohttp.ClientSession() as session:
         yield VendorHttp(session, timeout_s=5.0)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def settings(*, static: str | None = None, token_url: str | None = TOKEN_URL) -> InvoxSettings:

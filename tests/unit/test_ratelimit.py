@@ -8,15 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from tests.fakes import FakeClock
 from worker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, interval_s
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_calls_are_spaced_by_the_interval() -> None:

@@ -18,6 +18,7 @@ import pytest
 from ops.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from ops.sandbox.app import url_host
 from ops.sandbox.cli import main as cli_main
+from tests.fakes import FakeClock
 
 STATIC_TOKEN = "static-test-token"
 INTRON_KEY = "sandbox-intron-key"
@@ -131,14 +132,6 @@ class Api:
         )
         assert put.status == 200, put.text
         return str(reply.body["requestId"])
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
