@@ -242,7 +242,7 @@ async def _documents_streamed(http: VendorHttp, base: str, folder: Path) -> obje
         policy = FetchPolicy(frozenset(), folder, 60.0)
         media = MediaFetcher(fetch_session, policy, 10**8, 600.0, 20 * MIB)
         documents = [await media.document(ref) for ref in _document_refs()]
-        await InvoxNoteWriter(_invox(http, base)).attach_documents(JOB, documents)
+        await InvoxNoteWriter(_invox(http, base)).upload_documents(JOB, documents)
         texts = [
             await asyncio.to_thread(doc.read_text, 256 * 1024)
             for doc in documents

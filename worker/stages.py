@@ -179,8 +179,8 @@ class Stages:
             raise PermanentError(ErrorType.TEMPLATE_IS_REQUIRED, "the job has no template")
         writer = self.providers.note_writer(job.providers.note)
         documents = [await self.media.document(ref) for ref in job.documents]
-        if documents:
-            await writer.attach_documents(job, documents)
-        fields = await writer.write_note(job, job.template, state.transcript, state.summary)
+        fields = await writer.write_note(
+            job, job.template, state.transcript, state.summary, documents
+        )
         self.codec.forget(job.job_id)
         return Complete(completed_event(job, state.transcript, state.summary, fields), writer.name)

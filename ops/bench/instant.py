@@ -47,12 +47,18 @@ class InstantTranscriber:
     async def status(self, job: JobRequest, handle: TranscriptionHandle) -> Transcript | None:
         return TRANSCRIPT
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class InstantSummarizer:
     name = NAME
 
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
         return SUMMARY
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class InstantNoteWriter:
@@ -63,13 +69,16 @@ class InstantNoteWriter:
     def __init__(self) -> None:
         self._notes: dict[tuple[tuple[str, str], ...], tuple[ClinicalNoteField, ...]] = {}
 
-    async def attach_documents(
-        self, job: JobRequest, documents: Sequence[PreparedDocument]
-    ) -> None:
-        return None
+    def close(self) -> None:
+        """Nothing to release."""
 
     async def write_note(
-        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
+        self,
+        job: JobRequest,
+        template: Template,
+        transcript: Transcript,
+        summary: Summary,
+        documents: Sequence[PreparedDocument] = (),
     ) -> tuple[ClinicalNoteField, ...]:
         key = tuple((field.id, field.name) for field in template.fields)
         note = self._notes.get(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -687,9 +687,20 @@ PDF_URL = "https://bucket.storage.test/MARKER-SIGNED-URL/labs?X-Amz-Signature=MA
 TXT_URL = "https://bucket.storage.test/MARKER-SIGNED-URL/notes?X-Amz-Signature=MARKER-SIG"
 
 
+NOTE_SUMMARY = Summary(provider="invox", output_format="SUMMARY", text="Patient has a cough.")
+
+
+async def write_with_documents(
+    writer: InvoxNoteWriter, job: JobRequest, documents: Sequence[PreparedDocument]
+) -> None:
+    """The note stage's one call: the documents go with the note request."""
+    await writer.write_note(job, TEMPLATE, transcript(), NOTE_SUMMARY, documents)
+
+
 async def test_invox_documents_none_makes_no_call(http: VendorHttp, mocked: aioresponses) -> None:
-    await InvoxNoteWriter(make_client(http)).attach_documents(make_job(), ())
-    assert mocked.requests == {}
+    mocked.post(NOTE, payload=NOTE_ANSWER)
+    await write_with_documents(InvoxNoteWriter(make_client(http)), make_job(), ())
+    assert list(mocked.requests) == [("POST", URL(NOTE))]
 
 
 async def test_invox_documents_signed_urls_then_puts(
@@ -717,8 +728,16 @@ async def test_invox_documents_signed_urls_then_puts(
     )
     mocked.put(PDF_URL, status=200)
     mocked.put(TXT_URL, status=200)
+    mocked.post(NOTE, payload=NOTE_ANSWER)
     job = make_job(consultationSessionId="session-42")
-    await InvoxNoteWriter(make_client(http)).attach_documents(job, DOCS)
+    await write_with_documents(InvoxNoteWriter(make_client(http)), job, DOCS)
+    # Uploaded before the note is asked for, so the note can use them.
+    assert list(mocked.requests) == [
+        ("POST", URL(DOCUMENTS)),
+        ("PUT", URL(PDF_URL)),
+        ("PUT", URL(TXT_URL)),
+        ("POST", URL(NOTE)),
+    ]
     (request,) = calls(mocked, "POST", DOCUMENTS)
     assert json.loads(request.kwargs["data"]) == {
         "consultationSessionId": "session-42",
@@ -752,8 +771,9 @@ async def test_invox_documents_session_defaults_to_job_id(
         },
     )
     mocked.put(PDF_URL, status=200)
+    mocked.post(NOTE, payload=NOTE_ANSWER)
     job = make_job()
-    await InvoxNoteWriter(make_client(http)).attach_documents(job, DOCS[:1])
+    await write_with_documents(InvoxNoteWriter(make_client(http)), job, DOCS[:1])
     (request,) = calls(mocked, "POST", DOCUMENTS)
     assert json.loads(request.kwargs["data"])["consultationSessionId"] == str(job.job_id)
 
@@ -765,9 +785,10 @@ async def test_invox_documents_answer_mismatch_is_malformed(
         DOCUMENTS, payload={"documents": [{"documentName": "labs.pdf", "signedUrl": PDF_URL}]}
     )
     with pytest.raises(TransientError) as info:
-        await InvoxNoteWriter(make_client(http)).attach_documents(make_job(), DOCS)
+        await write_with_documents(InvoxNoteWriter(make_client(http)), make_job(), DOCS)
     assert info.value.error_type == ErrorType.MALFORMED_RESPONSE
     assert not [key for key in mocked.requests if key[0] == "PUT"]
+    assert not calls(mocked, "POST", NOTE)
 
 
 async def test_invox_document_put_failure_is_mapped(http: VendorHttp, mocked: aioresponses) -> None:
@@ -779,7 +800,8 @@ async def test_invox_document_put_failure_is_mapped(http: VendorHttp, mocked: ai
     )
     mocked.put(PDF_URL, status=503, headers={"Retry-After": "4"})
     with pytest.raises(TransientError) as info:
-        await InvoxNoteWriter(make_client(http)).attach_documents(make_job(), DOCS[:1])
+        await write_with_documents(InvoxNoteWriter(make_client(http)), make_job(), DOCS[:1])
+    assert not calls(mocked, "POST", NOTE)
     assert info.value.error_type == ErrorType.UPSTREAM_UNAVAILABLE
     assert info.value.retry_after_s == 4.0
     assert "invox.document_put" in info.value.message
@@ -1059,7 +1081,7 @@ async def test_invox_documents_stream_from_disk(tmp_path: Path) -> None:
             invox_settings(base=server.base, token_url=None),
             upload_allowlist=frozenset({"127.0.0.1"}),
         )
-        await InvoxNoteWriter(client).attach_documents(make_job(), [local_doc, remote_doc])
+        await InvoxNoteWriter(client).upload_documents(make_job(), [local_doc, remote_doc])
         puts = [(headers, body) for method, _, headers, body in server.requests if method == "PUT"]
         assert [body for _, body in puts] == [stored.read_bytes(), remote]
         assert [headers["Content-Length"] for headers, _ in puts] == [

@@ -146,10 +146,9 @@ async def writer() -> AsyncIterator[Callable[[float], LocalNoteWriter]]:
 async def heavy_note(provider: LocalNoteWriter) -> tuple[Any, ...]:
     request = job()
     document = PreparedDocument("TXT", "big.txt", "text/plain", HEAVY_DOCUMENT)
-    await provider.attach_documents(request, [document])
     transcript = Transcript(provider="local", text=HEAVY_TRANSCRIPT)
     summary = Summary(provider="invox", output_format="SUMMARY", text="Knee pain.")
-    return await provider.write_note(request, HEAVY_TEMPLATE, transcript, summary)
+    return await provider.write_note(request, HEAVY_TEMPLATE, transcript, summary, [document])
 
 
 async def expect_error(call: Awaitable[object], error_type: str) -> float:
@@ -327,11 +326,8 @@ async def test_note_considers_only_the_first_sentences_and_1_mb_of_each_document
     found: dict[str, bool] = {}
     provider = writer(60.0)
     for name, text in documents.items():
-        request = job()
-        await provider.attach_documents(
-            request, [PreparedDocument("TXT", "d.txt", "text/plain", text.encode())]
-        )
-        [field] = await provider.write_note(request, tpl, transcript, summary)
+        document = PreparedDocument("TXT", "d.txt", "text/plain", text.encode())
+        [field] = await provider.write_note(job(), tpl, transcript, summary, [document])
         assert isinstance(field.value, list)
         found[name] = marker in field.value
     assert found == {
@@ -342,18 +338,20 @@ async def test_note_considers_only_the_first_sentences_and_1_mb_of_each_document
     }
 
 
-async def test_parked_documents_stay_bounded_in_count_and_size(
+async def test_documents_are_not_kept_between_notes(
     writer: Callable[[float], LocalNoteWriter],
 ) -> None:
+    """Documents come with the note call and are read inside it: no job's text is parked in the
+    writer (it once was, per job, bounded in count and size), so a later note sees none of it."""
     provider = writer(60.0)
-    big = PreparedDocument(
-        "TXT", "d.txt", "text/plain", b"x" * (2 * local_note.MAX_TXT_DOCUMENT_BYTES)
-    )
-    for _ in range(local_note.MAX_PENDING_JOBS + 5):
-        await provider.attach_documents(job(), [big] * 20)
-    assert provider.pending_jobs <= local_note.MAX_PENDING_JOBS
-    assert provider.pending_chars <= local_note.MAX_PENDING_DOCUMENT_CHARS
-    assert provider.pending_chars > 0
+    tpl = template({"id": "a", "name": "Allergies", "type": "array", "value": []})
+    transcript = Transcript(provider="local", text="Doctor: Hello.")
+    summary = Summary(provider="invox", output_format="SUMMARY", text="Knee pain.")
+    referral = PreparedDocument("TXT", "d.txt", "text/plain", b"Allergies: penicillin rash.")
+    [with_it] = await provider.write_note(job(), tpl, transcript, summary, [referral] * 3)
+    [without] = await provider.write_note(job(), tpl, transcript, summary)
+    assert with_it.value == ["Allergies: penicillin rash."]
+    assert without.value == []
 
 
 # --------------------------------------------------------------------------- (d) unchanged

@@ -160,12 +160,10 @@ async def test_note_fills_the_template_with_checked_types(
 
     writer = LlmNoteWriter(client)
     request = job()
-    await writer.attach_documents(
-        request, [PreparedDocument("TXT", "r.txt", "text/plain", b"MARKER-REFERRAL")]
-    )
+    documents = [PreparedDocument("TXT", "r.txt", "text/plain", b"MARKER-REFERRAL")]
     summary = Summary(provider="local", output_format="SUMMARY", text="Left knee pain.")
     mocked.post(CHAT, callback=capture)
-    fields = await writer.write_note(request, TEMPLATE, TRANSCRIPT, summary)
+    fields = await writer.write_note(request, TEMPLATE, TRANSCRIPT, summary, documents)
     values = {f.id: f.value for f in fields}
     assert values == {
         "cc": "Left knee pain.",
@@ -288,10 +286,10 @@ async def test_documents_go_to_the_prompt_bounded(
     path.write_bytes("\u00e9".encode() * (10 * 1024 * 1024))  # 20 MiB
     writer = LlmNoteWriter(client)
     request = job()
-    await writer.attach_documents(request, [PreparedDocument("TXT", "r.txt", "text/plain", path)])
+    documents = [PreparedDocument("TXT", "r.txt", "text/plain", path)]
     server.answer(json.dumps(answer({"clinicalNote": []})))
     summary = Summary(provider="local", output_format="SUMMARY", text="x")
-    await writer.write_note(request, TEMPLATE, TRANSCRIPT, summary)
+    await writer.write_note(request, TEMPLATE, TRANSCRIPT, summary, documents)
     ((_, _, _, body),) = server.requests
     prompt = json.loads(body)["messages"][1]["content"]
     assert prompt.endswith("Supporting document:\n" + "\u00e9" * (MAX_DOCUMENT_TEXT_BYTES // 2))

@@ -149,21 +149,18 @@ def test_soap_summary_from_another_provider_is_used() -> None:
 async def test_txt_documents_are_context_pdf_is_ignored() -> None:
     writer = LocalNoteWriter()
     request = job()
-    await writer.attach_documents(
-        request,
-        [
-            PreparedDocument("TXT", "referral.txt", "text/plain", b"Allergies: penicillin rash."),
-            PreparedDocument("PDF", "old.pdf", "application/pdf", b"%PDF-1.4 Smoker: yes"),
-        ],
-    )
+    documents = [
+        PreparedDocument("TXT", "referral.txt", "text/plain", b"Allergies: penicillin rash."),
+        PreparedDocument("PDF", "old.pdf", "application/pdf", b"%PDF-1.4 Smoker: yes"),
+    ]
     tpl = template(
         {"id": "a", "name": "Allergies", "type": "array", "value": []},
         {"id": "s", "name": "Smoker", "type": "boolean", "value": False},
     )
-    fields = await writer.write_note(request, tpl, TRANSCRIPT, SUMMARY)
+    fields = await writer.write_note(request, tpl, TRANSCRIPT, SUMMARY, documents)
     assert fields[0].value == ["Allergies: penicillin rash."]
     assert fields[1].value == ""
-    # The documents were for that job only.
+    # The documents were for that call only: nothing is kept for a later one.
     again = await writer.write_note(request, tpl, TRANSCRIPT, SUMMARY)
     assert again[0].value == []
 

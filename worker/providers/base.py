@@ -106,20 +106,36 @@ class TranscriptionProvider(Protocol):
         """The transcript when ready, None while pending; raises on failure or unknown status."""
         ...
 
+    def close(self) -> None:
+        """Release what the provider holds (a thread pool); the registry calls it once."""
+        ...
+
 
 class SummaryProvider(Protocol):
     name: str
 
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary: ...
 
+    def close(self) -> None:
+        """Release what the provider holds (a thread pool); the registry calls it once."""
+        ...
+
 
 class NoteProvider(Protocol):
     name: str
 
-    async def attach_documents(
-        self, job: JobRequest, documents: Sequence[PreparedDocument]
-    ) -> None: ...
-
     async def write_note(
-        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
-    ) -> tuple[ClinicalNoteField, ...]: ...
+        self,
+        job: JobRequest,
+        template: Template,
+        transcript: Transcript,
+        summary: Summary,
+        documents: Sequence[PreparedDocument] = (),
+    ) -> tuple[ClinicalNoteField, ...]:
+        """The job's supporting documents come in the same call (Invox uploads them before the
+        note; text readers take their TXT text): nothing is parked between two calls."""
+        ...
+
+    def close(self) -> None:
+        """Release what the provider holds (a thread pool); the registry calls it once."""
+        ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
+from schemas.jobs import NoteProviderName, SummarizerName, TranscriberName
 from worker.providers.base import NoteProvider, SummaryProvider, TranscriptionProvider
 from worker.providers.http import VendorHttp
 from worker.providers.intron import IntronSummarizer, IntronTranscriber
@@ -40,9 +41,9 @@ def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
     Intron needs SCRIBE_INTRON_API_KEY; Invox a base URL and a token (invox_configured). The
     Intron summarizer needs no credentials of its own: it reads what the Intron transcriber
     fetched, which the door requires."""
-    transcribers: dict[str, TranscriptionProvider] = {}
-    summarizers: dict[str, SummaryProvider] = {"intron": IntronSummarizer()}
-    note_writers: dict[str, NoteProvider] = {}
+    transcribers: dict[TranscriberName, TranscriptionProvider] = {}
+    summarizers: dict[SummarizerName, SummaryProvider] = {"intron": IntronSummarizer()}
+    note_writers: dict[NoteProviderName, NoteProvider] = {}
     if settings.intron.api_key is not None:
         transcribers["intron"] = IntronTranscriber(settings.intron, http)
     if invox_configured(settings.invox):

@@ -35,7 +35,14 @@ import aiohttp
 from pydantic import ValidationError
 
 from schemas.errors import ErrorType
-from schemas.jobs import JobRequest, Summary, Transcript, TranscriptionHandle, TranscriptSegment
+from schemas.jobs import (
+    IntronPostProcessing,
+    JobRequest,
+    Summary,
+    Transcript,
+    TranscriptionHandle,
+    TranscriptSegment,
+)
 from worker.errors import Deferred, PermanentError, ScribeError
 from worker.ledger import SubmissionIntent, SubmissionJournal
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
@@ -76,6 +83,9 @@ class IntronTranscriber:
     def __init__(self, settings: IntronSettings, http: VendorHttp) -> None:
         self._settings = settings
         self._http = http
+
+    def close(self) -> None:
+        """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
 
     def _headers(self) -> dict[str, str]:
         if self._settings.api_key is None:
@@ -203,6 +213,15 @@ class IntronTranscriber:
         )
 
 
+def post_processing_output(transcript: Transcript, flag: IntronPostProcessing) -> str | None:
+    """What Intron's post-processing `flag` produced for this transcript, None if it did not.
+
+    The outputs ride in Transcript.post_processing, a wire field (job.completed, stage messages)
+    typed dict[str, str] on the wire; it is kept as it is so the exported JSON Schemas do not
+    change. Inside the worker it is read only here, by a flag the schema names."""
+    return transcript.post_processing.get(flag)
+
+
 def _transcript(job: JobRequest, data: JsonObject) -> Transcript:
     raw = expect_str(data, "audio_transcript", STATUS_ENDPOINT, allow_empty=True)
     check_transcript_size(STATUS_ENDPOINT, (raw,))
@@ -255,6 +274,9 @@ class IntronSummarizer:
 
     name = "intron"
 
+    def close(self) -> None:
+        """Nothing to release: it reads what the transcriber fetched."""
+
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
         source = job.intron.summary_source
         if transcript.provider != "intron":
@@ -262,7 +284,7 @@ class IntronSummarizer:
                 ErrorType.INCOMPATIBLE_PROVIDERS,
                 f"intron summarizer needs the intron transcriber, not {transcript.provider}",
             )
-        markdown = transcript.post_processing.get(source)
+        markdown = post_processing_output(transcript, source)
         if markdown is None or not markdown.strip():
             raise PermanentError(
                 ErrorType.MALFORMED_RESPONSE,

@@ -195,6 +195,9 @@ class InvoxTranscriber:
     def __init__(self, client: InvoxClient) -> None:
         self._client = client
 
+    def close(self) -> None:
+        """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
+
     async def submit(
         self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
     ) -> Submitted | Transcribed:
@@ -336,6 +339,9 @@ class InvoxSummarizer:
     def __init__(self, client: InvoxClient) -> None:
         self._client = client
 
+    def close(self) -> None:
+        """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
+
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
         body = await self._client.post(
             SUMMARY_ENDPOINT,
@@ -414,9 +420,20 @@ class InvoxNoteWriter:
     def __init__(self, client: InvoxClient) -> None:
         self._client = client
 
+    def close(self) -> None:
+        """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
+
     async def write_note(
-        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
+        self,
+        job: JobRequest,
+        template: Template,
+        transcript: Transcript,
+        summary: Summary,
+        documents: Sequence[PreparedDocument] = (),
     ) -> tuple[ClinicalNoteField, ...]:
+        """The documents are uploaded to the consultation session first, so the note can use
+        them."""
+        await self.upload_documents(job, documents)
         text = summary_text(summary)
         if not text.strip():
             raise PermanentError(ErrorType.SUMMARY_IS_REQUIRED, f"{NOTE_ENDPOINT}: empty summary")
@@ -432,9 +449,10 @@ class InvoxNoteWriter:
             raise malformed(NOTE_ENDPOINT, "response has no list 'clinicalNote'")
         return tuple(_note_field(entry) for entry in fields)
 
-    async def attach_documents(
+    async def upload_documents(
         self, job: JobRequest, documents: Sequence[PreparedDocument]
     ) -> None:
+        """Signed URLs for the session's documents, then one streamed upload each."""
         if not documents:
             return
         if any(doc.document_type not in DOCUMENT_CONTENT_TYPES for doc in documents):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -55,7 +54,6 @@ PROVIDER: Final = "llm"
 SUMMARY_ENDPOINT: Final = "llm.summary"
 NOTE_ENDPOINT: Final = "llm.note"
 CHAT_PATH: Final = "/v1/chat/completions"
-MAX_PENDING_JOBS: Final = 64
 # What of each TXT document goes into the note prompt (a 20 MB document would be 20 MB of prompt).
 MAX_DOCUMENT_TEXT_BYTES: Final = 256 * 1024
 SOAP_NAMES: Final = ("Subjective", "Objective", "Assessment", "Plan")
@@ -121,6 +119,9 @@ class LlmSummarizer:
 
     def __init__(self, client: LlmClient) -> None:
         self._client = client
+
+    def close(self) -> None:
+        """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
 
     async def summarize(self, job: JobRequest, transcript: Transcript) -> Summary:
         language = job.summary.output_language
@@ -217,24 +218,24 @@ class LlmNoteWriter:
 
     def __init__(self, client: LlmClient) -> None:
         self._client = client
-        self._documents: OrderedDict[str, list[str]] = OrderedDict()
 
-    async def attach_documents(
-        self, job: JobRequest, documents: Sequence[PreparedDocument]
-    ) -> None:
-        key = str(job.job_id)
-        self._documents[key] = [
+    def close(self) -> None:
+        """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
+
+    async def write_note(
+        self,
+        job: JobRequest,
+        template: Template,
+        transcript: Transcript,
+        summary: Summary,
+        documents: Sequence[PreparedDocument] = (),
+    ) -> tuple[ClinicalNoteField, ...]:
+        """TXT documents' text (a bounded prefix each) goes into the prompt; PDFs are skipped."""
+        texts = [
             await asyncio.to_thread(doc.read_text, MAX_DOCUMENT_TEXT_BYTES)
             for doc in documents
             if doc.document_type == "TXT"
         ]
-        while len(self._documents) > MAX_PENDING_JOBS:
-            self._documents.popitem(last=False)
-
-    async def write_note(
-        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
-    ) -> tuple[ClinicalNoteField, ...]:
-        documents = self._documents.pop(str(job.job_id), [])
         fields = [
             {
                 "id": f.id,
@@ -265,7 +266,7 @@ class LlmNoteWriter:
             "Template fields:\n" + json.dumps(fields, ensure_ascii=False),
             "Summary:\n" + summary_text,
             "Transcript:\n" + transcript.text,
-            *(f"Supporting document:\n{text}" for text in documents),
+            *(f"Supporting document:\n{text}" for text in texts),
         ]
         answer = await self._client.ask_json(NOTE_ENDPOINT, _RULES, "\n\n".join(parts))
         entries = answer.get("clinicalNote")

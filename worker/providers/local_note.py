@@ -22,11 +22,9 @@ How each field type is filled:
 number, boolean and enum and [] for array. A number field is never filled with 0 or with the
 template's placeholder value: either would read as a measurement nobody took.
 
-Documents: `attach_documents` keeps TXT documents' text (UTF-8, undecodable bytes replaced; the
-first MAX_TXT_DOCUMENT_BYTES of each) for the job's `write_note`; PDFs are ignored (no PDF parser
-ships with the worker). Both calls happen in the same note stage delivery, so the text is held in
-memory only until write_note runs (and at most for MAX_PENDING_JOBS jobs and
-MAX_PENDING_DOCUMENT_CHARS characters, oldest first out).
+Documents: `write_note` reads TXT documents' text (UTF-8, undecodable bytes replaced; the
+first MAX_TXT_DOCUMENT_BYTES of each) in the same call, within the same budget; PDFs are ignored
+(no PDF parser ships with the worker). Nothing is kept between calls.
 
 Cost (issue 12: a valid job may be hostile): the work runs in a thread of the writer's own pool
 within budget_s (SCRIBE_LOCAL_NOTE_BUDGET_S; over it: noteTimedOut), on capped inputs: at most
@@ -39,7 +37,6 @@ option is looked up once per note (fields share them), not once per field and se
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
@@ -70,8 +67,6 @@ __all__ = [
     "MAX_NOTE_SENTENCES",
     "MAX_NOTE_SOURCE_CHARS",
     "MAX_OPTION_CHARS",
-    "MAX_PENDING_DOCUMENT_CHARS",
-    "MAX_PENDING_JOBS",
     "MAX_TEMPLATE_OPTIONS",
     "MAX_TXT_DOCUMENT_BYTES",
     "PROVIDER",
@@ -82,8 +77,6 @@ __all__ = [
 T = TypeVar("T")
 
 PROVIDER: Final = "local"
-MAX_PENDING_JOBS: Final = 64
-MAX_PENDING_DOCUMENT_CHARS: Final = 64 * 1024 * 1024  # parked TXT text of all jobs together
 MAX_TXT_DOCUMENT_BYTES: Final = 1024 * 1024  # read of each TXT document; the rest is left out
 
 
@@ -108,25 +101,23 @@ class LocalNoteWriter:
     def __init__(self, budget_s: float = DEFAULT_LOCAL_NOTE_BUDGET_S) -> None:
         self._budget_s = budget_s
         self._pool = CpuPool("scribe-local-note")
-        self._documents: OrderedDict[str, list[str]] = OrderedDict()
-        self._pending_chars = 0
-
-    @property
-    def pending_jobs(self) -> int:
-        return len(self._documents)
-
-    @property
-    def pending_chars(self) -> int:
-        return self._pending_chars
 
     def check_template(self, template: Template) -> None:
         """templateTooLarge over the option caps: the transcribe stage asks this at the door
         (registry.admit), before a transcription and a summary are paid for."""
         check_template(template)
 
-    async def attach_documents(
-        self, job: JobRequest, documents: Sequence[PreparedDocument]
-    ) -> None:
+    async def write_note(
+        self,
+        job: JobRequest,
+        template: Template,
+        transcript: Transcript,
+        summary: Summary,
+        documents: Sequence[PreparedDocument] = (),
+    ) -> tuple[ClinicalNoteField, ...]:
+        """The documents' text is read first, then the template filled: each in the pool,
+        each within budget_s."""
+
         def read(deadline: Deadline) -> list[str]:
             texts: list[str] = []
             for document in documents:
@@ -136,28 +127,9 @@ class LocalNoteWriter:
                     texts.append(text)
             return texts
 
-        texts = await self._run(read)
-        key = str(job.job_id)
-        self._pop(key)
-        self._documents[key] = texts
-        self._pending_chars += sum(map(len, texts))
-        while len(self._documents) > 1 and (
-            len(self._documents) > MAX_PENDING_JOBS
-            or self._pending_chars > MAX_PENDING_DOCUMENT_CHARS
-        ):
-            self._pop(next(iter(self._documents)))
-
-    def _pop(self, key: str) -> list[str]:
-        texts = self._documents.pop(key, [])
-        self._pending_chars -= sum(map(len, texts))
-        return texts
-
-    async def write_note(
-        self, job: JobRequest, template: Template, transcript: Transcript, summary: Summary
-    ) -> tuple[ClinicalNoteField, ...]:
-        documents = self._pop(str(job.job_id))
+        texts = await self._run(read) if documents else []
         return await self._run(
-            lambda deadline: fill_template(template, transcript, summary, documents, deadline)
+            lambda deadline: fill_template(template, transcript, summary, texts, deadline)
         )
 
     async def _run(self, work: Callable[[Deadline], T]) -> T:
