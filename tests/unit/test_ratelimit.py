@@ -51,12 +51,22 @@ async def test_hold_off_blocks_until_retry_after() -> None:
     assert await limiter.reserve("k", 600, max_wait_s=1) == 0
 
 
-@pytest.fixture
-async def redis_limiter() -> AsyncIterator[RateLimiter]:
+# --- one contract, both limiters ------------------------------------------------------------
+# MemoryRateLimiter (one worker) and RedisRateLimiter (shared, on Redis's clock) answer the
+# same; the memory one's clock stands still, Redis's moves a little during a test.
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
+    if request.param == "memory":
+        memory = MemoryRateLimiter(FakeClock())
+        yield memory
+        await memory.close()
+        return
     namespace = f"test-{uuid.uuid4().hex[:8]}"
-    limiter = RedisRateLimiter.from_url("redis://127.0.0.1:6379/15", namespace)
-    yield limiter
-    await limiter.close()
+    redis = RedisRateLimiter.from_url("redis://127.0.0.1:6379/15", namespace)
+    yield redis
+    await redis.close()
     client = aioredis.Redis.from_url("redis://127.0.0.1:6379/15")
     keys = [key async for key in client.scan_iter(f"{namespace}:*")]
     if keys:
@@ -64,23 +74,26 @@ async def redis_limiter() -> AsyncIterator[RateLimiter]:
     await client.aclose()
 
 
-@pytest.mark.redis
-async def test_redis_limiter_is_shared_and_spaced(redis_limiter: RateLimiter) -> None:
-    first = await redis_limiter.reserve("intron.upload", 30, max_wait_s=10)
-    second = await redis_limiter.reserve("intron.upload", 30, max_wait_s=10)
-    too_far = await redis_limiter.reserve("intron.upload", 30, max_wait_s=1)
+async def test_calls_get_successive_slots_and_a_refusal_reserves_none(
+    limiter: RateLimiter,
+) -> None:
+    first = await limiter.reserve("intron.upload", 30, max_wait_s=10)
+    second = await limiter.reserve("intron.upload", 30, max_wait_s=10)
+    too_far = await limiter.reserve("intron.upload", 30, max_wait_s=1)
     assert first == pytest.approx(0, abs=0.05)
     assert second == pytest.approx(interval_s(30), abs=0.05)
-    assert too_far == pytest.approx(2 * interval_s(30), abs=0.05)
+    assert too_far == pytest.approx(2 * interval_s(30), abs=0.05)  # more than max_wait_s
     # The refused call reserved nothing: the next one still gets the third slot.
-    assert await redis_limiter.reserve("intron.upload", 30, max_wait_s=10) == pytest.approx(
+    assert await limiter.reserve("intron.upload", 30, max_wait_s=10) == pytest.approx(
         2 * interval_s(30), abs=0.05
     )
 
 
-@pytest.mark.redis
-async def test_redis_hold_off(redis_limiter: RateLimiter) -> None:
-    await redis_limiter.hold_off("invox.summary", 20)
-    assert await redis_limiter.reserve("invox.summary", 600, max_wait_s=1) == pytest.approx(
-        20, abs=0.1
-    )
+async def test_keys_are_limited_apart(limiter: RateLimiter) -> None:
+    assert await limiter.reserve("intron.upload", 6, max_wait_s=1) == pytest.approx(0, abs=0.05)
+    assert await limiter.reserve("invox.summary", 6, max_wait_s=1) == pytest.approx(0, abs=0.05)
+
+
+async def test_hold_off_delays_the_next_reservation(limiter: RateLimiter) -> None:
+    await limiter.hold_off("invox.summary", 20)
+    assert await limiter.reserve("invox.summary", 600, max_wait_s=1) == pytest.approx(20, abs=0.1)
