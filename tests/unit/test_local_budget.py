@@ -25,9 +25,6 @@ from worker.providers.local_note import LocalNoteWriter, fill_template
 from worker.providers.local_summary import LocalSummarizer, summarize_text
 from worker.settings import Settings
 
-# Generous: the machine is shared; these bound "stopped soon after the budget", not speed.
-SLACK_S = 5.0
-
 
 def job(output_format: str = "SUMMARY") -> JobRequest:
     return JobRequest.model_validate(
@@ -151,12 +148,11 @@ async def heavy_note(provider: LocalNoteWriter) -> tuple[Any, ...]:
     return await provider.write_note(request, HEAVY_TEMPLATE, transcript, summary, [document])
 
 
-async def expect_error(call: Awaitable[object], error_type: str) -> float:
-    started = time.monotonic()
+async def expect_error(call: Awaitable[object], error_type: str) -> None:
+    """The heavy inputs take tens of seconds unbudgeted: only the budget ends them in an error."""
     with pytest.raises(PermanentError) as caught:
         await call
     assert caught.value.error_type == error_type
-    return time.monotonic() - started
 
 
 async def cpu_seconds_while_idle(duration_s: float = 1.0) -> float:
@@ -174,8 +170,7 @@ async def test_summary_over_budget_is_summary_timed_out_and_the_thread_stops(
 ) -> None:
     provider = summarizer(0.2)
     transcript = Transcript(provider="local", text=HEAVY_TRANSCRIPT)
-    elapsed_s = await expect_error(provider.summarize(job(), transcript), "summaryTimedOut")
-    assert elapsed_s < 0.2 + SLACK_S
+    await expect_error(provider.summarize(job(), transcript), "summaryTimedOut")
     # The thread stopped at its deadline instead of finishing a job nobody waits for.
     assert await cpu_seconds_while_idle() < 0.5
 
@@ -183,8 +178,7 @@ async def test_summary_over_budget_is_summary_timed_out_and_the_thread_stops(
 async def test_note_over_budget_is_note_timed_out_and_the_thread_stops(
     writer: Callable[[float], LocalNoteWriter],
 ) -> None:
-    elapsed_s = await expect_error(heavy_note(writer(0.2)), "noteTimedOut")
-    assert elapsed_s < 0.2 + SLACK_S
+    await expect_error(heavy_note(writer(0.2)), "noteTimedOut")
     assert await cpu_seconds_while_idle() < 0.5
 
 
@@ -202,14 +196,12 @@ async def test_cancelled_note_stops_its_thread(
 
 @pytest.mark.slow
 async def test_worst_case_the_caps_allow_fits_the_default_budget() -> None:
-    """With every cap at its limit, the defaults (60 s) are not reached: the caps, not the
-    budget, bound a valid job (the budget is the backstop for a slower machine)."""
+    """With every cap at its limit, the default budget (60 s) is not reached: the caps, not the
+    budget, bound a valid job (over it, write_note would raise noteTimedOut)."""
     provider = LocalNoteWriter()
     try:
-        started = time.monotonic()
         fields = await heavy_note(provider)
         assert len(fields) == len(HEAVY_TEMPLATE.fields)
-        assert time.monotonic() - started < 60.0
     finally:
         provider.close()
 
