@@ -37,6 +37,12 @@ SCHEMA_VERSION: Final = 1
 SchemaVersion = Annotated[Literal[1], BeforeValidator(_json_integer)]
 WireInt = Annotated[int, BeforeValidator(_json_integer)]
 
+# Additive changes within schemaVersion 1 (docs/wire-changes.md lists each): a revision adds only
+# optional fields, so a version-1 reader that ignores fields it does not know reads a newer event,
+# and a newer reader reads every older one. Events say which revision wrote them
+# (`schemaRevision`); a breaking change would be schemaVersion 2 instead.
+SCHEMA_REVISION: Final = 2
+
 # The pipeline's stages in order: the wire's `stage` fields, queue names and dead-letter keys
 # (worker.constants re-exports both).
 Stage = Literal["transcribe", "poll", "summarize", "note"]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.base import SchemaVersion, Stage, WireDatetime, WireInt, WireModel, WireUuid
+from schemas.base import (
+    SCHEMA_REVISION,
+    SchemaVersion,
+    Stage,
+    WireDatetime,
+    WireInt,
+    WireModel,
+    WireUuid,
+)
 from schemas.jobs import ClinicalNoteField, Summary, Transcript
 
 
@@ -12,6 +20,7 @@ class JobCompleted(WireModel):
     """Routing key job.completed. eventId is stable per job, so consumers can de-duplicate."""
 
     schema_version: SchemaVersion = 1
+    schema_revision: WireInt = SCHEMA_REVISION
     type: Literal["job.completed"] = "job.completed"
     event_id: WireUuid
     job_id: WireUuid
@@ -26,6 +35,7 @@ class JobFailed(WireModel):
     """Routing key job.failed; sent together with the dead letter. Carries no patient data."""
 
     schema_version: SchemaVersion = 1
+    schema_revision: WireInt = SCHEMA_REVISION
     type: Literal["job.failed"] = "job.failed"
     event_id: WireUuid
     job_id: WireUuid
@@ -41,6 +51,7 @@ class StageProgress(WireModel):
     """Routing key job.stage.<stage>: a stage finished and the job moved on."""
 
     schema_version: SchemaVersion = 1
+    schema_revision: WireInt = SCHEMA_REVISION
     type: Literal["job.stage"] = "job.stage"
     event_id: WireUuid
     job_id: WireUuid
