@@ -17,38 +17,52 @@ def informative(text: str, minimum: int = 3) -> bool:
 def route(note: Note, s: Sentence, text: str) -> None:
     """A labelled statement (text: in note style) to its section, by speaker, zone and cues."""
     if s.role == "doctor" and rules.INTRO_RE.search(s.text):
-        reason = rules.REASON_RE.search(s.text)
-        if reason and not note.sections[CC]:
-            note.add(CC, finish(reason.group(1)))
-        note.add(HPI, text)
-        return
-    if s.role == "doctor" and rules.RESULTS_CUE.search(s.text) and s.zone != "history":
-        if (
-            rules.PLAN_CUE.search(s.text)
-            and s.zone == "plan"
-            and not rules.FINDING_REPORTED_RE.search(s.text)
-        ):
-            _plan(note, text, s)
-        else:
-            note.add(RESULTS, text)
-        return
-    if s.zone == "exam":
-        if s.role == "doctor" and rules.EXAM_FINDING.search(s.text):
-            note.add(EXAM, text)
-        elif s.role == "patient" and rules.SYMPTOM_CUE.search(s.text):
-            note.add(HPI, text)
-        return
-    if s.zone == "plan":
+        _introduction(note, s, text)
+    elif s.role == "doctor" and rules.RESULTS_CUE.search(s.text) and s.zone != "history":
+        _result(note, s, text)
+    elif s.zone == "exam":
+        _exam_zone(note, s, text)
+    elif s.zone == "plan":
         if s.role == "doctor" and (
             rules.PLAN_CUE.search(s.text) or rules.ASSESSMENT_CUE.search(s.text)
         ):
             _plan(note, text, s)
-        return
-    # History.
-    if (s.role == "patient" and (rules.SYMPTOM_CUE.search(s.text) or informative(text, 5))) or (
-        s.role == "doctor" and rules.HISTORY_RECAP_RE.search(s.text)
-    ):
+    elif _history_statement(s, text):
         note.add(HPI, text)
+
+
+def _introduction(note: Note, s: Sentence, text: str) -> None:
+    """The clinician's opening names the reason for the visit: the chief complaint."""
+    reason = rules.REASON_RE.search(s.text)
+    if reason and not note.sections[CC]:
+        note.add(CC, finish(reason.group(1)))
+    note.add(HPI, text)
+
+
+def _result(note: Note, s: Sentence, text: str) -> None:
+    """A result the clinician cites, unless it is the plan speaking about a result to come."""
+    planned = (
+        rules.PLAN_CUE.search(s.text)
+        and s.zone == "plan"
+        and not rules.FINDING_REPORTED_RE.search(s.text)
+    )
+    if planned:
+        _plan(note, text, s)
+    else:
+        note.add(RESULTS, text)
+
+
+def _exam_zone(note: Note, s: Sentence, text: str) -> None:
+    if s.role == "doctor" and rules.EXAM_FINDING.search(s.text):
+        note.add(EXAM, text)
+    elif s.role == "patient" and rules.SYMPTOM_CUE.search(s.text):
+        note.add(HPI, text)
+
+
+def _history_statement(s: Sentence, text: str) -> bool:
+    if s.role == "patient":
+        return bool(rules.SYMPTOM_CUE.search(s.text) or informative(text, 5))
+    return s.role == "doctor" and bool(rules.HISTORY_RECAP_RE.search(s.text))
 
 
 def _plan(note: Note, text: str, s: Sentence) -> None:
