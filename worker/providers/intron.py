@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime
-from typing import Final
+from typing import BinaryIO, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -97,34 +97,9 @@ class IntronTranscriber:
     ) -> Submitted | Transcribed:
         journal = journal or SubmissionJournal(None, "")
         headers = self._headers()
-        options = job.intron
-        mode = options.upload_mode
-        url = audio.source_url
-        has_https_url = url is not None and url.lower().startswith("https://")
-        if mode == "url" and not has_https_url:
-            raise PermanentError(
-                ErrorType.INVALID_MESSAGE, "intron upload_mode 'url' needs an https audio url"
-            )
-        use_url = mode == "url" or (mode == "auto" and has_https_url)
+        url = _upload_url(job.intron.upload_mode, audio.source_url)
         await self._before_upload(journal)
-
-        # The vendor documents multipart form-data (curl --form), also when no file is attached.
-        form = aiohttp.FormData(default_to_multipart=True)
-        form.add_field("audio_file_name", audio.file_name)
-        blob = None
-        if use_url and url is not None:
-            form.add_field("audio_file_url", url)
-        else:
-            blob = await asyncio.to_thread(audio.path.open, "rb")
-            form.add_field(
-                "audio_file_blob", blob, filename=audio.file_name, content_type=audio.mime_type
-            )
-        form.add_field("use_diarization", "TRUE" if options.use_diarization else "FALSE")
-        form.add_field("use_category", options.category)
-        # With the output named by summarySource when Intron writes the summary: without it,
-        # the paid transcription would come back with nothing to summarize from.
-        for flag in job.intron_post_processing:
-            form.add_field(flag, "TRUE")
+        form, blob = await _upload_form(job, audio, url)
         try:
             body = await self._http.request_json(
                 VENDOR,
@@ -291,3 +266,39 @@ class IntronSummarizer:
                 f"{STATUS_ENDPOINT}: the transcript came without its {source} output",
             )
         return Summary(provider="intron", output_format="SUMMARY", text=markdown)
+
+
+def _upload_url(mode: str, url: str | None) -> str | None:
+    """The https URL Intron fetches itself, or None to send the file: upload_mode 'url' insists
+    on a URL, 'auto' uses one when there is one."""
+    has_https_url = url is not None and url.lower().startswith("https://")
+    if mode == "url" and not has_https_url:
+        raise PermanentError(
+            ErrorType.INVALID_MESSAGE, "intron upload_mode 'url' needs an https audio url"
+        )
+    return url if has_https_url and mode in ("url", "auto") else None
+
+
+async def _upload_form(
+    job: JobRequest, audio: PreparedAudio, url: str | None
+) -> tuple[aiohttp.FormData, BinaryIO | None]:
+    """The upload's form, and the open file it streams (the caller closes it)."""
+    options = job.intron
+    # The vendor documents multipart form-data (curl --form), also when no file is attached.
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("audio_file_name", audio.file_name)
+    blob = None
+    if url is not None:
+        form.add_field("audio_file_url", url)
+    else:
+        blob = await asyncio.to_thread(audio.path.open, "rb")
+        form.add_field(
+            "audio_file_blob", blob, filename=audio.file_name, content_type=audio.mime_type
+        )
+    form.add_field("use_diarization", "TRUE" if options.use_diarization else "FALSE")
+    form.add_field("use_category", options.category)
+    # With the output named by summarySource when Intron writes the summary: without it,
+    # the paid transcription would come back with nothing to summarize from.
+    for flag in job.intron_post_processing:
+        form.add_field(flag, "TRUE")
+    return form, blob
