@@ -236,49 +236,9 @@ class LlmNoteWriter:
             for doc in documents
             if doc.document_type == "TXT"
         ]
-        fields = [
-            {
-                "id": f.id,
-                "name": f.name,
-                "description": f.description,
-                "type": f.type,
-                **(
-                    {"enumerableOptions": list(f.enumerable_options)}
-                    if f.enumerable_options
-                    else {}
-                ),
-            }
-            for f in template.fields
-        ]
-        summary_text = summary.text or "\n".join(
-            f"{field.name}: {field.value}" for field in summary.fields or ()
-        )
-        language = job.note_language or template.template_language
-        instruction = (
-            f"Fill every template field in language '{language}'. Answer "
-            '{"clinicalNote": [{"id": "<field id>", "value": <value>}, ...]} where a string '
-            "field gets a string, number a number, boolean true/false, array a list of strings, "
-            "enum exactly one of its enumerableOptions. A value not stated in the sources is "
-            '"" ([] for arrays).'
-        )
-        parts = [
-            instruction,
-            "Template fields:\n" + json.dumps(fields, ensure_ascii=False),
-            "Summary:\n" + summary_text,
-            "Transcript:\n" + transcript.text,
-            *(f"Supporting document:\n{text}" for text in texts),
-        ]
-        answer = await self._client.ask_json(NOTE_ENDPOINT, _RULES, "\n\n".join(parts))
-        entries = answer.get("clinicalNote")
-        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise malformed(NOTE_ENDPOINT, "the answer has no list 'clinicalNote'")
-        by_id = {f.id: f for f in template.fields}
-        values: dict[str, str | list[str] | float | bool] = {}
-        for entry in entries:
-            field_id = entry.get("id")
-            if not isinstance(field_id, str) or field_id not in by_id:
-                raise malformed(NOTE_ENDPOINT, "the answer names a field the template lacks")
-            values[field_id] = _checked_value(by_id[field_id], entry.get("value"))
+        prompt = _note_prompt(job, template, transcript, summary, texts)
+        answer = await self._client.ask_json(NOTE_ENDPOINT, _RULES, prompt)
+        values = _note_values(template, answer)
         return _fitting(
             NOTE_ENDPOINT,
             lambda: tuple(
@@ -293,3 +253,59 @@ class LlmNoteWriter:
                 for f in template.fields
             ),
         )
+
+
+def _note_prompt(
+    job: JobRequest,
+    template: Template,
+    transcript: Transcript,
+    summary: Summary,
+    texts: Sequence[str],
+) -> str:
+    """The note request: the template's fields, the summary, the transcript and the documents."""
+    fields = [
+        {
+            "id": f.id,
+            "name": f.name,
+            "description": f.description,
+            "type": f.type,
+            **({"enumerableOptions": list(f.enumerable_options)} if f.enumerable_options else {}),
+        }
+        for f in template.fields
+    ]
+    summary_text = summary.text or "\n".join(
+        f"{field.name}: {field.value}" for field in summary.fields or ()
+    )
+    language = job.note_language or template.template_language
+    instruction = (
+        f"Fill every template field in language '{language}'. Answer "
+        '{"clinicalNote": [{"id": "<field id>", "value": <value>}, ...]} where a string '
+        "field gets a string, number a number, boolean true/false, array a list of strings, "
+        "enum exactly one of its enumerableOptions. A value not stated in the sources is "
+        '"" ([] for arrays).'
+    )
+    parts = [
+        instruction,
+        "Template fields:\n" + json.dumps(fields, ensure_ascii=False),
+        "Summary:\n" + summary_text,
+        "Transcript:\n" + transcript.text,
+        *(f"Supporting document:\n{text}" for text in texts),
+    ]
+    return "\n\n".join(parts)
+
+
+def _note_values(
+    template: Template, answer: JsonObject
+) -> dict[str, str | list[str] | float | bool]:
+    """Each answered field's value, checked against its template field's type."""
+    entries = answer.get("clinicalNote")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise malformed(NOTE_ENDPOINT, "the answer has no list 'clinicalNote'")
+    by_id = {f.id: f for f in template.fields}
+    values: dict[str, str | list[str] | float | bool] = {}
+    for entry in entries:
+        field_id = entry.get("id")
+        if not isinstance(field_id, str) or field_id not in by_id:
+            raise malformed(NOTE_ENDPOINT, "the answer names a field the template lacks")
+        values[field_id] = _checked_value(by_id[field_id], entry.get("value"))
+    return values
