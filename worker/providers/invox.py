@@ -470,23 +470,7 @@ class InvoxNoteWriter:
                 ],
             },
         )
-        entries = body.get("documents")
-        if (
-            not isinstance(entries, list)
-            or len(entries) != len(documents)
-            or not all(isinstance(entry, dict) for entry in entries)
-        ):
-            raise malformed(DOCUMENTS_ENDPOINT, "response 'documents' does not match the request")
-        by_name: dict[str, JsonObject] = {}
-        for entry in entries:
-            name = entry.get("documentName")
-            if isinstance(name, str):
-                by_name.setdefault(name, entry)
-        names = [doc.document_name for doc in documents]
-        for index, doc in enumerate(documents):
-            unique = names.count(doc.document_name) == 1
-            entry = by_name.get(doc.document_name) if unique else None
-            signed_url = _signed_url(entry or entries[index], "signedUrl", DOCUMENTS_ENDPOINT)
+        for doc, signed_url in zip(documents, _signed_urls(body, documents), strict=True):
             content_type = DOCUMENT_CONTENT_TYPES[doc.document_type]
             await self._client.upload(DOCUMENT_UPLOAD_ENDPOINT, signed_url, doc, content_type)
 
@@ -500,3 +484,27 @@ def _note_field(entry: Any) -> ClinicalNoteField:
     except ValidationError:
         # The validation message would quote the note's values: say only which endpoint.
         raise malformed(NOTE_ENDPOINT, "a clinicalNote field does not match the schema") from None
+
+
+def _signed_urls(body: JsonObject, documents: Sequence[PreparedDocument]) -> list[str]:
+    """Each document's signed URL: the entry of the same name when the name is unique in the
+    request, the entry at the same position otherwise."""
+    entries = body.get("documents")
+    if (
+        not isinstance(entries, list)
+        or len(entries) != len(documents)
+        or not all(isinstance(entry, dict) for entry in entries)
+    ):
+        raise malformed(DOCUMENTS_ENDPOINT, "response 'documents' does not match the request")
+    by_name: dict[str, JsonObject] = {}
+    for entry in entries:
+        name = entry.get("documentName")
+        if isinstance(name, str):
+            by_name.setdefault(name, entry)
+    names = [doc.document_name for doc in documents]
+    urls = []
+    for index, doc in enumerate(documents):
+        unique = names.count(doc.document_name) == 1
+        entry = by_name.get(doc.document_name) if unique else None
+        urls.append(_signed_url(entry or entries[index], "signedUrl", DOCUMENTS_ENDPOINT))
+    return urls
