@@ -295,32 +295,8 @@ async def _download(
                 if response.status in {301, 302, 303, 307, 308} and "Location" in response.headers:
                     url = _redirect_target(url, response.headers["Location"])
                     continue
-                if response.status >= 500 or response.status == 429:
-                    raise TransientError(
-                        unavailable,
-                        f"download answered HTTP {response.status}",
-                        http_status=response.status,
-                    )
-                if response.status != 200:
-                    raise PermanentError(
-                        unavailable,
-                        f"download answered HTTP {response.status}",
-                        http_status=response.status,
-                    )
-                if (response.content_length or 0) > limit_bytes:
-                    raise PermanentError(
-                        ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes"
-                    )
-                size = 0
-                with target.open("wb") as sink:
-                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                        size += len(chunk)
-                        if size > limit_bytes:
-                            raise PermanentError(
-                                ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes"
-                            )
-                        sink.write(chunk)
-                return size
+                _check_response(response, limit_bytes, unavailable)
+                return await _write_body(response, limit_bytes, target)
         except TimeoutError:
             raise TransientError(ErrorType.UPSTREAM_TIMEOUT, "download timed out") from None
         except aiohttp.InvalidURL:
@@ -334,6 +310,35 @@ async def _download(
                 ErrorType.CONNECTION_FAILED, f"download failed ({type(exc).__name__})"
             ) from None
     raise PermanentError(unavailable, "too many redirects")
+
+
+def _check_response(
+    response: aiohttp.ClientResponse, limit_bytes: int, unavailable: ErrorType
+) -> None:
+    """A 5xx or 429 may pass; any other answer but 200, or a declared size over the limit, is
+    final."""
+    if response.status >= 500 or response.status == 429:
+        raise TransientError(
+            unavailable, f"download answered HTTP {response.status}", http_status=response.status
+        )
+    if response.status != 200:
+        raise PermanentError(
+            unavailable, f"download answered HTTP {response.status}", http_status=response.status
+        )
+    if (response.content_length or 0) > limit_bytes:
+        raise PermanentError(ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes")
+
+
+async def _write_body(response: aiohttp.ClientResponse, limit_bytes: int, target: Path) -> int:
+    """Stream the body into target, counting: the declared length may lie."""
+    size = 0
+    with target.open("wb") as sink:
+        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit_bytes:
+                raise PermanentError(ErrorType.FILE_TOO_LARGE, f"larger than {limit_bytes} bytes")
+            sink.write(chunk)
+    return size
 
 
 def _redirect_target(url: str, location: str) -> str:
