@@ -117,25 +117,30 @@ def _summary_sections(summary: Summary, deadline: Deadline) -> dict[str, list[st
             if key and soap.value.strip():
                 sections.setdefault(key, []).extend(split_sentences(soap.value))
     if summary.text:
-        current: str | None = None
-        for line in summary.text.splitlines():
-            deadline.check()
-            stripped = line.strip().strip("#*").strip()
-            if not stripped:
-                continue
-            header = stripped.rstrip(":")
-            is_header = (header.isupper() and len(header) < 60) or (
-                stripped.endswith(":") and len(stripped) < 60
-            )
-            inline = rules.INLINE_HEADER_RE.match(stripped)
-            if is_header:
-                current = _section_key(header)
-                continue
-            if inline and _section_key(inline.group(1)):
-                current = _section_key(inline.group(1))
-                stripped = inline.group(2)
-            sections.setdefault(current or "other", []).extend(split_sentences(stripped))
+        _text_sections(summary.text, sections, deadline)
     return sections
+
+
+def _text_sections(text: str, sections: dict[str, list[str]], deadline: Deadline) -> None:
+    """Sentences of a sectioned summary text under the section its last header names."""
+    current: str | None = None
+    for line in text.splitlines():
+        deadline.check()
+        stripped = line.strip().strip("#*").strip()
+        if not stripped:
+            continue
+        header = stripped.rstrip(":")
+        is_header = (header.isupper() and len(header) < 60) or (
+            stripped.endswith(":") and len(stripped) < 60
+        )
+        inline = rules.INLINE_HEADER_RE.match(stripped)
+        if is_header:
+            current = _section_key(header)
+            continue
+        if inline and _section_key(inline.group(1)):
+            current = _section_key(inline.group(1))
+            stripped = inline.group(2)
+        sections.setdefault(current or "other", []).extend(split_sentences(stripped))
 
 
 def _section_key(name: str) -> str | None:
