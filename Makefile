@@ -48,6 +48,7 @@ test: install lint typecheck
 schemas: install
 	$(PY) -m schemas.export
 	$(PY) -m ops.asyncapi
+	$(PY) -m ops.openapi
 
 # requirements-dev.lock: what make install, the tests and CI use; requirements.lock: what the
 # Docker image installs (runtime and the offline `local` providers, no test or lint tools),

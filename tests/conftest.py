@@ -15,6 +15,7 @@ from tests.harness import (
     unique_prefix,
     write_wav,
 )
+from tests.pg import scratch_database
 
 
 @pytest.fixture
@@ -56,3 +57,10 @@ def sandbox_config() -> SandboxConfig:
 async def sandbox(sandbox_config: SandboxConfig) -> AsyncIterator[RunningSandbox]:
     async with running_sandbox(sandbox_config) as running:
         yield running
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of this test's own (the job index), dropped afterwards."""
+    async with scratch_database() as url:
+        yield url

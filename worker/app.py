@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -24,10 +25,14 @@ from aiormq.abc import DeliveredMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.broker import Delivered, Publisher, StageQueue, connect
+from worker.callback_receiver import CallbackReceiver
+from worker.callbacks import CallbackTokens
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.delivery import Delivery
 from worker.handles import HandleSigner
+from worker.jobindex import IndexCollector, IndexReader, IndexWriter, open_pool
+from worker.jobs_api import JobsApi
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
 from worker.media import FetchPolicy, MediaFetcher, fetch_session
 from worker.metrics import Metrics
@@ -79,6 +84,11 @@ class WorkerApp:
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self.http_address: tuple[Any, ...] | None = None
+        # POST /callbacks/invox/... (SCRIBE_CALLBACK_BASE_URL): None when callbacks are off.
+        self._callbacks: CallbackReceiver | None = None
+        # The job index (SCRIBE_DATABASE_URL): None when it is off.
+        self._index_pool: asyncpg.Pool | None = None
+        self.index: IndexWriter | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -106,6 +116,7 @@ class WorkerApp:
         await declare_topology(setup_channel, self.names, settings.retry)
         await setup_channel.close()
         self._publisher = await Publisher.open(self._connection)
+        await self._open_index()
         delivery = Delivery(
             self._publisher,
             self.names,
@@ -114,6 +125,7 @@ class WorkerApp:
             self.metrics,
             claim_ttl_s=settings.retry.stage_claim_ttl_s,
             stage_events=settings.stage_events,
+            index=self.index,
         )
         policy = FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s)
         self._fetch_session = fetch_session(policy)
@@ -138,8 +150,42 @@ class WorkerApp:
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._consume_broker_dead_letters(delivery)
+        self._callbacks = self._callback_receiver(delivery, signer)
         await self._start_http()
         log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
+
+    async def _open_index(self) -> None:
+        """The job index, when configured: migrated now if PostgreSQL answers, else by the writer
+        once it does (a worker never waits on the index, nor fails to start for it)."""
+        url = self.settings.database_url
+        if url is None:
+            return
+        self._index_pool = await open_pool(url.value)
+        self.index = IndexWriter(self._index_pool, self.settings.index_queue_max)
+        self.metrics.registry.register(IndexCollector(self.index))
+        await self.index.ensure_schema()
+        self.index.start()
+
+    def _callback_receiver(
+        self, delivery: Delivery, signer: HandleSigner
+    ) -> CallbackReceiver | None:
+        """Invox callbacks, when SCRIBE_CALLBACK_BASE_URL is set and Invox is configured."""
+        tokens = CallbackTokens.from_settings(self.settings)
+        assert self._registry is not None
+        assert self._ledger is not None
+        invox = self._registry.transcribers.get("invox")
+        if tokens is None or invox is None:
+            return None
+        return CallbackReceiver(
+            tokens,
+            self._ledger,
+            invox,
+            signer,
+            delivery.publish_early,
+            self.metrics,
+            self.settings.callback_max_bytes,
+            self.settings.http_timeout_s,
+        )
 
     def _on_reconnect(self, *_args: object) -> None:
         """Counted: a reconnect raises the delivery count of every unacked message, so a
@@ -299,12 +345,25 @@ class WorkerApp:
         runner, self._http_runner = self._http_runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._close_index()
+
+    async def _close_index(self) -> None:
+        index, self.index = self.index, None
+        if index is not None:
+            await index.close(self.settings.shutdown_grace_s)
+        pool, self._index_pool = self._index_pool, None
+        if pool is not None:
+            await pool.close()
 
     async def _start_http(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self._callbacks is not None:
+            self._callbacks.add_routes(app)
+        if self._index_pool is not None:
+            JobsApi(IndexReader(self._index_pool), self.settings.api_token).add_routes(app)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port)

@@ -43,6 +43,8 @@ HEADER_POLLS: Final = "x-polls"
 # Not "x-" prefixed: headers exchanges ignore x- arguments when matching bindings.
 HEADER_DELAY_TIER_MS: Final = "scribe-delay-ms"
 HEADER_REPLAYS: Final = "x-replays"
+# Which chunk of a long recording a transcribe or poll message is about (absent: the first).
+HEADER_CHUNK: Final = "x-chunk"
 HEADER_FIRST_FAILURE_AT: Final = "x-first-failure-at"
 HEADER_LAST_FAILURE_AT: Final = "x-last-failure-at"
 HEADER_ERROR_TYPE: Final = "x-error-type"
@@ -140,14 +142,32 @@ RATE_LIMIT_ENDPOINTS: Final = (
     "llm.note",
 )
 DEFAULT_RATE_LIMIT_MAX_WAIT_S: Final = 2.5
-DEFAULT_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
-DEFAULT_MAX_AUDIO_DURATION_S: Final = 600.0
+# A job's audio: at most this large (SCRIBE_MAX_AUDIO_BYTES: two hours of 16 kHz mono WAV is
+# 230 MB) and this long (SCRIBE_MAX_JOB_AUDIO_S, over it audioTooLong). Each transcriber's own
+# limits (worker/audio.py TranscriberLimits) only decide whether the audio is chunked.
+DEFAULT_MAX_AUDIO_BYTES: Final = 512 * 1024 * 1024
+DEFAULT_MAX_JOB_AUDIO_S: Final = 7200.0
+# Intron's documented limits per upload ("Quotas and Limits": 100MB, 10 minutes).
+INTRON_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
+INTRON_MAX_AUDIO_S: Final = 600.0
+# Invox documents no duration limit: SCRIBE_INVOX_MAX_AUDIO_S, one hour unless set.
+DEFAULT_INVOX_MAX_AUDIO_S: Final = 3600.0
+# The containers each vendor takes as they are (SCRIBE_INTRON_AUDIO_FORMATS,
+# SCRIBE_INVOX_AUDIO_FORMATS); anything else is converted to 16 kHz mono WAV first. Neither
+# vendor's pages list formats; Intron's examples upload a .wav.
+DEFAULT_VENDOR_AUDIO_FORMATS: Final = "wav"
+# Reading a recording's packets (probe) or converting it, in a thread, gives up after this.
+DEFAULT_AUDIO_READ_TIMEOUT_S: Final = 120.0
 DEFAULT_MAX_DOCUMENT_BYTES: Final = 20 * 1024 * 1024
 DEFAULT_HTTP_PORT: Final = 8080
+# An Invox callback body is read up to this many bytes (SCRIBE_CALLBACK_MAX_BYTES).
+DEFAULT_CALLBACK_MAX_BYTES: Final = 64 * 1024
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_STALL_AFTER_S: Final = 600.0
 DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
 DEFAULT_BROKER_START_TIMEOUT_S: Final = 60.0
+# Job index entries (worker/jobindex.py) a worker holds while the database is slow or down.
+DEFAULT_INDEX_QUEUE_MAX: Final = 100_000
 # Time budgets of the offline summary and note (worker/providers/local_budget.py).
 DEFAULT_LOCAL_SUMMARY_BUDGET_S: Final = 60.0
 DEFAULT_LOCAL_NOTE_BUDGET_S: Final = 60.0

@@ -25,6 +25,7 @@ from aiormq.exceptions import ChannelInvalidStateError
 
 from schemas.errors import ErrorType
 from schemas.events import JobFailed, StageProgress
+from schemas.status import TransitionKind
 from worker import constants as c
 from worker.broker import (
     Publication,
@@ -35,6 +36,7 @@ from worker.broker import (
 from worker.codec import job_id_of_body, job_identity
 from worker.constants import FAILURE_HEADERS, STAGES, Stage
 from worker.errors import Deferred, InvalidMessage, PermanentError, ScribeError, TransientError
+from worker.jobindex import IndexEntry, Indexing
 from worker.ledger import JobLedger, LedgerUnavailable
 from worker.metrics import Metrics, error_label
 from worker.outcomes import (
@@ -45,6 +47,7 @@ from worker.outcomes import (
     Handler,
     Outcome,
     PollLater,
+    ledger_key,
     stable_event_id,
 )
 from worker.ports import Publishing, Settling
@@ -166,8 +169,12 @@ class Delivery:
         rng: random.Random | None = None,
         claim_ttl_s: float = 300.0,
         stage_events: frozenset[Stage] = frozenset(STAGES),
+        index: Indexing | None = None,
     ) -> None:
         self._stage_events = stage_events
+        # The job index (SCRIBE_DATABASE_URL): told of a transition once the broker has
+        # confirmed what it caused; record() never waits and never raises.
+        self._index = index
         # Bound once, with the logging configured at start: binding the module's lazy proxy
         # would look the configuration up again for every message.
         self._log: structlog.typing.FilteringBoundLogger = log.bind()
@@ -211,11 +218,13 @@ class Delivery:
             if job_id is None:
                 await self._run(handler, run)
                 return
-            done = await self._ledger.done_mark(job_id, stage)
+            # Each chunk of a long recording is its own unit of work: its own done-mark and claim.
+            key = ledger_key(job_id, run.ctx.chunk)
+            done = await self._ledger.done_mark(key, stage)
             if done is not None:
                 await self._already_done(run, done)
                 return
-            if not await self._ledger.claim(job_id, stage, self._claim_ttl_s):
+            if not await self._ledger.claim(key, stage, self._claim_ttl_s):
                 # Another delivery of this job is in this stage right now (a duplicate publish,
                 # or a crashed worker whose claim has not expired yet): come back later.
                 await self._defer(run, "busy")
@@ -223,7 +232,7 @@ class Delivery:
             try:
                 await self._run(handler, run)
             finally:
-                await self._advise(self._ledger.release(job_id, stage), run.log)
+                await self._advise(self._ledger.release(key, stage), run.log)
         except LedgerUnavailable:  # before the handler ran: nothing happened yet
             await self._defer(run, "ledger_unavailable")
         except BROKER_ERRORS as exc:
@@ -285,7 +294,8 @@ class Delivery:
             stage = broker_death_stage(message.headers or {}, self._names, key_stage)
             job_id = job_id_of(message)
             if stage is not None and job_id is not None:
-                if await self._ledger.done_mark(job_id, stage) is not None:
+                key = ledger_key(job_id, headers.get(c.HEADER_CHUNK, 0))
+                if await self._ledger.done_mark(key, stage) is not None:
                     self._metrics.duplicates.labels(stage).inc()
                     log.info("broker_dead_letter.stale_copy", job_id=job_id, stage=stage)
                     await message.ack()
@@ -302,6 +312,7 @@ class Delivery:
                 deliveries = bounded_count((message.headers or {}).get("x-delivery-count"))
                 event = self._failed_event(ctx, _DELIVERY_LIMIT, deliveries)
                 await self._publisher.publish_in_order(event)
+                self._record(ctx, "failed", deliveries, error_type=_DELIVERY_LIMIT.error_type)
                 self._metrics.dead_lettered.labels(stage, _DELIVERY_LIMIT.error_type).inc()
             await message.ack()
         except (*BROKER_ERRORS, LedgerUnavailable) as exc:
@@ -310,6 +321,16 @@ class Delivery:
         except Exception as exc:  # noqa: BLE001 - an announcement that cannot be made is dropped
             log.warning("broker_dead_letter.unreadable", error=type(exc).__name__)
             await message.ack()
+
+    async def publish_early(self, stage: Stage, body: bytes, job_id: str, traceparent: str) -> None:
+        """A stage message sent now rather than from a delay tier (an Invox callback's poll
+        message, worker/callback_receiver.py): the same exchange, properties and confirm as
+        an advance, with no bookkeeping headers, so x-polls and attempts start afresh. Nothing
+        is settled here: the copy still in the delay tier arrives later and is dropped as a
+        duplicate once this one has advanced the job. Raises what a publish raises."""
+        headers = {c.HEADER_TRACEPARENT: traceparent}
+        message = build_message(body, correlation_id=job_id, headers=headers)
+        await self._publisher.publish(self._names.jobs_exchange, stage, message)
 
     def _context(self, stage: Stage, message: Settling) -> _Run:
         headers = carried_headers(message.headers)
@@ -328,6 +349,7 @@ class Delivery:
             replays=headers.get(c.HEADER_REPLAYS, 0),
             redelivered=bool(message.redelivered),
             traceparent=traceparent,
+            chunk=headers.get(c.HEADER_CHUNK, 0),
         )
         bound = MessageLog(
             self._log,
@@ -422,10 +444,13 @@ class Delivery:
             else:
                 publications.append(self._event(c.EVENT_COMPLETED, outcome.event.to_wire(), ctx))
             await self._publisher.publish_in_order(*publications)
+            kind: TransitionKind = "completed" if isinstance(outcome, Complete) else "done"
+            self._record(ctx, kind, ctx.attempts + 1, outcome.provider, run.duration_ms)
             if ctx.stage == "poll":
                 self._metrics.polls_per_job.observe(ctx.polls + 1)
             if ctx.job_id:
-                done = self._ledger.mark_done(ctx.job_id, ctx.stage, ctx.fingerprint)
+                key = ledger_key(ctx.job_id, ctx.chunk)
+                done = self._ledger.mark_done(key, ctx.stage, ctx.fingerprint)
                 await self._advise(done, bound)
             # One info line per job (its end); each stage's line is debug, like each poll's.
             completed = isinstance(outcome, Complete)
@@ -455,6 +480,7 @@ class Delivery:
                 tier = retry_delay_ms(self._retry, attempts, error.retry_after_s, self._rng)
                 headers[c.HEADER_ERROR_TYPE] = error.error_type
                 await self._to_delay(run, tier)
+                self._record(ctx, "retry", attempts, error_type=error.error_type)
                 self._metrics.retried.labels(ctx.stage, error_label(error.error_type)).inc()
                 bound.warning("stage.retry", outcome="retry", delay_ms=tier, **fields)
                 return
@@ -466,7 +492,9 @@ class Delivery:
 
     def _advance(self, outcome: Advance, run: _Run) -> Publication:
         headers, ctx = run.headers, run.ctx
-        _drop(headers, *FAILURE_HEADERS, c.HEADER_POLLS, c.HEADER_DELAY_TIER_MS)
+        _drop(headers, *FAILURE_HEADERS, c.HEADER_POLLS, c.HEADER_DELAY_TIER_MS, c.HEADER_CHUNK)
+        if outcome.chunk:
+            headers[c.HEADER_CHUNK] = outcome.chunk
         if outcome.delay_ms is not None:
             tier = choose_tier_ms(self._retry.delay_tiers_ms, outcome.delay_ms)
             headers[c.HEADER_DELAY_TIER_MS] = str(tier)
@@ -517,6 +545,7 @@ class Delivery:
         if ctx.job_id is None or error.error_type == ErrorType.CONFLICTING_JOB:
             return  # a conflicting job's jobId belongs to the job that is done: its outcome stands
         await self._publisher.publish_in_order(self._failed_event(ctx, error, attempts))
+        self._record(ctx, "failed", attempts, error_type=error.error_type)
 
     def _failed_event(self, ctx: DeliveryContext, error: ScribeError, attempts: int) -> Publication:
         assert ctx.job_id is not None
@@ -531,6 +560,24 @@ class Delivery:
             occurred_at=datetime.now(UTC),
         )
         return self._event(c.EVENT_FAILED, event.to_wire(), ctx)
+
+    def _record(
+        self,
+        ctx: DeliveryContext,
+        kind: TransitionKind,
+        attempts: int,
+        provider: str | None = None,
+        duration_ms: float | None = None,
+        *,
+        error_type: str | None = None,
+    ) -> None:
+        """Tell the job index (if any) of a transition whose publishes are confirmed."""
+        if self._index is None or ctx.job_id is None:
+            return
+        at = datetime.now(UTC)
+        job_id = str(_as_uuid(ctx.job_id))
+        entry = IndexEntry(job_id, ctx.stage, kind, at, provider, attempts, error_type, duration_ms)
+        self._index.record(replace(entry, replays=ctx.replays))
 
     def _progress(
         self, ctx: DeliveryContext, provider: str, duration_ms: float

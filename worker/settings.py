@@ -15,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from worker import constants as c
+from worker.audio import DEMUXERS, TranscriberLimits
 from worker.constants import STAGES, Stage
 from worker.errors import SettingsError
 
@@ -69,6 +70,31 @@ class InvoxSettings:
 
 
 @dataclass(frozen=True)
+class AudioSettings:
+    """A job's audio: SCRIBE_MAX_JOB_AUDIO_S is the longest any job may be (audioTooLong over
+    it); each transcriber's limits only decide whether audio within it is converted or chunked
+    (Intron: its documented 10 minutes and 100 MB; Invox: SCRIBE_INVOX_MAX_AUDIO_S; local: none).
+    """
+
+    max_job_s: float = c.DEFAULT_MAX_JOB_AUDIO_S
+    invox_max_s: float = c.DEFAULT_INVOX_MAX_AUDIO_S
+    intron_formats: frozenset[str] = frozenset({c.DEFAULT_VENDOR_AUDIO_FORMATS})
+    invox_formats: frozenset[str] = frozenset({c.DEFAULT_VENDOR_AUDIO_FORMATS})
+    read_timeout_s: float = c.DEFAULT_AUDIO_READ_TIMEOUT_S
+
+    def limits(self) -> dict[str, TranscriberLimits]:
+        """Per transcriber (the registry's names); local takes every accepted format, any length.
+        WAV is always taken: it is what the others are converted to."""
+        return {
+            "intron": TranscriberLimits(
+                c.INTRON_MAX_AUDIO_S, c.INTRON_MAX_AUDIO_BYTES, self.intron_formats | {"wav"}
+            ),
+            "invox": TranscriberLimits(self.invox_max_s, None, self.invox_formats | {"wav"}),
+            "local": TranscriberLimits(None, None, frozenset(DEMUXERS)),
+        }
+
+
+@dataclass(frozen=True)
 class LocalSettings:
     """Offline providers: SCRIBE_LOCAL_ASR_WORKERS threads share one lazily loaded ASR model;
     the summary and the note each get a time budget (over it: summaryTimedOut, noteTimedOut),
@@ -118,7 +144,7 @@ class Settings:
     rate_limits_per_min: dict[str, int]
     rate_limit_max_wait_s: float
     max_audio_bytes: int
-    max_audio_duration_s: float
+    audio: AudioSettings
     max_document_bytes: int
     url_allowlist: frozenset[str]
     storage_root: Path | None
@@ -138,6 +164,17 @@ class Settings:
     handle_key: Secret | None = None
     # How long a starting worker waits for the broker to answer before it exits (code 3).
     broker_start_timeout_s: float = c.DEFAULT_BROKER_START_TIMEOUT_S
+    # SCRIBE_CALLBACK_BASE_URL: where Invox reaches this worker's HTTP port (worker/callbacks.py);
+    # None: no callbackUrl is sent and transcriptions are found by polling alone.
+    callback_base_url: str | None = None
+    # A callback body over this is refused (413) before it is parsed.
+    callback_max_bytes: int = c.DEFAULT_CALLBACK_MAX_BYTES
+    # The job index (worker/jobindex.py) and its status API: off without a database URL.
+    database_url: Secret | None = None
+    # GET /jobs answers only requests bearing this token, when set.
+    api_token: Secret | None = None
+    # Index entries waiting to be written; past this, new ones are dropped (never an ack held).
+    index_queue_max: int = c.DEFAULT_INDEX_QUEUE_MAX
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -150,6 +187,15 @@ def _is_ip_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bind_host(text: str) -> str:
@@ -326,9 +372,7 @@ class _Reader:
                 "SCRIBE_RATE_LIMIT_MAX_WAIT_S", c.DEFAULT_RATE_LIMIT_MAX_WAIT_S
             ),
             max_audio_bytes=self.integer("SCRIBE_MAX_AUDIO_BYTES", c.DEFAULT_MAX_AUDIO_BYTES, 1),
-            max_audio_duration_s=self.number(
-                "SCRIBE_MAX_AUDIO_DURATION_S", c.DEFAULT_MAX_AUDIO_DURATION_S, 0.001
-            ),
+            audio=self._audio(),
             max_document_bytes=self.integer(
                 "SCRIBE_MAX_DOCUMENT_BYTES", c.DEFAULT_MAX_DOCUMENT_BYTES, 1
             ),
@@ -351,7 +395,81 @@ class _Reader:
             broker_start_timeout_s=self.number(
                 "SCRIBE_BROKER_START_TIMEOUT_S", c.DEFAULT_BROKER_START_TIMEOUT_S
             ),
+            callback_base_url=self._callback_base_url(),
+            callback_max_bytes=self.integer(
+                "SCRIBE_CALLBACK_MAX_BYTES", c.DEFAULT_CALLBACK_MAX_BYTES, 1, 1024 * 1024
+            ),
+            database_url=self._database_url(),
+            api_token=self._api_token(),
+            index_queue_max=self.integer(
+                "SCRIBE_INDEX_QUEUE_MAX", c.DEFAULT_INDEX_QUEUE_MAX, 1, 10_000_000
+            ),
         )
+
+    def _database_url(self) -> Secret | None:
+        """SCRIBE_DATABASE_URL (or SCRIBE_DATABASE_URL_FILE: it may hold a password)."""
+        url = self.secret("SCRIBE_DATABASE_URL")
+        if url is not None:
+            parts = urlsplit(url.value)
+            if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+                raise SettingsError(
+                    "SCRIBE_DATABASE_URL", "expected a postgresql:// URL with a host"
+                )
+        return url
+
+    def _callback_base_url(self) -> str | None:
+        """https, or http to a loopback host (the emulator, a local proxy): the URL carries the
+        callback token, which must not cross a network in clear text. No query or fragment:
+        the worker appends the path."""
+        name = "SCRIBE_CALLBACK_BASE_URL"
+        url = self.url(name, None, ("https", "http"))
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise SettingsError(name, "expected a base URL without credentials, query or fragment")
+        if parts.scheme != "https" and not _is_loopback_host(parts.hostname or ""):
+            raise SettingsError(name, "must be https unless its host is a loopback address")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a port out of range
+        except ValueError as exc:
+            raise SettingsError(name, "the port is not a number within 0..65535") from exc
+        return url
+
+    def _api_token(self) -> Secret | None:
+        """SCRIBE_API_TOKEN (or SCRIBE_API_TOKEN_FILE): the status API's bearer token."""
+        token = self.secret("SCRIBE_API_TOKEN")
+        if token is not None and len(token.value.encode("utf-8")) < 16:
+            raise SettingsError("SCRIBE_API_TOKEN", "must be at least 16 bytes")
+        return token
+
+    def _audio(self) -> AudioSettings:
+        if self.raw("SCRIBE_MAX_AUDIO_DURATION_S") is not None:
+            raise SettingsError(
+                "SCRIBE_MAX_AUDIO_DURATION_S",
+                "replaced by SCRIBE_MAX_JOB_AUDIO_S (the job maximum; each transcriber's own "
+                "limit now chunks instead of refusing)",
+            )
+        return AudioSettings(
+            max_job_s=self.number("SCRIBE_MAX_JOB_AUDIO_S", c.DEFAULT_MAX_JOB_AUDIO_S, 0.001),
+            invox_max_s=self.number("SCRIBE_INVOX_MAX_AUDIO_S", c.DEFAULT_INVOX_MAX_AUDIO_S, 1.0),
+            intron_formats=self._audio_formats("SCRIBE_INTRON_AUDIO_FORMATS"),
+            invox_formats=self._audio_formats("SCRIBE_INVOX_AUDIO_FORMATS"),
+            read_timeout_s=self.number(
+                "SCRIBE_AUDIO_READ_TIMEOUT_S", c.DEFAULT_AUDIO_READ_TIMEOUT_S, 0.001
+            ),
+        )
+
+    def _audio_formats(self, name: str) -> frozenset[str]:
+        """A comma-separated list of worker/audio.py's container names."""
+        value = self.raw(name) or c.DEFAULT_VENDOR_AUDIO_FORMATS
+        formats = frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+        unknown = sorted(formats - set(DEMUXERS))
+        if unknown or not formats:
+            raise SettingsError(
+                name, f"expected some of {', '.join(DEMUXERS)} (got {value[:40]!r})"
+            )
+        return formats
 
     def _url_allowlist(self) -> frozenset[str]:
         """SCRIBE_URL_ALLOWLIST: comma-separated host names or IP addresses, each checked, as a
