@@ -56,6 +56,8 @@ class SubmissionIntent(BaseModel):
     uploads: int = 1
     request_id: str | None = None
     upload_url: str | None = Field(default=None, repr=False)
+    # The nonce of the callbackUrl sent with the presign (worker/callbacks.py), if any.
+    callback_nonce: str | None = Field(default=None, repr=False)
 
 
 class JobLedger(Protocol):
@@ -92,6 +94,17 @@ class JobLedger(Protocol):
         ...
 
     async def release(self, job_id: str, stage: Stage) -> None: ...
+
+    async def record_callback_ticket(self, job_id: str, ticket: str, ttl_s: float) -> None:
+        """The job's Invox callback ticket (worker/callbacks.py: its nonce and poll message),
+        kept ttl_s; a new submission's ticket replaces the old one."""
+        ...
+
+    async def callback_ticket(self, job_id: str) -> str | None: ...
+
+    async def use_callback(self, job_id: str, nonce: str) -> bool:
+        """True the first time a callback token (job, nonce) is redeemed, False ever after."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -153,6 +166,8 @@ class MemoryLedger:
         self._intents: OrderedDict[str, str] = OrderedDict()
         self._done: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._claims: dict[tuple[str, str], float] = {}
+        self._tickets: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._used_callbacks: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def transcription_handle(self, job_id: str) -> TranscriptionHandle | None:
         raw = self._handles.get(job_id)
@@ -194,6 +209,24 @@ class MemoryLedger:
 
     async def release(self, job_id: str, stage: Stage) -> None:
         self._claims.pop((job_id, stage), None)
+
+    async def record_callback_ticket(self, job_id: str, ticket: str, ttl_s: float) -> None:
+        self._tickets[job_id] = (ticket, self._clock() + ttl_s)
+        self._tickets.move_to_end(job_id)
+        _trim(self._tickets, self._max_entries)
+
+    async def callback_ticket(self, job_id: str) -> str | None:
+        found = self._tickets.get(job_id)
+        if found is None or found[1] <= self._clock():
+            return None
+        return found[0]
+
+    async def use_callback(self, job_id: str, nonce: str) -> bool:
+        if (job_id, nonce) in self._used_callbacks:
+            return False
+        self._used_callbacks[(job_id, nonce)] = None
+        _trim(self._used_callbacks, self._max_entries)
+        return True
 
     async def close(self) -> None:
         return None
@@ -267,6 +300,20 @@ class RedisLedger:
 
     async def release(self, job_id: str, stage: Stage) -> None:
         await self._call(self._redis.delete(self._key("claim", job_id, stage)))
+
+    async def record_callback_ticket(self, job_id: str, ticket: str, ttl_s: float) -> None:
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self._call(self._redis.set(self._key("callback", job_id), ticket, px=ttl_ms))
+
+    async def callback_ticket(self, job_id: str) -> str | None:
+        raw = await self._call(self._redis.get(self._key("callback", job_id)))
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", "replace")
+        return raw if isinstance(raw, str) else None
+
+    async def use_callback(self, job_id: str, nonce: str) -> bool:
+        key = self._key("callback-used", job_id, nonce)
+        return bool(await self._call(self._redis.set(key, "1", nx=True, ex=LEDGER_TTL_S)))
 
     async def _call(self, pending: object) -> object:
         try:

@@ -175,6 +175,14 @@ class Metrics:
             buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
             registry=r,
         )
+        self.callbacks = Counter(
+            "scribe_invox_callbacks",
+            "Invox callbacks received, by outcome (worker/callback_receiver.py): advanced, "
+            "pending, forged, tooLarge, notJson, unknown, replayed, alreadyAdvanced, "
+            "confirmFailed, unavailable.",
+            ["outcome"],
+            registry=r,
+        )
         self.broker_reconnects = Counter(
             "scribe_broker_reconnects",
             "Times the broker connection was lost and restored.",

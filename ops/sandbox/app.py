@@ -106,7 +106,16 @@ def build_app(config: SandboxConfig | None = None) -> web.Application:
         app.router.add_route(method, path, _vendor_handler(endpoint, auth, handler))
     for method, path, handler in CONTROL_ROUTES:
         app.router.add_route(method, path, _control_handler(handler))
+    app.on_cleanup.append(_stop_background)
     return app
+
+
+async def _stop_background(app: web.Application) -> None:
+    """Ready timers and callbacks still pending when the emulator stops are cancelled."""
+    tasks = set(app[STATE].background)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-non-loopback", action="store_true", help="permit a non-loopback --host")
     p.add_argument("--polls-before-ready", type=int, default=defaults.polls_before_ready)
     p.add_argument("--latency-ms", type=int, default=defaults.latency_ms)
+    p.add_argument(
+        "--ready-after-ms",
+        type=int,
+        default=defaults.ready_after_ms,
+        help="Invox transcriptions ready this long after the PUT, then a callback (0: by polls)",
+    )
     p.add_argument("--intron-api-key", default=defaults.intron_api_key)
     p.add_argument("--invox-static-token", default=defaults.invox_static_token)
     p.add_argument("--invox-app-id", default=defaults.invox_app_id)
@@ -67,6 +73,7 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
         token_ttl_s=args.token_ttl_s,
         polls_before_ready=args.polls_before_ready,
         latency_ms=args.latency_ms,
+        ready_after_ms=args.ready_after_ms,
         intron_upload_rate_per_min=args.intron_upload_rate,
         intron_status_rate_per_min=args.intron_status_rate,
         invox_status_key=args.invox_status_key,

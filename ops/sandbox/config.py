@@ -98,6 +98,8 @@ KNOB_PARSERS: Final[Mapping[str, Callable[[str, object], object]]] = {
     "token_ttl_s": _non_negative_number,
     "rate_window_s": _non_negative_number,
     "no_speech": _bool,
+    "ready_after_ms": _non_negative_int,
+    "callbacks": _bool,
 }
 
 
@@ -127,6 +129,10 @@ class SandboxConfig:
     invox_status_key: str = "transcriptionStatus"
     # Transcriptions finish with no words, as a recording of silence does (the worker's noSpeech).
     no_speech: bool = False
+    # > 0: an Invox transcription is ready this long after its audio PUT (polls do not count),
+    # and then, with `callbacks`, the emulator POSTs to its callbackUrl (loopback only).
+    ready_after_ms: int = 0
+    callbacks: bool = True
     forbidden: frozenset[str] = frozenset()
     forbidden_error_type: str = "missingPermission"
     seed: int = 0

@@ -11,6 +11,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ops.sandbox import content
+from ops.sandbox.callbacks import ready_later
 from ops.sandbox.faults import STATUS_KINDS
 from ops.sandbox.replies import Abort, invox_abort, json_object, vendor_error
 from ops.sandbox.state import InvoxDocument, InvoxTranscription, SandboxState, same_secret
@@ -98,6 +99,10 @@ async def audio_put(request: web.Request, state: SandboxState) -> web.Response:
     record.size_bytes, sha256 = await _signed_put(request, "invox.audio_put", record.mime_type)
     if not record.uploaded:  # a second PUT to the same requestId replaces the audio: one bill
         state.stats.paid_submission("invox", sha256)
+        record.audio_sha256 = sha256
+        if state.knobs.ready_after_ms > 0:
+            record.timed = True
+            state.spawn(ready_later(state, record, state.knobs.ready_after_ms / 1000))
     record.uploaded = True
     return web.Response(status=200)
 
@@ -124,12 +129,19 @@ async def transcription(request: web.Request, state: SandboxState) -> web.Respon
         body["errorMessage"] = fault.message or "Audio could not be transcribed"
     elif fault is not None:
         body[key] = fault.status_value or "WEIRD"
-    elif earlier_polls >= state.knobs.polls_before_ready:
+    elif _ready(record, earlier_polls, state):
         turns = () if state.knobs.no_speech else state.config.transcript_turns
         body = {"transcription": content.segments(turns), key: "COMPLETED"}
     else:
         body[key] = "PENDING"
     return web.json_response(body)
+
+
+def _ready(record: InvoxTranscription, earlier_polls: int, state: SandboxState) -> bool:
+    """A timed transcription (ready_after_ms) once its timer fired; else after enough polls."""
+    if record.timed:
+        return record.ready_at_s is not None
+    return earlier_polls >= state.knobs.polls_before_ready
 
 
 async def summary(request: web.Request, state: SandboxState) -> web.Response:

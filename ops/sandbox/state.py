@@ -6,12 +6,13 @@ inspect uploads or swap the clock instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class Knobs:
     token_ttl_s: float
     rate_window_s: float
     no_speech: bool
+    ready_after_ms: int
+    callbacks: bool
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> Knobs:
@@ -64,6 +67,8 @@ class Knobs:
             "token_ttl_s": self.token_ttl_s,
             "rate_window_s": self.rate_window_s,
             "no_speech": self.no_speech,
+            "ready_after_ms": self.ready_after_ms,
+            "callbacks": self.callbacks,
         }
 
 
@@ -87,6 +92,22 @@ class InvoxTranscription:
     uploaded: bool = False
     size_bytes: int = 0
     polls: int = 0
+    # Set by the ready_after_ms timer: ready from then on, whatever the polls (wall clock).
+    timed: bool = False
+    ready_at_s: float | None = None
+    audio_sha256: str = ""
+    # The callback's HTTP status; 0: not sent (not loopback, or the connection failed).
+    callback_status: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What /_sandbox/stats tells of it (never the callbackUrl: it holds a token)."""
+        return {
+            "requestId": self.request_id,
+            "audioSha256": self.audio_sha256,
+            "readyAt": self.ready_at_s,
+            "callbackStatus": self.callback_status,
+            "polls": self.polls,
+        }
 
 
 @dataclass
@@ -181,6 +202,13 @@ class SandboxState:
         self.documents: dict[str, InvoxDocument] = {}
         self.tokens: dict[str, float] = {}
         self.rate_windows = SlidingWindow(lambda: self._clock())
+        self.background: set[asyncio.Task[None]] = getattr(self, "background", set())
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work beside the requests (a ready timer); cancelled when the app stops."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def issue_token(self) -> str:
         token = secrets.token_urlsafe(32)
@@ -222,4 +250,8 @@ class SandboxState:
                 for paid in self.stats.paid
             ],
             "tokens_issued": self.stats.tokens_issued,
+            # Timed transcriptions (ready_after_ms): when each was ready, and its callback.
+            "invox_transcriptions": [
+                record.to_json() for record in self.transcriptions.values() if record.timed
+            ],
         }

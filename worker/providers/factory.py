@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 from schemas.jobs import NoteProviderName, SummarizerName, TranscriberName
+from worker.callbacks import CallbackTokens
 from worker.providers.base import NoteProvider, SummaryProvider, TranscriptionProvider
 from worker.providers.http import VendorHttp
 from worker.providers.intron import IntronSummarizer, IntronTranscriber
@@ -53,7 +54,7 @@ def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
             InvoxTokenSource(settings.invox, http),
             upload_allowlist=settings.url_allowlist,
         )
-        transcribers["invox"] = InvoxTranscriber(invox)
+        transcribers["invox"] = InvoxTranscriber(invox, CallbackTokens.from_settings(settings))
         summarizers["invox"] = InvoxSummarizer(invox)
         note_writers["invox"] = InvoxNoteWriter(invox)
     registry = ProviderRegistry(

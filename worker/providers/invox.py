@@ -40,6 +40,7 @@ from schemas.jobs import (
     TranscriptionHandle,
     TranscriptSegment,
 )
+from worker.callbacks import CallbackTokens
 from worker.constants import INVOX_API_VERSION_HEADER
 from worker.errors import PermanentError, ScribeError
 from worker.ledger import SubmissionIntent, SubmissionJournal
@@ -192,8 +193,10 @@ def _signed_url(entry: JsonObject, key: str, endpoint: str) -> str:
 class InvoxTranscriber:
     name = "invox"
 
-    def __init__(self, client: InvoxClient) -> None:
+    def __init__(self, client: InvoxClient, callbacks: CallbackTokens | None = None) -> None:
         self._client = client
+        # SCRIBE_CALLBACK_BASE_URL: each presign carries a callbackUrl with a fresh token.
+        self._callbacks = callbacks
 
     def close(self) -> None:
         """Nothing of its own to release (the shared HTTP session is closed by the worker)."""
@@ -211,8 +214,12 @@ class InvoxTranscriber:
             resumed = await self._resume(intent, audio, journal)
             if resumed is not None:
                 return resumed
+        payload: JsonObject = {"mimeType": audio.mime_type}
+        nonce = None
+        if self._callbacks is not None:
+            nonce, payload["callbackUrl"] = self._callbacks.issue(str(job.job_id))
         body = await self._client.post(
-            PRESIGNED_URL_ENDPOINT, self._client.paths.presigned_url, {"mimeType": audio.mime_type}
+            PRESIGNED_URL_ENDPOINT, self._client.paths.presigned_url, payload
         )
         signed_url = _signed_url(body, "presignedUrl", PRESIGNED_URL_ENDPOINT)
         request_id = expect_str(body, "requestId", PRESIGNED_URL_ENDPOINT)
@@ -226,11 +233,13 @@ class InvoxTranscriber:
                 replays=journal.replays,
                 request_id=request_id,
                 upload_url=signed_url,
+                callback_nonce=nonce,
             )
         )
         await self._client.upload(AUDIO_UPLOAD_ENDPOINT, signed_url, audio, audio.mime_type)
         return Submitted(
-            TranscriptionHandle(provider="invox", handle=request_id, submitted_at=started_at)
+            TranscriptionHandle(provider="invox", handle=request_id, submitted_at=started_at),
+            callback_nonce=nonce,
         )
 
     async def _resume(
@@ -245,7 +254,7 @@ class InvoxTranscriber:
         )
         if await self._has_request(intent.request_id):
             journal.note("resumed")
-            return Submitted(handle)
+            return Submitted(handle, intent.callback_nonce)
         journal.note("reput")
         try:
             await self._client.upload(
@@ -256,7 +265,7 @@ class InvoxTranscriber:
             # delivery asks get-transcription again).
             await journal.clear()
             return None
-        return Submitted(handle)
+        return Submitted(handle, intent.callback_nonce)
 
     async def _has_request(self, request_id: str) -> bool:
         """Whether get-transcription knows the request with its audio: 404 transcriptionNotFound,
