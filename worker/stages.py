@@ -3,7 +3,6 @@ worker/delivery.py alone decides what to publish, ack or dead-letter."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,12 +21,9 @@ from schemas.jobs import (
     TranscriptionHandle,
 )
 from worker.callbacks import CallbackTicket
-from worker.chunk_flow import ChunkedTranscription, Step, check_chunk
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.errors import PermanentError
-from worker.evidence import note_with_evidence, summary_with_evidence
-from worker.fhir import note_bundle
 from worker.handles import HandleSigner
 from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
 from worker.media import MediaFetcher
@@ -43,7 +39,6 @@ from worker.outcomes import (
 )
 from worker.providers.base import Transcribed
 from worker.providers.registry import ProviderRegistry
-from worker.roles import with_roles_in_thread
 from worker.settings import RetrySettings
 
 log = structlog.get_logger("scribe.stages")
@@ -55,20 +50,14 @@ def completed_event(
     summary: Summary,
     note: tuple[ClinicalNoteField, ...] | None,
 ) -> JobCompleted:
-    occurred_at = datetime.now(UTC)
-    # A note also goes out as a FHIR R4 Bundle (worker/fhir.py), dated by the event.
-    fhir = None
-    if note is not None:
-        fhir = note_bundle(job, transcript.provider, summary.provider, note, occurred_at)
     return JobCompleted(
         event_id=stable_event_id(str(job.job_id), "completed"),
         job_id=job.job_id,
         consultation_session_id=job.session_id,
-        occurred_at=occurred_at,
+        occurred_at=datetime.now(UTC),
         transcript=transcript,
         summary=summary,
         clinical_note=note,
-        fhir=fhir,
     )
 
 
@@ -96,8 +85,6 @@ class Stages:
     handles: HandleSigner
     # Counts what transcribe deliveries did about submissions an earlier one left unfinished.
     metrics: Metrics | None = None
-    # Long recordings, one chunk per message (worker/chunk_flow.py); None: never split.
-    chunks: ChunkedTranscription | None = None
 
     def handler(self, stage: Stage) -> Handler:
         handlers: dict[Stage, Handler] = {
@@ -109,8 +96,6 @@ class Stages:
         return handlers[stage]
 
     async def transcribe(self, body: bytes, ctx: DeliveryContext) -> Outcome:
-        if ctx.chunk:
-            return await self._after_chunk(await self._chunked().transcribe_next(body, ctx))
         job = self.codec.decode_job(body)
         # The door: a job this worker cannot finish is refused before the audio is read and
         # before any vendor call (incompatibleProviders, providerNotConfigured, templateTooLarge).
@@ -123,19 +108,12 @@ class Stages:
             # earlier delivery of this job left unfinished (killed before its handle was written).
             journal = SubmissionJournal(self.ledger, job_id, replays=ctx.replays)
             try:
-                async with self.media.audio(job.audio, provider.name) as audio:
-                    if self.chunks is not None and self.chunks.splits(audio, provider.name):
-                        step = await self.chunks.transcribe_first(job, provider, audio, ctx)
-                        return await self._after_chunk(step)
-                    # Over the transcriber's limit: chunked (worker/chunking.py), else refused.
-                    self.media.require_one_upload(audio, provider.name)
+                async with self.media.audio(job.audio) as audio:
                     result = await provider.submit(job, audio, journal)
             finally:
                 self._count_redeliveries(job_id, provider.name, journal)
             if isinstance(result, Transcribed):
-                # Every segment gets a speaker and a role (worker/roles.py), whoever transcribed.
-                transcript = await with_roles_in_thread(spoken(result.transcript))
-                summarize = SummarizeState(transcript=transcript)
+                summarize = SummarizeState(transcript=spoken(result.transcript))
                 return Advance("summarize", self.codec.encode(job, summarize), provider.name)
             handle = result.handle
             if result.callback_nonce is not None:
@@ -182,25 +160,9 @@ class Stages:
             if self.metrics is not None:
                 self.metrics.submission_redeliveries.labels(provider, action).inc()
 
-    async def _after_chunk(self, step: Step) -> Outcome:
-        """A chunk's outcome; once the last is in, its stitched transcript goes on as any does."""
-        if isinstance(step, Advance):
-            return step
-        transcript = await with_roles_in_thread(spoken(step.transcript))
-        summarize = SummarizeState(transcript=transcript)
-        return Advance("summarize", self.codec.encode(step.job, summarize), step.provider)
-
-    def _chunked(self) -> ChunkedTranscription:
-        if self.chunks is None:
-            raise PermanentError(
-                ErrorType.INCONSISTENT_INPUT, "a chunk's message, and this worker splits nothing"
-            )
-        return self.chunks
-
     async def poll(self, body: bytes, ctx: DeliveryContext) -> Outcome:
         message = self.codec.decode(PollState, body)
         job, handle = message.job, message.state.transcription
-        check_chunk(message.state.chunks, ctx.chunk)
         # Before any vendor call: the handle's syntax, and that we signed it for this job.
         self.handles.verify(str(job.job_id), handle)
         provider = self.providers.transcriber(handle.provider)
@@ -219,11 +181,7 @@ class Stages:
                     f"still pending after {ctx.polls + 1} polls over {waited_s:.0f} s",
                 )
             return PollLater(provider.name)
-        if message.state.chunks is not None:
-            step = self._chunked().transcribed(job, message.state.chunks, transcript, provider.name)
-            return await self._after_chunk(step)
-        transcript = await with_roles_in_thread(spoken(transcript))
-        summarize = self.codec.encode(job, SummarizeState(transcript=transcript))
+        summarize = self.codec.encode(job, SummarizeState(transcript=spoken(transcript)))
         return Advance("summarize", summarize, provider.name)
 
     async def summarize(self, body: bytes, ctx: DeliveryContext) -> Outcome:
@@ -231,9 +189,6 @@ class Stages:
         job, transcript = message.job, message.state.transcript
         provider = self.providers.summarizer(job.providers.summarizer)
         summary = await provider.summarize(job, transcript)
-        # Evidence for a provider that gives none (the local one records its own): aligned in a
-        # thread, bounded by worker.evidence's caps.
-        summary = await asyncio.to_thread(summary_with_evidence, summary, transcript)
         if job.template is None:
             self.codec.forget(job.job_id)
             return Complete(completed_event(job, transcript, summary, None), provider.name)
@@ -250,6 +205,5 @@ class Stages:
         fields = await writer.write_note(
             job, job.template, state.transcript, state.summary, documents
         )
-        fields = await asyncio.to_thread(note_with_evidence, fields, state.transcript)
         self.codec.forget(job.job_id)
         return Complete(completed_event(job, state.transcript, state.summary, fields), writer.name)

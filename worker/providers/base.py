@@ -17,7 +17,6 @@ from schemas.jobs import (
     Transcript,
     TranscriptionHandle,
 )
-from worker.audio import AudioInfo
 from worker.ledger import SubmissionJournal
 
 
@@ -26,8 +25,7 @@ class PreparedAudio:
     """Audio checked against the limits, in a local file the worker owns until the stage ends.
 
     source_url is the job's own URL (if it gave one), for vendors that can fetch it themselves.
-    It is patient data: never log it. `info` is what worker/audio.py's probe found (container,
-    codec, rate, channels); None only where a test builds the audio by hand.
+    It is patient data: never log it.
     """
 
     path: Path
@@ -36,7 +34,6 @@ class PreparedAudio:
     mime_type: str
     file_name: str
     source_url: str | None
-    info: AudioInfo | None = None
 
 
 @dataclass(frozen=True)
