@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import WithJsonSchema
 
 from schemas.base import (
     SCHEMA_REVISION,
@@ -14,6 +16,20 @@ from schemas.base import (
     WireUuid,
 )
 from schemas.jobs import ClinicalNoteField, Summary, Transcript
+
+# A FHIR R4 Bundle (type collection) as FHIR's own JSON: its schema is FHIR's (fhir.schema.json,
+# R4 4.0.1), not restated here; worker/fhir.py builds it and the tests validate it against R4.
+FhirBundle = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "title": "FhirBundle",
+            "description": "A FHIR R4 (4.0.1) Bundle of type collection: DocumentReference, "
+            "Composition, Provenance and Device resources (see README, FHIR R4 output).",
+        }
+    ),
+]
 
 
 class JobCompleted(WireModel):
@@ -29,6 +45,9 @@ class JobCompleted(WireModel):
     transcript: Transcript
     summary: Summary
     clinical_note: tuple[ClinicalNoteField, ...] | None = None
+    # The note as a FHIR R4 Bundle (schemaRevision 2; README "FHIR R4 output"): present when the
+    # job had a template, absent in older events.
+    fhir: FhirBundle | None = None
 
 
 class JobFailed(WireModel):

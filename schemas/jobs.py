@@ -106,6 +106,37 @@ class IntronOptions(WireModel):
     summary_source: Literal["get_summary", "get_soap_note", "get_clerking"] = "get_summary"
 
 
+# FHIR output (schemaRevision 2, worker/fhir.py): the LOINC document types a note can be filed
+# as (US Core clinical notes a consultation can produce), and references to resources the
+# receiving EHR already holds: a relative reference "<Type>/<id>" with a FHIR id (1 to 64 of
+# A-Z a-z 0-9 - .), nothing else. No names, birth dates or other demographics travel.
+FhirDocumentType = Literal["11506-3", "34117-2", "11488-4", "28570-0"]
+
+
+def _fhir_reference(resource_type: str) -> Any:
+    return Field(
+        min_length=len(resource_type) + 2,
+        max_length=len(resource_type) + 65,
+        pattern=rf"^{resource_type}/[A-Za-z0-9.\-]{{1,64}}$",
+        json_schema_extra=NO_NEWLINE,
+    )
+
+
+PatientReference = Annotated[str, _fhir_reference("Patient")]
+EncounterReference = Annotated[str, _fhir_reference("Encounter")]
+PractitionerReference = Annotated[str, _fhir_reference("Practitioner")]
+
+
+class FhirOptions(WireModel):
+    """Where the FHIR document of the note belongs: references only (schemaRevision 2)."""
+
+    patient: PatientReference | None = None
+    encounter: EncounterReference | None = None
+    practitioner: PractitionerReference | None = None
+    # LOINC document type of the DocumentReference and the Composition (default progress note).
+    document_type: Annotated[FhirDocumentType, Field(title="FhirDocumentType")] = "11506-3"
+
+
 class TemplateField(WireModel):
     """One field of an Invox IAPITemplate (APITemplateField)."""
 
@@ -141,6 +172,7 @@ class JobRequest(WireModel):
     documents: tuple[DocumentRef, ...] = Field(default=(), max_length=20)
     intron: IntronOptions = IntronOptions()
     submitted_at: WireDatetime | None = None
+    fhir: FhirOptions | None = None
 
     @property
     def session_id(self) -> str:
