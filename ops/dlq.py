@@ -392,8 +392,13 @@ class Filters:
     stages: frozenset[str] = frozenset()
     job_ids: frozenset[str] = frozenset()
     since: datetime | None = None
+    # Exactly these dead letters (the console's confirmation replays and purges what its dry
+    # run showed, never a letter that arrived since).
+    identities: frozenset[str] = frozenset()
 
     def matches(self, letter: DeadLetter) -> bool:
+        if self.identities and letter.identity not in self.identities:
+            return False
         if self.error_types and not self._error_type_matches(letter.error_type):
             return False
         if self.stages and letter.stage not in self.stages:

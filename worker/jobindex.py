@@ -94,6 +94,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "the console's audit of dead-letter replays and purges",
+        # Written by ops/console/app.py before a replay or purge moves anything: who, when, the
+        # filters and how many were planned, then how many were done.
+        """
+        CREATE TABLE scribe_console_audit (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            actor text NOT NULL,
+            action text NOT NULL CHECK (action IN ('replay', 'purge')),
+            filters jsonb NOT NULL,
+            planned integer NOT NULL,
+            done integer,
+            outcome text NOT NULL CHECK (outcome IN ('started', 'done', 'failed'))
+        );
+        CREATE INDEX scribe_console_audit_at ON scribe_console_audit (at DESC);
+        """,
+    ),
 )
 
 _MIGRATIONS_TABLE = """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,16 @@ class InvoxSettings:
         return self.base_url is not None and (
             self.access_token is not None or self.token_url is not None
         )
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """Long recordings (worker/chunking.py): SCRIBE_WORK_DIR holds each message's chunk files
+    (removed when its work ends, and swept at start); SCRIBE_LOCAL_CHUNK_S is the longest chunk
+    the local model transcribes in one message (under RabbitMQ's 30-minute consumer_timeout)."""
+
+    work_dir: Path = Path(tempfile.gettempdir()) / c.DEFAULT_WORK_DIR_NAME
+    local_chunk_s: float = c.DEFAULT_LOCAL_CHUNK_S
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,8 @@ class Settings:
     handle_key: Secret | None = None
     # How long a starting worker waits for the broker to answer before it exits (code 3).
     broker_start_timeout_s: float = c.DEFAULT_BROKER_START_TIMEOUT_S
+    # Long recordings: where chunk files live, how long a local chunk is (worker/chunking.py).
+    chunking: ChunkSettings = ChunkSettings()
     # SCRIBE_CALLBACK_BASE_URL: where Invox reaches this worker's HTTP port (worker/callbacks.py);
     # None: no callbackUrl is sent and transcriptions are found by polling alone.
     callback_base_url: str | None = None
@@ -373,6 +386,7 @@ class _Reader:
             ),
             max_audio_bytes=self.integer("SCRIBE_MAX_AUDIO_BYTES", c.DEFAULT_MAX_AUDIO_BYTES, 1),
             audio=self._audio(),
+            chunking=self._chunking(),
             max_document_bytes=self.integer(
                 "SCRIBE_MAX_DOCUMENT_BYTES", c.DEFAULT_MAX_DOCUMENT_BYTES, 1
             ),
@@ -458,6 +472,13 @@ class _Reader:
             read_timeout_s=self.number(
                 "SCRIBE_AUDIO_READ_TIMEOUT_S", c.DEFAULT_AUDIO_READ_TIMEOUT_S, 0.001
             ),
+        )
+
+    def _chunking(self) -> ChunkSettings:
+        work_dir = self.raw("SCRIBE_WORK_DIR")
+        return ChunkSettings(
+            work_dir=Path(work_dir).resolve() if work_dir else ChunkSettings().work_dir,
+            local_chunk_s=self.number("SCRIBE_LOCAL_CHUNK_S", c.DEFAULT_LOCAL_CHUNK_S, 10.0),
         )
 
     def _audio_formats(self, name: str) -> frozenset[str]:
@@ -556,3 +577,8 @@ class _Reader:
             app_id=app_id,
             app_key=app_key,
         )
+
+
+# The same typed reading for the operator tools' own settings (ops/console/settings.py): one
+# set of rules for every SCRIBE_* variable, each failure naming it.
+EnvReader = _Reader

@@ -56,6 +56,7 @@ async def test_migrations_apply_once_even_when_workers_start_together(database_u
         )
         assert [t["tablename"] for t in tables] == [
             "schema_migrations",
+            "scribe_console_audit",
             "scribe_job_transitions",
             "scribe_jobs",
         ]
