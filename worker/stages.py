@@ -24,6 +24,7 @@ from worker.callbacks import CallbackTicket
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.errors import PermanentError
+from worker.fhir import note_bundle
 from worker.handles import HandleSigner
 from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
 from worker.media import MediaFetcher
@@ -50,14 +51,20 @@ def completed_event(
     summary: Summary,
     note: tuple[ClinicalNoteField, ...] | None,
 ) -> JobCompleted:
+    occurred_at = datetime.now(UTC)
+    # A note also goes out as a FHIR R4 Bundle (worker/fhir.py), dated by the event.
+    fhir = None
+    if note is not None:
+        fhir = note_bundle(job, transcript.provider, summary.provider, note, occurred_at)
     return JobCompleted(
         event_id=stable_event_id(str(job.job_id), "completed"),
         job_id=job.job_id,
         consultation_session_id=job.session_id,
-        occurred_at=datetime.now(UTC),
+        occurred_at=occurred_at,
         transcript=transcript,
         summary=summary,
         clinical_note=note,
+        fhir=fhir,
     )
 
 
