@@ -133,8 +133,10 @@ class WorkerApp:
             self._fetch_session,
             policy,
             settings.max_audio_bytes,
-            settings.max_audio_duration_s,
+            settings.audio.max_job_s,
             settings.max_document_bytes,
+            limits=settings.audio.limits(),
+            read_timeout_s=settings.audio.read_timeout_s,
         )
         self._registry = self._registry_factory(settings, self._vendor_http(self._session))
         signer = HandleSigner.from_settings(settings)

@@ -70,6 +70,7 @@ OutputFormat = Literal["wav", "flac"]
 ASR_SAMPLE_RATE: Final = 16_000
 SNIFF_BYTES: Final = 64
 ID3_HEADER_BYTES: Final = 10
+MP3_LENGTH_HEADER_WINDOW: Final = 64  # the tag sits 13 to 36 bytes into the first frame
 DEFAULT_TIMEOUT_S: Final = 120.0
 DEFAULT_MAX_DECODE_S: Final = 4 * 3600.0  # over any job maximum: a bound, not a policy
 DECODE_CHECK_PACKETS: Final = 8  # decoded at the start of every probe
@@ -225,7 +226,7 @@ def probe_audio(
 
     with _open(path, container) as media:
         try:
-            return _probe_open(media, container, size, budget, max_duration_s)
+            return _probe_open(media, path, container, size, budget, max_duration_s)
         except (av.FFmpegError, OSError, ValueError, MemoryError):
             raise unsupported(f"the {container} audio is corrupt") from None
 
@@ -241,7 +242,15 @@ def _audio_stream(media: Any, container: Container) -> Any:
     return stream
 
 
-def _declared_duration_s(media: Any, stream: Any) -> float | None:
+def _declared_duration_s(media: Any, stream: Any, container: Container, path: Path) -> float | None:
+    """The duration the container states, where it is a statement and not FFmpeg's estimate
+    from the bit rate: a WAV's data chunk header (FFmpeg sizes it from the file), an MP3 only
+    with a Xing/Info/VBRI header, never raw ADTS AAC."""
+    if container == "wav":
+        header = wav_header(path)
+        return None if header is None else header.duration_s
+    if container == "aac" or (container == "mp3" and not _has_mp3_length_header(path)):
+        return None
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
     if media.duration is not None and media.duration > 0:
@@ -251,13 +260,14 @@ def _declared_duration_s(media: Any, stream: Any) -> float | None:
 
 def _probe_open(
     media: Any,
+    path: Path,
     container: Container,
     size: int,
     budget: _Budget,
     max_duration_s: float | None,
 ) -> AudioInfo:
     stream = _audio_stream(media, container)
-    declared = _declared_duration_s(media, stream)
+    declared = _declared_duration_s(media, stream, container, path)
     end_s, decoded_frames = _read_packets(media, stream, budget, max_duration_s)
     if decoded_frames == 0:
         raise unsupported(f"the {container} audio has no decodable frames")
@@ -278,6 +288,22 @@ def _probe_open(
         channels=int(context.channels or 0),
         size_bytes=size,
     )
+
+
+def _has_mp3_length_header(path: Path) -> bool:
+    """Whether the first MPEG frame (after any ID3v2 tag) holds a Xing, Info or VBRI header,
+    which states the frame count: without one, FFmpeg's duration is a bit-rate estimate."""
+    with path.open("rb") as stream:
+        head = stream.read(ID3_HEADER_BYTES)
+        start = 0
+        if head[:3] == b"ID3" and len(head) == ID3_HEADER_BYTES:
+            syncsafe = head[6:10]
+            start = ID3_HEADER_BYTES + sum(
+                (b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(syncsafe)
+            )
+        stream.seek(start)
+        frame = stream.read(MP3_LENGTH_HEADER_WINDOW)
+    return any(tag in frame for tag in (b"Xing", b"Info", b"VBRI"))
 
 
 def _read_packets(
@@ -333,6 +359,33 @@ def iter_pcm(
             raise unsupported(f"the {container} audio cannot be decoded") from None
 
 
+class _Window:
+    """Which resampled samples to keep: [first, last) counted from the recording's start, and
+    where the next sample falls (set by the first decoded frame's timestamp)."""
+
+    def __init__(self, sample_rate: int, start_s: float, duration_s: float | None) -> None:
+        self.sample_rate = sample_rate
+        self.first = round(start_s * sample_rate)
+        self.last = None if duration_s is None else self.first + round(duration_s * sample_rate)
+        self.position: int | None = None
+
+    def take(self, frame: Any) -> bytes:
+        """The part of a resampled frame inside the window; moves the position past it."""
+        position = self.position or 0
+        samples = int(frame.samples)
+        end = position + samples
+        self.position = end
+        lo = max(self.first, position) - position
+        hi = (end if self.last is None else min(end, self.last)) - position
+        if hi <= lo:
+            return b""
+        data = bytes(frame.planes[0])[: samples * PCM_BYTES_PER_SAMPLE]
+        return data[lo * PCM_BYTES_PER_SAMPLE : hi * PCM_BYTES_PER_SAMPLE]
+
+    def done(self) -> bool:
+        return self.last is not None and (self.position or 0) >= self.last
+
+
 def _pcm_blocks(
     media: Any,
     stream: Any,
@@ -348,38 +401,18 @@ def _pcm_blocks(
     if start_s > SEEK_MARGIN_S and stream.time_base is not None:
         # To the keyframe before (start_s - margin): the same one every time for the same file.
         media.seek(int((start_s - SEEK_MARGIN_S) / stream.time_base), stream=stream)
-    first = round(start_s * sample_rate)
-    last = None if duration_s is None else first + round(duration_s * sample_rate)
+    window = _Window(sample_rate, start_s, duration_s)
     limit = round(max_duration_s * sample_rate)
-    position: int | None = None  # the next output sample's index from the recording's start
     for frame in media.decode(stream):
         budget.check()
-        if position is None:
-            position = round(float(frame.time or 0.0) * sample_rate)
-        for out in resampler.resample(frame):
-            block, position = _take(out, position, first, last)
-            if block:
-                yield block
-        if position > limit:
+        if window.position is None:
+            window.position = round(float(frame.time or 0.0) * sample_rate)
+        yield from filter(None, map(window.take, resampler.resample(frame)))
+        if (window.position or 0) > limit:
             raise unsupported("the audio decodes to more than the longest accepted recording")
-        if last is not None and position >= last:
+        if window.done():
             return
-    for out in resampler.resample(None):
-        block, position = _take(out, position or 0, first, last)
-        if block:
-            yield block
-
-
-def _take(frame: Any, position: int, first: int, last: int | None) -> tuple[bytes, int]:
-    """The part of a resampled frame inside [first, last), and the position after it."""
-    samples = int(frame.samples)
-    data = bytes(frame.planes[0])[: samples * PCM_BYTES_PER_SAMPLE]
-    end = position + samples
-    lo = max(first, position) - position
-    hi = (min(end, last) if last is not None else end) - position
-    if hi <= lo:
-        return b"", end
-    return data[lo * PCM_BYTES_PER_SAMPLE : hi * PCM_BYTES_PER_SAMPLE], end
+    yield from filter(None, map(window.take, resampler.resample(None)))
 
 
 def decode_pcm(
@@ -471,3 +504,128 @@ def _write_flac(dest: Path, blocks: Iterator[bytes], sample_rate: int) -> int:
         for packet in stream.encode(None):
             sink.mux(packet)
     return samples
+
+
+MAX_WAV_CHUNKS: Final = 64
+WAV_HEAD_BYTES: Final = 4096  # holds the RIFF, fmt and data headers of every common WAV
+WAV_STREAMING_SIZES: Final = frozenset({0, 0xFFFFFFFF})  # a data size a streaming recorder left
+WAV_PCM_TAGS: Final = frozenset({0x0001, 0xFFFE})  # PCM, WAVE_FORMAT_EXTENSIBLE
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    """A RIFF/WAVE file's fmt chunk and where its data chunk says the samples are."""
+
+    format_tag: int
+    channels: int
+    sample_rate: int
+    byte_rate: int
+    bits: int
+    data_offset: int
+    data_bytes: int  # as declared; the rest of the file when the recorder left it unset
+    file_bytes: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.data_bytes / self.byte_rate
+
+    @property
+    def truncated(self) -> bool:
+        return self.data_offset + self.data_bytes > self.file_bytes + 1  # +1: the pad byte
+
+
+def wav_header(path: Path) -> WavHeader | None:
+    """The fmt and data chunk headers of a RIFF/WAVE file, or None when the file is not one this
+    reader understands (then PyAV decides).
+
+    One open and usually one read (positioned, unbuffered), cheap enough for the event loop: the
+    common case then needs neither a thread (whose GIL hand-offs cost the loop far more than the
+    read) nor a demuxer.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return _wav_header_of(_PositionedReader(fd))
+    finally:
+        os.close(fd)
+
+
+def wav_duration_s(path: Path) -> float | None:
+    """The duration the WAV headers declare, or None (see wav_header)."""
+    header = wav_header(path)
+    return None if header is None else header.duration_s
+
+
+def wav_info(path: Path) -> AudioInfo | None:
+    """The AudioInfo of a 16-bit PCM WAV from its headers alone (cheap enough for the event
+    loop); unsupportedAudio when its data chunk runs past the end of the file; None for any other
+    file (then probe_audio, in a thread, decides)."""
+    header = wav_header(path)
+    if header is None or header.format_tag not in WAV_PCM_TAGS or header.bits != 16:
+        return None
+    if header.channels <= 0 or header.sample_rate <= 0 or header.data_bytes <= 0:
+        return None
+    if header.truncated:
+        raise unsupported("the wav audio is truncated")
+    return AudioInfo(
+        duration_s=header.duration_s,
+        container="wav",
+        codec="pcm_s16le",
+        sample_rate=header.sample_rate,
+        channels=header.channels,
+        size_bytes=header.file_bytes,
+    )
+
+
+class _PositionedReader:
+    """Reads at offsets: from the first WAV_HEAD_BYTES, read once, or from the file."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._head = os.pread(fd, WAV_HEAD_BYTES, 0)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset + size <= len(self._head):
+            return self._head[offset : offset + size]
+        return os.pread(self._fd, size, offset)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+
+def _wav_header_of(reader: _PositionedReader) -> WavHeader | None:
+    riff = reader.read(0, 12)
+    if len(riff) != 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+        return None
+    offset, fmt = 12, b""
+    for _ in range(MAX_WAV_CHUNKS):
+        header = reader.read(offset, 8)
+        if len(header) != 8:
+            return None
+        chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
+        offset += 8
+        if chunk_id == b"data":
+            return _wav_header_from(fmt, offset, size, reader.size())
+        if chunk_id == b"fmt ":
+            fmt = reader.read(offset, min(size, 16))  # a lying size must not size the read
+            if len(fmt) < 16:
+                return None
+        offset += size + size % 2
+    return None
+
+
+def _wav_header_from(fmt: bytes, offset: int, size: int, file_bytes: int) -> WavHeader | None:
+    byte_rate = int.from_bytes(fmt[8:12], "little") if fmt else 0
+    if byte_rate <= 0:
+        return None
+    if size in WAV_STREAMING_SIZES:
+        size = file_bytes - offset
+    return WavHeader(
+        format_tag=int.from_bytes(fmt[0:2], "little"),
+        channels=int.from_bytes(fmt[2:4], "little"),
+        sample_rate=int.from_bytes(fmt[4:8], "little"),
+        byte_rate=byte_rate,
+        bits=int.from_bytes(fmt[14:16], "little"),
+        data_offset=offset,
+        data_bytes=size,
+        file_bytes=file_bytes,
+    )

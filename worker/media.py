@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import mimetypes
 import os
 import re
 import shutil
@@ -23,19 +22,29 @@ import socket
 import stat
 import tempfile
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-import mutagen
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef, BlobRef, DocumentRef
+from worker.audio import (
+    DEFAULT_TIMEOUT_S,
+    AudioInfo,
+    ChunkingRequired,
+    TranscriberLimits,
+    convert,
+    needs_chunking,
+    needs_conversion,
+    probe_audio,
+    wav_info,
+)
 from worker.errors import PermanentError, TransientError
 from worker.providers.base import PreparedAudio, PreparedDocument
 
@@ -45,6 +54,7 @@ DOCUMENT_MIME_TYPES = {"PDF": "application/pdf", "TXT": "text/plain"}
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX, the terminating NUL included
 MAX_NAME_BYTES = 255  # Linux NAME_MAX: one path component
 MAX_DOWNLOAD_NAME_BYTES = 100
+CONVERT_SLACK_S = 5.0  # a conversion decodes at most the probed duration and this
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
@@ -461,113 +471,57 @@ def _resolved_file_under(root: str, name: str, unavailable: ErrorType) -> tuple[
     return Path(resolved), status.st_size
 
 
-MAX_WAV_CHUNKS = 64
-WAV_HEAD_BYTES = 4096  # holds the RIFF, fmt and data headers of every common WAV
-WAV_STREAMING_SIZES = {0, 0xFFFFFFFF}  # a data size left unset by a recorder that streamed
-
-
-def wav_duration_s(path: Path) -> float | None:
-    """The duration of a RIFF/WAVE file from its fmt and data chunk headers, or None when the
-    file is not one this reader understands (then mutagen decides).
-
-    One open and usually one read (positioned, unbuffered), cheap enough for the event loop: the
-    common case then needs neither a thread (whose GIL hand-offs cost the loop far more than the
-    read) nor mutagen's parser.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+async def probe(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AudioInfo:
+    """The audio's AudioInfo: a 16-bit PCM WAV from its headers on the event loop (one read),
+    anything else by probe_audio in a thread."""
     try:
-        return _wav_duration_of(_PositionedReader(fd))
-    finally:
-        os.close(fd)
-
-
-class _PositionedReader:
-    """Reads at offsets: from the first WAV_HEAD_BYTES, read once, or from the file."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._head = os.pread(fd, WAV_HEAD_BYTES, 0)
-
-    def read(self, offset: int, size: int) -> bytes:
-        if offset + size <= len(self._head):
-            return self._head[offset : offset + size]
-        return os.pread(self._fd, size, offset)
-
-    def size(self) -> int:
-        return os.fstat(self._fd).st_size
-
-
-def _wav_duration_of(reader: _PositionedReader) -> float | None:
-    riff = reader.read(0, 12)
-    if len(riff) != 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-        return None
-    offset, byte_rate = 12, 0
-    for _ in range(MAX_WAV_CHUNKS):
-        header = reader.read(offset, 8)
-        if len(header) != 8:
-            return None
-        chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
-        offset += 8
-        if chunk_id == b"data":
-            if byte_rate <= 0:
-                return None
-            if size in WAV_STREAMING_SIZES:
-                size = reader.size() - offset
-            return size / byte_rate
-        if chunk_id == b"fmt ":
-            fmt = reader.read(offset, min(size, 16))  # a lying size must not size the read
-            if len(fmt) < 16:
-                return None
-            byte_rate = int.from_bytes(fmt[8:12], "little")
-        offset += size + size % 2
-    return None
-
-
-def audio_duration_s(path: Path) -> float:
-    """Any format mutagen reads; slow (it scores every format it knows), so run it in a thread."""
-    try:
-        parsed = mutagen.File(path)
-    except (mutagen.MutagenError, OSError, ValueError) as exc:
-        raise PermanentError(ErrorType.UNSUPPORTED_AUDIO, "the audio could not be parsed") from exc
-    length = getattr(getattr(parsed, "info", None), "length", None)
-    if not isinstance(length, int | float) or length <= 0:
-        raise PermanentError(ErrorType.UNSUPPORTED_AUDIO, "the audio duration is unknown")
-    return float(length)
-
-
-async def measure_duration_s(path: Path) -> float:
-    try:
-        duration_s = wav_duration_s(path)
-    except OSError as exc:
-        raise PermanentError(ErrorType.AUDIO_UNAVAILABLE, "the audio could not be read") from exc
-    if duration_s is not None and duration_s > 0:
-        return duration_s
-    return await asyncio.to_thread(audio_duration_s, path)
-
-
-def _mime_type(ref: AudioRef, path: Path) -> str:
-    if ref.mime_type:
-        return ref.mime_type
-    guessed, _ = mimetypes.guess_type(path.name)
-    return guessed or "application/octet-stream"
+        info = wav_info(path)
+    except OSError:
+        raise PermanentError(ErrorType.AUDIO_UNAVAILABLE, "the audio could not be read") from None
+    if info is not None:
+        return info
+    return await asyncio.to_thread(probe_audio, path, timeout_s=timeout_s)
 
 
 class MediaFetcher:
-    """Prepares audio and documents for providers; owns the temporary files it creates."""
+    """Prepares audio and documents for providers; owns the temporary files it creates.
+
+    max_job_audio_s is the job maximum (audioTooLong over it). `limits` holds what each
+    transcriber takes in one upload (worker/audio.py TranscriberLimits): audio in a format it
+    does not take is converted; audio over its limits is handed over unconverted, for the stage
+    to chunk (needs_chunking). A transcriber with no entry takes the audio as it is.
+    """
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         policy: FetchPolicy,
         max_audio_bytes: int,
-        max_audio_duration_s: float,
+        max_job_audio_s: float,
         max_document_bytes: int,
+        *,
+        limits: Mapping[str, TranscriberLimits] | None = None,
+        read_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._session = session
         self._policy = policy
         self._max_audio_bytes = max_audio_bytes
-        self._max_audio_duration_s = max_audio_duration_s
+        self._max_job_audio_s = max_job_audio_s
         self._max_document_bytes = max_document_bytes
+        self._limits = dict(limits or {})
+        self._read_timeout_s = read_timeout_s
+
+    def limits(self, transcriber: str) -> TranscriberLimits | None:
+        """What this transcriber takes in one upload; None: anything the job maximum allows."""
+        return self._limits.get(transcriber)
+
+    def require_one_upload(self, audio: PreparedAudio, transcriber: str) -> None:
+        """Raises ChunkingRequired (an audioTooLong refusal, before any vendor call) when the
+        audio is over what this transcriber takes in one upload (needs_chunking). The transcribe
+        stage calls it where a chunked job would branch off to worker/chunking.py."""
+        limits = self.limits(transcriber)
+        if limits is not None and audio.info is not None and needs_chunking(audio.info, limits):
+            raise ChunkingRequired(audio.info, limits, transcriber)
 
     @contextlib.asynccontextmanager
     async def _materialise(
@@ -588,26 +542,64 @@ class MediaFetcher:
             yield target, size
 
     @contextlib.asynccontextmanager
-    async def audio(self, ref: AudioRef) -> AsyncIterator[PreparedAudio]:
-        """Checks the documented limits (size, duration) before any vendor sees the audio."""
+    async def audio(
+        self, ref: AudioRef, transcriber: str | None = None
+    ) -> AsyncIterator[PreparedAudio]:
+        """The job's audio, checked before any vendor sees it: its size (fileTooLarge), that it
+        is an accepted format and intact (unsupportedAudio), its duration against the job
+        maximum (audioTooLong); then converted if the transcriber needs another format and the
+        audio fits one upload. The MIME type is the content's, whatever the job or name says."""
         async with self._materialise(ref, self._max_audio_bytes, ErrorType.AUDIO_UNAVAILABLE) as (
             path,
             size,
         ):
-            duration_s = await measure_duration_s(path)
-            if duration_s > self._max_audio_duration_s:
+            info = await probe(path, timeout_s=self._read_timeout_s)
+            if info.duration_s > self._max_job_audio_s:
                 raise PermanentError(
                     ErrorType.AUDIO_TOO_LONG,
-                    f"{duration_s:.0f} s is over the {self._max_audio_duration_s:.0f} s limit",
+                    f"{info.duration_s:.0f} s is over the job maximum of "
+                    f"{self._max_job_audio_s:.0f} s",
                 )
-            yield PreparedAudio(
+            limits = None if transcriber is None else self.limits(transcriber)
+            prepared = PreparedAudio(
                 path=path,
                 size_bytes=size,
-                duration_s=duration_s,
-                mime_type=_mime_type(ref, path),
+                duration_s=info.duration_s,
+                mime_type=info.mime_type,
                 file_name=ref.file_name or path.name,
                 source_url=ref.url,
+                info=info,
             )
+            if limits is None or needs_chunking(info, limits) or not needs_conversion(info, limits):
+                yield prepared
+                return
+            with tempfile.TemporaryDirectory(prefix="scribe-convert-") as folder:
+                yield await self._converted(prepared, info, limits, Path(folder))
+
+    async def _converted(
+        self, audio: PreparedAudio, info: AudioInfo, limits: TranscriberLimits, folder: Path
+    ) -> PreparedAudio:
+        """The audio as limits.convert_to in folder, in a thread. The job's URL is dropped: a
+        vendor fetching it would get the original format."""
+        target = folder / f"{Path(audio.file_name).stem or 'audio'}.{limits.convert_to}"
+        converted = await asyncio.to_thread(
+            convert,
+            audio.path,
+            target,
+            limits.convert_to,
+            limits.sample_rate,
+            timeout_s=self._read_timeout_s,
+            max_duration_s=info.duration_s + CONVERT_SLACK_S,
+        )
+        return PreparedAudio(
+            path=target,
+            size_bytes=converted.size_bytes,
+            duration_s=converted.duration_s,
+            mime_type=converted.mime_type,
+            file_name=target.name,
+            source_url=None,
+            info=converted,
+        )
 
     async def document(self, ref: DocumentRef) -> PreparedDocument:
         """The document checked against the size limit and left on disk, to be streamed (never

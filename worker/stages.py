@@ -115,7 +115,9 @@ class Stages:
             # earlier delivery of this job left unfinished (killed before its handle was written).
             journal = SubmissionJournal(self.ledger, job_id, replays=ctx.replays)
             try:
-                async with self.media.audio(job.audio) as audio:
+                async with self.media.audio(job.audio, provider.name) as audio:
+                    # Over the transcriber's limit: chunked (worker/chunking.py), else refused.
+                    self.media.require_one_upload(audio, provider.name)
                     result = await provider.submit(job, audio, journal)
             finally:
                 self._count_redeliveries(job_id, provider.name, journal)

@@ -212,7 +212,7 @@ async def test_bad_message_on_later_stages(
 @pytest.mark.parametrize(
     ("limit", "error_type"),
     [
-        ({"SCRIBE_MAX_AUDIO_DURATION_S": "1"}, "audioTooLong"),
+        ({"SCRIBE_MAX_JOB_AUDIO_S": "1"}, "audioTooLong"),
         ({"SCRIBE_MAX_AUDIO_BYTES": "1000"}, "fileTooLarge"),
     ],
 )

@@ -17,6 +17,7 @@ from schemas.jobs import (
     Transcript,
     TranscriptionHandle,
 )
+from worker.audio import AudioInfo
 from worker.ledger import SubmissionJournal
 
 
@@ -25,7 +26,8 @@ class PreparedAudio:
     """Audio checked against the limits, in a local file the worker owns until the stage ends.
 
     source_url is the job's own URL (if it gave one), for vendors that can fetch it themselves.
-    It is patient data: never log it.
+    It is patient data: never log it. `info` is what worker/audio.py's probe found (container,
+    codec, rate, channels); None only where a test builds the audio by hand.
     """
 
     path: Path
@@ -34,6 +36,7 @@ class PreparedAudio:
     mime_type: str
     file_name: str
     source_url: str | None
+    info: AudioInfo | None = None
 
 
 @dataclass(frozen=True)
