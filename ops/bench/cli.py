@@ -4,7 +4,8 @@ Scenarios: floor (our worker against a minimal aio-pika pipeline with the worker
 a raw one on the default exchange, jobs/s), latency (per-hop
 p50/p95/p99 at a fixed rate, floor beside ours), slow-vendor (vendor calls one process holds in
 flight), polling (memory and broker state while 10,000 transcriptions are pending), rate-limit
-(shared limiter against the emulator's limit), asr (local speech recognition real-time factor).
+(shared limiter against the emulator's limit), asr (local speech recognition real-time factor),
+index (job index: 100,000 jobs recorded, status lookup p50/p95/p99, jobs/s index on vs off).
 
 Prints a table and, last, one key=value line; writes the figures as JSON to --out (default
 bench-results/<scenario>.json). Every scenario deletes its queues and Redis keys and stops the
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 from ops.bench.asr import asr
 from ops.bench.context import Options, Result
 from ops.bench.floor import floor
+from ops.bench.index import index_bench
 from ops.bench.latency import latency
 from ops.bench.polling import polling
 from ops.bench.rate_limit import rate_limit
@@ -45,6 +47,7 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "polling": polling,
     "rate-limit": rate_limit,
     "asr": asr,
+    "index": index_bench,
 }
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -84,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=900.0, help="bound for the whole scenario")
     p.add_argument("--amqp-url", default=c.DEFAULT_AMQP_URL)
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    p.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="index: a PostgreSQL server to make a scratch database on",
+    )
+    p.add_argument("--index-jobs", type=int, default=100_000, help="index: jobs recorded")
     p.add_argument("--out", type=Path, help="JSON results (default bench-results/<scenario>.json)")
     return p
 
@@ -107,7 +116,9 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         name, sep, _value = item.partition("=")
         if not sep or not name.startswith("SCRIBE_"):
             p.error(f"--worker-env takes SCRIBE_NAME=VALUE, not {item[:40]!r}")
-    for url in (args.amqp_url, args.redis_url):
+    if not 1 <= args.index_jobs <= 1_000_000:
+        p.error("--index-jobs must be within 1..1000000")
+    for url in (args.amqp_url, args.redis_url, args.database_url):
         host = urlsplit(url).hostname
         if host not in LOOPBACK:
             p.error(f"loopback only: {host!r} is not a loopback address")
@@ -156,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_s=args.warmup_s,
         stage_events=args.stage_events,
         worker_env=dict(item.split("=", 1) for item in args.worker_env),
+        database_url=args.database_url,
+        index_jobs=args.index_jobs,
     )
     started = time.monotonic()
     try:

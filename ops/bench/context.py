@@ -60,6 +60,9 @@ class Options:
     warmup_s: float = 1.0
     stage_events: bool = False
     worker_env: dict[str, str] = field(default_factory=dict)
+    # index: the PostgreSQL server (a scratch database is made on it) and the jobs recorded.
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    index_jobs: int = 100_000
 
 
 @dataclass
