@@ -75,3 +75,16 @@ async def test_a_claim_is_exclusive_until_released(ledger: JobLedger) -> None:
     assert await ledger.claim("j2", "note", ttl_s=30)  # per job
     await ledger.release("j1", "note")
     assert await ledger.claim("j1", "note", ttl_s=30)
+
+
+async def test_a_callback_ticket_is_replaced_and_each_token_redeemed_once(
+    ledger: JobLedger,
+) -> None:
+    assert await ledger.callback_ticket("job-c") is None
+    await ledger.record_callback_ticket("job-c", '{"nonce": "n1"}', 60.0)
+    await ledger.record_callback_ticket("job-c", '{"nonce": "n2"}', 60.0)
+    assert await ledger.callback_ticket("job-c") == '{"nonce": "n2"}'
+    assert await ledger.use_callback("job-c", "n2")
+    assert not await ledger.use_callback("job-c", "n2")
+    assert await ledger.use_callback("job-c", "n1")
+    assert await ledger.use_callback("job-d", "n2")
