@@ -36,20 +36,33 @@ def tone_samples(seconds: float, rate: int) -> list[int]:
 
 def encode(path: Path, container: str, seconds: float = 3.0, *, channels: int = 1) -> Path:
     """Writes seconds of tone to path in the container's usual codec; returns path."""
-    muxer, codec, _ext, rate = FORMATS[container]
-    layout = "mono" if channels == 1 else "stereo"
+    rate = FORMATS[container][3]
     samples = tone_samples(seconds, rate)
+    pcm = b"".join(v.to_bytes(2, "little", signed=True) * channels for v in samples)
+    return encode_pcm(path, container, pcm, rate, channels=channels)
+
+
+def encode_pcm(path: Path, container: str, pcm: bytes, rate: int, *, channels: int = 1) -> Path:
+    """Writes 16-bit interleaved PCM at rate to path in the container's usual codec (at that
+    rate, or 48 kHz for Opus); returns path."""
+    muxer, codec, _ext, _usual_rate = FORMATS[container]
+    layout = "mono" if channels == 1 else "stereo"
+    out_rate = 48_000 if codec == "libopus" else rate
+    resampler = av.AudioResampler(format="s16", layout=layout, rate=out_rate)
+    frame_bytes = 1024 * 2 * channels
     with av.open(str(path), mode="w", format=muxer) as sink:
-        stream: Any = sink.add_stream(codec, rate=rate, layout=layout)
-        frame_samples = 960 if codec == "libopus" else 1024
-        for start in range(0, len(samples), frame_samples):
-            piece = samples[start : start + frame_samples]
-            interleaved = b"".join(v.to_bytes(2, "little", signed=True) * channels for v in piece)
-            frame = av.AudioFrame(format="s16", layout=layout, samples=len(piece))
-            frame.planes[0].update(interleaved)
+        stream: Any = sink.add_stream(codec, rate=out_rate, layout=layout)
+        for start in range(0, len(pcm), frame_bytes):
+            piece = pcm[start : start + frame_bytes]
+            frame = av.AudioFrame(format="s16", layout=layout, samples=len(piece) // (2 * channels))
+            frame.planes[0].update(piece)
             frame.sample_rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
+            frame.pts = start // (2 * channels)
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    sink.mux(packet)
+        for resampled in resampler.resample(None):
+            for packet in stream.encode(resampled):
                 sink.mux(packet)
         for packet in stream.encode(None):
             sink.mux(packet)
