@@ -4,6 +4,7 @@ receive the 16 kHz mono WAV it converts to, byte for byte."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -65,4 +66,4 @@ async def test_a_webm_recording_reaches_the_vendor_as_wav(
     stats = await sandbox_stats(sandbox.base_url)
     paid = [p for p in stats["paid_submissions"] if p["vendor"] == transcriber]
     assert [p["audioSha256"] for p in paid] == [wav_sha256]
-    assert webm.is_file()  # the job's own file is left alone
+    assert await asyncio.to_thread(webm.is_file)  # the job's own file is left alone
