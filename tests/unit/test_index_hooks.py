@@ -87,7 +87,7 @@ async def test_the_index_hears_only_of_confirmed_outcomes(row: Row) -> None:
 
 
 async def test_every_kind_of_transition_is_covered_by_the_table() -> None:
-    kinds = set()
+    kinds: set[str] = set()
     for row in ROWS:
         entries, _, _ = await _run(row)
         kinds.update(entry.kind for entry in entries)
