@@ -152,7 +152,7 @@ class Publisher:
 # checked. Nothing else is copied: AMQP's CC/BCC headers re-route a message (sender-selected
 # distribution), and x-stage, x-job-id, x-error-message are the worker's own words on a dead
 # letter, never a sender's.
-_COUNT_HEADERS = frozenset({c.HEADER_ATTEMPTS, c.HEADER_POLLS, c.HEADER_REPLAYS})
+_COUNT_HEADERS = frozenset({c.HEADER_ATTEMPTS, c.HEADER_POLLS, c.HEADER_REPLAYS, c.HEADER_CHUNK})
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 _TEXT_HEADERS = frozenset(
     {

@@ -152,6 +152,11 @@ INTRON_MAX_AUDIO_BYTES: Final = 100 * 1024 * 1024
 INTRON_MAX_AUDIO_S: Final = 600.0
 # Invox documents no duration limit: SCRIBE_INVOX_MAX_AUDIO_S, one hour unless set.
 DEFAULT_INVOX_MAX_AUDIO_S: Final = 3600.0
+# Long recordings (worker/chunking.py): the local model transcribes at most this much audio in
+# one message (SCRIBE_LOCAL_CHUNK_S), far under RabbitMQ's 30-minute consumer_timeout; chunk
+# files live under SCRIBE_WORK_DIR (default: this folder in the system's temporary folder).
+DEFAULT_LOCAL_CHUNK_S: Final = 300.0
+DEFAULT_WORK_DIR_NAME: Final = "scribe-work"
 # The containers each vendor takes as they are (SCRIBE_INTRON_AUDIO_FORMATS,
 # SCRIBE_INVOX_AUDIO_FORMATS); anything else is converted to 16 kHz mono WAV first. Neither
 # vendor's pages list formats; Intron's examples upload a .wav.

@@ -27,6 +27,9 @@ class Advance:
     body: bytes
     provider: str
     delay_ms: int | None = None
+    # The chunk of a long recording the next message is about (worker/chunking.py); 0 for the
+    # first chunk and for every message of a recording that is not split.
+    chunk: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,15 @@ class DeliveryContext:
     # The job request's content digest (transcribe stage only; "" elsewhere): what tells a
     # duplicate from a conflicting job under the same jobId.
     fingerprint: str = ""
+    # The x-chunk header (0 when absent): which chunk of a long recording this message is
+    # about. The ledger keeps each chunk's done-mark and claim apart (ledger_key).
+    chunk: int = 0
+
+
+def ledger_key(job_id: str, chunk: int) -> str:
+    """The ledger's key for one chunk's work: the jobId itself for the first chunk (and for a
+    recording that is not split), "<jobId>#<chunk>" for the others."""
+    return job_id if chunk == 0 else f"{job_id}#{chunk}"
 
 
 Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]

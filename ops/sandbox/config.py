@@ -138,6 +138,8 @@ class SandboxConfig:
     seed: int = 0
     transcript_turns: tuple[str, ...] = DEFAULT_TRANSCRIPT_TURNS
     intron_max_upload_bytes: int = INTRON_MAX_UPLOAD_BYTES
+    # Intron's documented 10 minutes: a longer WAV upload ends FILE_INVALID_DURATION.
+    intron_max_audio_s: float = 600.0
     public_base_url: str | None = None
     api_versions: frozenset[str] = field(default=API_VERSIONS)
 

@@ -37,35 +37,65 @@ POST_PROCESSING_FLAGS: Final = (
     "get_call_center_product_insights",
 )
 _CHUNK: Final = 1 << 16
+_HEAD_BYTES: Final = 4096  # enough for a WAV's RIFF, fmt and data headers
 
 
 def _bad_request(message: str) -> Abort:
     return Abort(vendor_error(UPLOAD, 400, message))
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, str], int | None, str]:
-    """Text fields, the blob's size and its sha256; the blob is streamed and discarded, never
-    held."""
-    fields: dict[str, str] = {}
-    digest = hashlib.sha256()
+def wav_seconds(head: bytes, size: int) -> float | None:
+    """The duration a RIFF/WAVE blob's headers give (its first bytes and its size), or None."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, byte_rate = 12, 0
+    while offset + 8 <= len(head):
+        chunk_id, length = (
+            head[offset : offset + 4],
+            int.from_bytes(head[offset + 4 : offset + 8], "little"),
+        )
+        offset += 8
+        if chunk_id == b"fmt " and offset + 12 <= len(head):
+            byte_rate = int.from_bytes(head[offset + 8 : offset + 12], "little")
+        elif chunk_id == b"data":
+            return (size - offset) / byte_rate if byte_rate > 0 else None
+        offset += length + length % 2
+    return None
+
+
+class _Form:
+    """An upload's text fields and what the worker can know of its blob."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+        self.blob_size: int | None = None
+        self.digest = hashlib.sha256()
+        self.head = b""
+
+
+async def _read_upload(request: web.Request) -> _Form:
+    """Text fields, the blob's size, sha256 and first bytes; the blob is streamed and
+    discarded, never held."""
+    result = _Form()
     if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
-        texts = {key: value for key, value in form.items() if isinstance(value, str)}
-        return texts, None, digest.hexdigest()
+        result.fields = {key: value for key, value in form.items() if isinstance(value, str)}
+        return result
     if request.content_type != "multipart/form-data":
         raise _bad_request("request body must be multipart/form-data")
-    blob_size: int | None = None
     async for part in await request.multipart():
         if not isinstance(part, BodyPartReader) or part.name is None:
             continue
         if part.name == "audio_file_blob":
-            blob_size = 0
+            result.blob_size = 0
             while chunk := await part.read_chunk(_CHUNK):
-                blob_size += len(chunk)
-                digest.update(chunk)
+                if len(result.head) < _HEAD_BYTES:
+                    result.head += chunk[: _HEAD_BYTES - len(result.head)]
+                result.blob_size += len(chunk)
+                result.digest.update(chunk)
         else:
-            fields[part.name] = await part.text()
-    return fields, blob_size, digest.hexdigest()
+            result.fields[part.name] = await part.text()
+    return result
 
 
 def _flag(fields: dict[str, str], name: str) -> bool:
@@ -76,7 +106,9 @@ def _flag(fields: dict[str, str], name: str) -> bool:
 
 
 async def upload(request: web.Request, state: SandboxState) -> web.Response:
-    fields, blob_size, blob_sha256 = await _read_form(request)
+    form = await _read_upload(request)
+    fields, blob_size, blob_sha256 = form.fields, form.blob_size, form.digest.hexdigest()
+    duration_s = wav_seconds(form.head, blob_size) if blob_size is not None else None
     name = fields.get("audio_file_name", "").strip()
     url = fields.get("audio_file_url", "").strip()
     if not name:
@@ -96,10 +128,11 @@ async def upload(request: web.Request, state: SandboxState) -> web.Response:
         post_processing=tuple(f for f in POST_PROCESSING_FLAGS if _flag(fields, f)),
         source="blob" if blob_size is not None else "url",
         size_bytes=blob_size or 0,
+        duration_s=duration_s,
     )
     state.intron_files[record.file_id] = record
     state.stats.paid_submission(
-        "intron", blob_sha256 if blob_size is not None else audio_digest(url)
+        "intron", blob_sha256 if blob_size is not None else audio_digest(url), duration_s
     )
     return intron_ok({"file_id": record.file_id}, "file queued for processing")
 
@@ -132,6 +165,8 @@ async def status(request: web.Request, state: SandboxState) -> web.Response:
         data = {"processing_status": fault.status_value or default, "audio_file_name": record.name}
     elif earlier_polls >= state.knobs.polls_before_ready:
         data = _transcribed(record, state)
+        if (record.duration_s or 0.0) > state.config.intron_max_audio_s:
+            data = {"processing_status": "FILE_INVALID_DURATION", "audio_file_name": record.name}
     else:
         pending = "FILE_QUEUED" if earlier_polls == 0 else "FILE_PROCESSING"
         data = {"processing_status": pending, "audio_file_name": record.name}

@@ -82,6 +82,7 @@ class IntronFile:
     source: str
     size_bytes: int
     polls: int = 0
+    duration_s: float | None = None
 
 
 @dataclass
@@ -130,6 +131,8 @@ class PaidSubmission:
     vendor: str
     audio_sha256: str
     at_s: float
+    # Seconds of audio, when the upload was a WAV whose header says (Intron blobs).
+    duration_s: float | None = None
 
 
 def audio_digest(data: bytes | str) -> str:
@@ -144,8 +147,10 @@ class Stats:
     rate_limited: int = 0
     tokens_issued: int = 0
 
-    def paid_submission(self, vendor: str, audio_sha256: str) -> None:
-        self.paid.append(PaidSubmission(vendor, audio_sha256, time.time()))
+    def paid_submission(
+        self, vendor: str, audio_sha256: str, duration_s: float | None = None
+    ) -> None:
+        self.paid.append(PaidSubmission(vendor, audio_sha256, time.time(), duration_s))
 
     def record(self, endpoint: str, status: int) -> None:
         self.responses.setdefault(endpoint, Counter())[status] += 1
@@ -246,7 +251,12 @@ class SandboxState:
             "documents_uploaded": dict(per_session),
             # Per recording: how many transcriptions each vendor would bill, and when.
             "paid_submissions": [
-                {"vendor": paid.vendor, "audioSha256": paid.audio_sha256, "at": paid.at_s}
+                {
+                    "vendor": paid.vendor,
+                    "audioSha256": paid.audio_sha256,
+                    "at": paid.at_s,
+                    "durationS": paid.duration_s,
+                }
                 for paid in self.stats.paid
             ],
             "tokens_issued": self.stats.tokens_issued,
