@@ -5,7 +5,8 @@ a raw one on the default exchange, jobs/s), latency (per-hop
 p50/p95/p99 at a fixed rate, floor beside ours), slow-vendor (vendor calls one process holds in
 flight), polling (memory and broker state while 10,000 transcriptions are pending), rate-limit
 (shared limiter against the emulator's limit), asr (local speech recognition real-time factor),
-index (job index: 100,000 jobs recorded, status lookup p50/p95/p99, jobs/s index on vs off).
+index (job index: 100,000 jobs recorded, status lookup p50/p95/p99, jobs/s index on vs off),
+callback (Invox vendor ready -> summarize start, p50/p95, callbacks against polling).
 
 Prints a table and, last, one key=value line; writes the figures as JSON to --out (default
 bench-results/<scenario>.json). Every scenario deletes its queues and Redis keys and stops the
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ops.bench.asr import asr
+from ops.bench.callback import callback
 from ops.bench.context import Options, Result
 from ops.bench.floor import floor
 from ops.bench.index import index_bench
@@ -48,6 +50,7 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "rate-limit": rate_limit,
     "asr": asr,
     "index": index_bench,
+    "callback": callback,
 }
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"

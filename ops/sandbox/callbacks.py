@@ -39,12 +39,15 @@ def loopback_url(url: str) -> bool:
         return False
 
 
-async def ready_later(state: SandboxState, record: InvoxTranscription, delay_s: float) -> None:
-    """Sleep, mark the transcription ready (wall clock), then call back if asked to."""
+async def ready_later(
+    state: SandboxState, record: InvoxTranscription, delay_s: float, call_back: bool
+) -> None:
+    """Sleep, mark the transcription ready (wall clock), then call back if asked to (the
+    `callbacks` knob as it was when the audio was PUT)."""
     await asyncio.sleep(delay_s)
     record.ready_at_s = time.time()
     url = record.callback_url
-    if url is None or not state.knobs.callbacks:
+    if url is None or not call_back:
         return
     record.callback_status = await _call_back(url, record, state.knobs.invox_status_key)
     state.stats.calls[ENDPOINT] += 1

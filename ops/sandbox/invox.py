@@ -102,7 +102,8 @@ async def audio_put(request: web.Request, state: SandboxState) -> web.Response:
         record.audio_sha256 = sha256
         if state.knobs.ready_after_ms > 0:
             record.timed = True
-            state.spawn(ready_later(state, record, state.knobs.ready_after_ms / 1000))
+            delay_s = state.knobs.ready_after_ms / 1000
+            state.spawn(ready_later(state, record, delay_s, state.knobs.callbacks))
     record.uploaded = True
     return web.Response(status=200)
 
