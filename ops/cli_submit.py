@@ -16,7 +16,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
@@ -27,6 +27,8 @@ from schemas.errors import ErrorType
 from schemas.jobs import (
     AudioRef,
     DocumentRef,
+    FhirDocumentType,
+    FhirOptions,
     IntronOptions,
     JobRequest,
     Providers,
@@ -72,6 +74,14 @@ PROVIDER_OPTIONS = (
         "note provider, used with --template",
         _DEFAULT_PROVIDERS.note,
     ),
+)
+
+
+# The job's optional FHIR references (README "FHIR R4 output"): flag, field, example.
+FHIR_OPTIONS = (
+    ("--fhir-patient", "patient", "Patient/123"),
+    ("--fhir-encounter", "encounter", "Encounter/456"),
+    ("--fhir-practitioner", "practitioner", "Practitioner/789"),
 )
 
 
@@ -129,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Intron output that becomes the summary with --summarizer intron "
         "(default: %(default)s)",
     )
+    for flag, field, example in FHIR_OPTIONS:
+        p.add_argument(flag, help=f"the note's FHIR {field} reference, such as {example}")
+    p.add_argument(
+        "--fhir-document-type",
+        choices=get_args(FhirDocumentType),
+        help="LOINC type of the note's FHIR document (default: 11506-3, progress note)",
+    )
     p.add_argument("--job-id", help="UUID (default: a new one)")
     p.add_argument("--consultation-session-id", help="Invox session id (default: the jobId)")
     p.add_argument("--wait", action="store_true", help="wait for job.completed or job.failed")
@@ -159,6 +176,18 @@ def _providers(args: argparse.Namespace) -> Providers:
             raise UsageError(f"--offline runs every stage locally, but {', '.join(vendors)} given")
         return Providers(transcriber="local", summarizer="local", note="local")
     return Providers.model_validate(given)
+
+
+def _fhir(args: argparse.Namespace) -> FhirOptions | None:
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field, _ in FHIR_OPTIONS}
+    given["document_type"] = args.fhir_document_type
+    given = {field: value for field, value in given.items() if value is not None}
+    if not given:
+        return None
+    try:
+        return FhirOptions.model_validate(given)
+    except ValidationError as exc:
+        raise UsageError(f"invalid job: fhir.{describe_validation_error(exc)}") from exc
 
 
 def _document(path_text: str) -> DocumentRef:
@@ -221,6 +250,7 @@ def build_job(args: argparse.Namespace) -> JobRequest:
             ),
             template=_template(args.template) if args.template else None,
             note_language=args.note_language,
+            fhir=_fhir(args),
             documents=tuple(_document(d) for d in args.document),
             intron=IntronOptions(
                 post_processing=tuple(args.intron_post_processing),

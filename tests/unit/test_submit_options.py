@@ -100,3 +100,32 @@ def test_incompatible_providers_are_refused_before_publishing(
     err = capsys.readouterr().err
     assert "incompatibleProviders" in err
     assert "providers.transcriber 'intron'" in err
+
+
+def test_fhir_references_go_into_the_job(audio: Path) -> None:
+    job = build_job(
+        parse(
+            "--audio-file",
+            str(audio),
+            "--fhir-patient",
+            "Patient/123",
+            "--fhir-practitioner",
+            "Practitioner/dr.7",
+            "--fhir-document-type",
+            "34117-2",
+        )
+    )
+    assert job.fhir is not None
+    assert (job.fhir.patient, job.fhir.encounter, job.fhir.practitioner) == (
+        "Patient/123",
+        None,
+        "Practitioner/dr.7",
+    )
+    assert job.fhir.document_type == "34117-2"
+    assert build_job(parse("--audio-file", str(audio))).fhir is None
+
+
+def test_a_malformed_fhir_reference_is_a_usage_error(audio: Path) -> None:
+    with pytest.raises(UsageError) as raised:
+        build_job(parse("--audio-file", str(audio), "--fhir-encounter", "Encounter/a b"))
+    assert str(raised.value) == "invalid job: fhir.encounter: string_pattern_mismatch"
