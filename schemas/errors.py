@@ -95,9 +95,16 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
     ),
     ErrorType.URL_NOT_ALLOWED: "A URL failed the fetch policy (scheme, private address, host).",
     ErrorType.AUDIO_UNAVAILABLE: "The audio could not be read or downloaded.",
-    ErrorType.UNSUPPORTED_AUDIO: "The audio is not in a format whose duration can be checked.",
-    ErrorType.FILE_TOO_LARGE: "The audio or a document exceeds the size limit (100 MB).",
-    ErrorType.AUDIO_TOO_LONG: "The audio exceeds the duration limit (10 minutes).",
+    ErrorType.UNSUPPORTED_AUDIO: (
+        "The audio is not WAV, FLAC, MP3, M4A/AAC, Ogg or WebM, or it is corrupt or truncated."
+    ),
+    ErrorType.FILE_TOO_LARGE: (
+        "The audio or a document exceeds its size limit "
+        "(SCRIBE_MAX_AUDIO_BYTES, SCRIBE_MAX_DOCUMENT_BYTES)."
+    ),
+    ErrorType.AUDIO_TOO_LONG: (
+        "The audio is longer than the job maximum (SCRIBE_MAX_JOB_AUDIO_S, 2 hours by default)."
+    ),
     ErrorType.DOCUMENT_UNAVAILABLE: "A supporting document could not be read or downloaded.",
     ErrorType.UNAUTHORIZED: "The vendor refused our credentials, even after one token refresh.",
     ErrorType.FORBIDDEN: "The vendor account lacks the permission (403 without an errorType).",

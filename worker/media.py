@@ -55,6 +55,7 @@ MAX_PATH_BYTES = 4096  # Linux PATH_MAX, the terminating NUL included
 MAX_NAME_BYTES = 255  # Linux NAME_MAX: one path component
 MAX_DOWNLOAD_NAME_BYTES = 100
 CONVERT_SLACK_S = 5.0  # a conversion decodes at most the probed duration and this
+CONVERT_BUDGET_PER_S = 600.0  # a conversion gets the read timeout per this much audio
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
@@ -588,7 +589,8 @@ class MediaFetcher:
             target,
             limits.convert_to,
             limits.sample_rate,
-            timeout_s=self._read_timeout_s,
+            # Opus decodes at about 60x real time on one core: the budget grows with the audio.
+            timeout_s=self._read_timeout_s * max(1.0, info.duration_s / CONVERT_BUDGET_PER_S),
             max_duration_s=info.duration_s + CONVERT_SLACK_S,
         )
         return PreparedAudio(

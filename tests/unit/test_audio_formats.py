@@ -28,9 +28,9 @@ from worker.audio import (
     probe_audio,
     sniff_container,
 )
-from worker.errors import PermanentError
+from worker.errors import PermanentError, SettingsError
 from worker.media import FetchPolicy, MediaFetcher
-from worker.settings import AudioSettings
+from worker.settings import AudioSettings, Settings
 
 SECONDS = 3.0
 # Encoders pad: AAC's priming frames, Opus's pre-skip, an MP3 frame of 1152 samples.
@@ -284,3 +284,38 @@ async def test_a_truncated_upload_is_refused_before_any_vendor(
     refused = await _prepared(tmp_path, cut, "intron")
     assert isinstance(refused, PermanentError)
     assert refused.error_type == ErrorType.UNSUPPORTED_AUDIO
+
+
+def test_the_audio_settings_and_their_defaults() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.audio.max_job_s == 7200.0
+    assert defaults.max_audio_bytes == 512 * 1024 * 1024
+    limits = defaults.audio.limits()
+    assert (limits["invox"].max_duration_s, limits["invox"].formats) == (3600.0, {"wav"})
+    assert (limits["local"].max_duration_s, limits["local"].max_bytes) == (None, None)
+    chosen = Settings.from_env(
+        {
+            "SCRIBE_MAX_JOB_AUDIO_S": "3600",
+            "SCRIBE_INVOX_MAX_AUDIO_S": "900",
+            "SCRIBE_INTRON_AUDIO_FORMATS": "MP3, flac",
+        }
+    ).audio
+    assert chosen.max_job_s == 3600.0
+    assert chosen.limits()["invox"].max_duration_s == 900.0
+    assert chosen.limits()["intron"].formats == {"mp3", "flac", "wav"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SCRIBE_MAX_AUDIO_DURATION_S", "600"),  # replaced: silently ignoring it would surprise
+        ("SCRIBE_INTRON_AUDIO_FORMATS", "wav,aiff"),
+        ("SCRIBE_INVOX_AUDIO_FORMATS", ","),
+        ("SCRIBE_MAX_JOB_AUDIO_S", "0"),
+        ("SCRIBE_INVOX_MAX_AUDIO_S", "soon"),
+    ],
+)
+def test_a_wrong_audio_setting_stops_the_worker_naming_it(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    assert name in str(caught.value)
