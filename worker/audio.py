@@ -187,13 +187,26 @@ def _read_head(path: Path) -> tuple[bytes, int]:
         raise PermanentError(ErrorType.AUDIO_UNAVAILABLE, "the audio could not be read") from None
 
 
-def _open(path: Path, container: Container) -> Any:
+def _open(path: Path) -> tuple[Any, Container, int]:
+    """The file opened with the demuxer of the accepted format its first bytes start, that
+    format, and the file's size; unsupportedAudio for any other content."""
     import av
 
+    head, size = _read_head(path)
+    container = sniff_container(head)
+    if container is None:
+        raise unsupported("the audio is not WAV, FLAC, MP3, M4A/AAC, Ogg or WebM")
     try:
-        return av.open(str(path), mode="r", format=DEMUXERS[container])
+        return av.open(str(path), mode="r", format=DEMUXERS[container]), container, size
     except (av.FFmpegError, OSError, ValueError, UnicodeError):
         raise unsupported(f"the {container} audio cannot be opened") from None
+
+
+def _decoding_errors() -> tuple[type[BaseException], ...]:
+    """What FFmpeg (through PyAV) raises for bad input."""
+    import av
+
+    return (av.FFmpegError, OSError, ValueError, MemoryError)
 
 
 class _Budget:
@@ -217,17 +230,12 @@ def probe_audio(
     max_duration_s stops reading once the packets pass it (the caller refuses such audio anyway):
     the duration reported is then at least max_duration_s.
     """
-    head, size = _read_head(path)
-    container = sniff_container(head)
-    if container is None:
-        raise unsupported("the audio is not WAV, FLAC, MP3, M4A/AAC, Ogg or WebM")
     budget = _Budget(timeout_s)
-    import av
-
-    with _open(path, container) as media:
+    media, container, size = _open(path)
+    with media:
         try:
             return _probe_open(media, path, container, size, budget, max_duration_s)
-        except (av.FFmpegError, OSError, ValueError, MemoryError):
+        except _decoding_errors():
             raise unsupported(f"the {container} audio is corrupt") from None
 
 
@@ -342,20 +350,15 @@ def iter_pcm(
     duration_s seconds (None: to the end). Samples are counted from the first decoded frame's
     timestamp, so a range always starts at the same sample. Blocking: iterate in a thread.
     Raises unsupportedAudio for undecodable audio, audio past max_duration_s, or a slow read."""
-    head, _size = _read_head(path)
-    container = sniff_container(head)
-    if container is None:
-        raise unsupported("the audio is not WAV, FLAC, MP3, M4A/AAC, Ogg or WebM")
     budget = _Budget(timeout_s)
-    import av
-
-    with _open(path, container) as media:
+    media, container, _size = _open(path)
+    with media:
         try:
             stream = _audio_stream(media, container)
             yield from _pcm_blocks(
                 media, stream, sample_rate, start_s, duration_s, budget, max_duration_s
             )
-        except (av.FFmpegError, OSError, ValueError, MemoryError):
+        except _decoding_errors():
             raise unsupported(f"the {container} audio cannot be decoded") from None
 
 

@@ -291,7 +291,7 @@ def test_the_audio_settings_and_their_defaults() -> None:
     assert defaults.audio.max_job_s == 7200.0
     assert defaults.max_audio_bytes == 512 * 1024 * 1024
     limits = defaults.audio.limits()
-    assert (limits["invox"].max_duration_s, limits["invox"].formats) == (3600.0, {"wav"})
+    assert (limits["invox"].max_duration_s, limits["invox"].formats) == (3600.0, frozenset({"wav"}))
     assert (limits["local"].max_duration_s, limits["local"].max_bytes) == (None, None)
     chosen = Settings.from_env(
         {
@@ -302,7 +302,7 @@ def test_the_audio_settings_and_their_defaults() -> None:
     ).audio
     assert chosen.max_job_s == 3600.0
     assert chosen.limits()["invox"].max_duration_s == 900.0
-    assert chosen.limits()["intron"].formats == {"mp3", "flac", "wav"}
+    assert chosen.limits()["intron"].formats == frozenset({"mp3", "flac", "wav"})
 
 
 @pytest.mark.parametrize(
