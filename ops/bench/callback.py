@@ -22,7 +22,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from ops.bench.common import free_port, percentile, publish_all, sandbox_stats
+from ops.bench.common import free_port, metric_value, percentile, publish_all, sandbox_stats
 from ops.bench.context import BenchRun, Options, Result, bench_run, fmt, sandbox_flags
 from ops.wav import write_wav
 from schemas.jobs import JobRequest
@@ -32,6 +32,8 @@ ARMS = ("callbacks", "polling")
 # Ready this long after the PUT, one value per round (cycled): phases of the 5 s poll interval.
 READY_MS = (1_500, 3_700, 6_100, 8_300)
 TARGET_P95_S = 1.0
+# Jobs of a batch are published this far apart (consultations arrive one by one, not in a burst).
+SPACING_S = 0.25
 
 
 async def _control(run: BenchRun, path: str, payload: Any) -> None:
@@ -86,8 +88,10 @@ async def _batch(
     calls the batch cost)."""
     before = (await sandbox_stats(run.session, run.base_url))["calls"]
     jobs = [_job(run) for _ in range(size)]
-    messages = [("transcribe", job.to_wire(), str(job.job_id)) for job, _ in jobs]
-    await publish_all(run.connection, run.names.jobs_exchange, messages)
+    for job, _ in jobs:
+        message = ("transcribe", job.to_wire(), str(job.job_id))
+        await publish_all(run.connection, run.names.jobs_exchange, [message])
+        await asyncio.sleep(SPACING_S)
     await arrivals.wait_for({str(job.job_id) for job, _ in jobs}, deadline)
     after = (await sandbox_stats(run.session, run.base_url))["calls"]
     calls = int(after.get("invox.transcription", 0)) - int(before.get("invox.transcription", 0))
@@ -133,6 +137,15 @@ async def callback(options: Options) -> Result:
                 owners.update({sha: (arm, job_id) for sha, job_id in batch.items()})
                 status_calls[arm] += calls
         stats = await sandbox_stats(run.session, run.base_url)
+        outcomes = {
+            outcome: await metric_value(
+                run.session, port, "scribe_invox_callbacks_total", f'outcome="{outcome}"'
+            )
+            for outcome in ("advanced", "pending", "alreadyAdvanced", "unknown", "replayed")
+        }
+        deferred = await metric_value(
+            run.session, port, "scribe_stage_deferred_total", 'reason="busy",stage="poll"'
+        )
     latencies: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for record in stats.get("invox_transcriptions", []):
         owner = owners.get(str(record.get("audioSha256")))
@@ -148,11 +161,14 @@ async def callback(options: Options) -> Result:
     data: dict[str, Any] = {
         "jobs_per_arm": jobs,
         "rounds": rounds,
+        "spacing_s": SPACING_S,
         "ready_after_ms": [READY_MS[i % len(READY_MS)] for i in range(rounds)],
         "poll_interval_ms": DEFAULT_POLL_INTERVAL_MS,
         "figures": figures,
         "status_calls": status_calls,
         "callbacks_sent_by_status": callbacks_sent,
+        "callback_outcomes": outcomes,
+        "poll_deferred_busy": deferred,
         "latencies_s": latencies,
         "target_p95_s": TARGET_P95_S,
         "met": met,
@@ -171,10 +187,12 @@ async def callback(options: Options) -> Result:
     notes = [
         "latency: the summarize message reaching a consumer minus the emulator's readyAt "
         "(ready_after_ms after the audio PUT), per job; both arms run on one worker, one "
-        "batch of each per round",
+        f"batch of each per round, its jobs published {SPACING_S} s apart",
         f"polling arm: the emulator does not call back; default poll interval "
         f"{DEFAULT_POLL_INTERVAL_MS} ms and delay tiers",
-        f"callbacks answered by the worker, by HTTP status: {callbacks_sent}",
+        f"callbacks answered by the worker, by HTTP status: {callbacks_sent}; by outcome: "
+        f"{ {k: int(v) for k, v in outcomes.items()} }; poll deliveries deferred busy: "
+        f"{deferred:.0f}",
     ]
     line = (
         f"callbacks_p50_s={figures['callbacks']['p50_s']:.3f} "

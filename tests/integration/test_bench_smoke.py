@@ -56,3 +56,13 @@ async def test_index_finishes_and_prints_its_line(tmp_path: Path) -> None:
     pattern = rf"index_jobs=40 entries_per_s={NUMBER} lookup_p99_ms={NUMBER} ratio_on_off={NUMBER}"
     assert re.fullmatch(pattern, last), last
     assert out.is_file()
+
+
+async def test_callback_finishes_and_prints_its_line(tmp_path: Path) -> None:
+    last, out = await _bench(tmp_path, "callback", "--jobs", "1", "--runs", "1")
+    pattern = (
+        rf"callbacks_p50_s={NUMBER} callbacks_p95_s={NUMBER} polling_p50_s={NUMBER}"
+        rf" polling_p95_s={NUMBER} met=(True|False)"
+    )
+    assert re.fullmatch(pattern, last), last
+    assert out.is_file()
