@@ -106,6 +106,35 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
+async def _worker_figures(run: BenchRun, port: int) -> tuple[dict[str, float], float]:
+    """The worker's callback outcomes and busy poll deferrals, from its /metrics."""
+    outcomes = {
+        outcome: await metric_value(
+            run.session, port, "scribe_invox_callbacks_total", f'outcome="{outcome}"'
+        )
+        for outcome in ("advanced", "pending", "alreadyAdvanced", "unknown", "replayed")
+    }
+    deferred = await metric_value(
+        run.session, port, "scribe_stage_deferred_total", 'reason="busy",stage="poll"'
+    )
+    return outcomes, deferred
+
+
+def _latencies(
+    stats: dict[str, Any], owners: dict[str, tuple[str, str]], arrivals: Arrivals
+) -> dict[str, list[float]]:
+    """Per arm: summarize arrival minus the emulator's readyAt, for each job matched by sha256."""
+    latencies: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for record in stats.get("invox_transcriptions", []):
+        owner = owners.get(str(record.get("audioSha256")))
+        ready_at = record.get("readyAt")
+        if owner is None or ready_at is None:
+            continue
+        arm, job_id = owner
+        latencies[arm].append(arrivals.at[job_id] - float(ready_at))
+    return latencies
+
+
 async def callback(options: Options) -> Result:
     per_arm = options.jobs or 40
     rounds = options.runs or len(READY_MS)
@@ -137,23 +166,8 @@ async def callback(options: Options) -> Result:
                 owners.update({sha: (arm, job_id) for sha, job_id in batch.items()})
                 status_calls[arm] += calls
         stats = await sandbox_stats(run.session, run.base_url)
-        outcomes = {
-            outcome: await metric_value(
-                run.session, port, "scribe_invox_callbacks_total", f'outcome="{outcome}"'
-            )
-            for outcome in ("advanced", "pending", "alreadyAdvanced", "unknown", "replayed")
-        }
-        deferred = await metric_value(
-            run.session, port, "scribe_stage_deferred_total", 'reason="busy",stage="poll"'
-        )
-    latencies: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for record in stats.get("invox_transcriptions", []):
-        owner = owners.get(str(record.get("audioSha256")))
-        ready_at = record.get("readyAt")
-        if owner is None or ready_at is None:
-            continue
-        arm, job_id = owner
-        latencies[arm].append(arrivals.at[job_id] - float(ready_at))
+        outcomes, deferred = await _worker_figures(run, port)
+    latencies = _latencies(stats, owners, arrivals)
     figures = {arm: _summary(values) for arm, values in latencies.items()}
     jobs = {arm: len(values) for arm, values in latencies.items()}
     callbacks_sent = stats.get("responses", {}).get("invox.callback", {})
