@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from schemas.base import NO_NEWLINE, SchemaVersion, WireDatetime, WireModel, WireUuid
+from schemas.base import NO_NEWLINE, SchemaVersion, WireDatetime, WireInt, WireModel, WireUuid
 
 TranscriberName = Literal["intron", "invox", "local"]
 SummarizerName = Literal["intron", "invox", "local", "llm"]
@@ -229,10 +229,33 @@ class Transcript(WireModel):
     post_processing: dict[str, str] = Field(default_factory=dict)
 
 
+class Evidence(WireModel):
+    """Where one statement of a summary or note rests in the transcript (schemaRevision 2).
+
+    The statement is located in the text it belongs to (the summary's text, a SOAP field's value,
+    a note field's value, or one item of an array value) by character offsets [textStart,
+    textEnd); both are absent for a number, boolean or enum value (the evidence is the whole
+    value's). segmentIds are 0-based indexes into transcript.segments; when the transcript has no
+    segments they index its pseudo-segments: transcript.text split into non-empty lines, each
+    line split after every run of '.', '?' or '!' followed by white space (worker/evidence.py).
+    start/end are the seconds the cited segments span (absent for pseudo-segments and untimed
+    segments). supported is false when no segment of the transcript carries the statement's
+    content words: the statement stays in the note, flagged."""
+
+    item: WireInt | None = None
+    text_start: WireInt | None = None
+    text_end: WireInt | None = None
+    segment_ids: tuple[WireInt, ...] = ()
+    start: float | None = None
+    end: float | None = None
+    supported: bool
+
+
 class SoapField(WireModel):
     name: str
     description: str = ""
     value: str
+    evidence: tuple[Evidence, ...] | None = None
 
 
 class Summary(WireModel):
@@ -240,6 +263,8 @@ class Summary(WireModel):
     output_format: OutputFormat
     text: str | None = None
     fields: tuple[SoapField, ...] | None = None
+    # The evidence of the sentences of text (SOAP fields carry their own).
+    evidence: tuple[Evidence, ...] | None = None
 
 
 class ClinicalNoteField(WireModel):
@@ -249,6 +274,7 @@ class ClinicalNoteField(WireModel):
     type: Literal["string", "number", "array", "boolean", "enum"]
     enumerable_options: tuple[str, ...] | None = None
     value: str | list[str] | float | bool
+    evidence: tuple[Evidence, ...] | None = None
 
 
 class StageEnvelope(WireModel):

@@ -202,7 +202,8 @@ def _is_ip_address(text: str) -> bool:
     return True
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address literal (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -442,7 +443,7 @@ class _Reader:
         parts = urlsplit(url)
         if parts.query or parts.fragment or parts.username or parts.password:
             raise SettingsError(name, "expected a base URL without credentials, query or fragment")
-        if parts.scheme != "https" and not _is_loopback_host(parts.hostname or ""):
+        if parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
             raise SettingsError(name, "must be https unless its host is a loopback address")
         try:
             parts.port  # noqa: B018 - raises ValueError on a port out of range

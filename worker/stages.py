@@ -3,6 +3,7 @@ worker/delivery.py alone decides what to publish, ack or dead-letter."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from worker.callbacks import CallbackTicket
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.errors import PermanentError
+from worker.evidence import note_with_evidence, summary_with_evidence
 from worker.fhir import note_bundle
 from worker.handles import HandleSigner
 from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
@@ -198,6 +200,9 @@ class Stages:
         job, transcript = message.job, message.state.transcript
         provider = self.providers.summarizer(job.providers.summarizer)
         summary = await provider.summarize(job, transcript)
+        # Evidence for a provider that gives none (the local one records its own): aligned in a
+        # thread, bounded by worker.evidence's caps.
+        summary = await asyncio.to_thread(summary_with_evidence, summary, transcript)
         if job.template is None:
             self.codec.forget(job.job_id)
             return Complete(completed_event(job, transcript, summary, None), provider.name)
@@ -214,5 +219,6 @@ class Stages:
         fields = await writer.write_note(
             job, job.template, state.transcript, state.summary, documents
         )
+        fields = await asyncio.to_thread(note_with_evidence, fields, state.transcript)
         self.codec.forget(job.job_id)
         return Complete(completed_event(job, state.transcript, state.summary, fields), writer.name)

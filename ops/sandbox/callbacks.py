@@ -10,7 +10,6 @@ the status under the `invox_status_key` knob, and the worker relies on none of i
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from typing import Final
 from urllib.parse import urlsplit
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ops.sandbox.state import InvoxTranscription, SandboxState
+from worker.settings import is_loopback_host
 
 ENDPOINT: Final = "invox.callback"
 TIMEOUT_S: Final = 5.0
@@ -29,14 +29,7 @@ def loopback_url(url: str) -> bool:
         host = parts.hostname or ""
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https"):
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme in ("http", "https") and is_loopback_host(host)
 
 
 async def ready_later(

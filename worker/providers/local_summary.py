@@ -28,6 +28,7 @@ from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Summary, Transcript
 from worker.constants import DEFAULT_LOCAL_SUMMARY_BUDGET_S
 from worker.errors import PermanentError
+from worker.evidence import SegmentMap
 from worker.providers.local_budget import NO_DEADLINE, BudgetExceeded, CpuPool, Deadline
 from worker.providers.localnlp.cleaning import clean, split_sentences
 from worker.providers.localnlp.model import Gender, Note, Role, Turn
@@ -37,6 +38,7 @@ from worker.providers.localnlp.note import (
     note_and_statements,
     note_style_sentences,
     render_summary,
+    render_with_evidence,
     soap_fields,
 )
 from worker.providers.localnlp.numbers import digits_for_numbers
@@ -94,12 +96,20 @@ def summarize_text(
     transcript: str,
     output_format: Literal["SUMMARY", "SOAP_TEMPLATE"],
     deadline: Deadline = NO_DEADLINE,
+    segmap: SegmentMap | None = None,
 ) -> Summary:
+    """The summary of a transcript's text, each sentence with its evidence: the segments of
+    segmap (by default the text's pseudo-segments, worker.evidence) its source sentences
+    overlap."""
     check_transcript_size(transcript)
     note = build_note(transcript, deadline)
+    if segmap is None:
+        segmap = SegmentMap.of(Transcript(provider="local", text=transcript))
     if output_format == "SOAP_TEMPLATE":
-        return Summary(provider=PROVIDER, output_format="SOAP_TEMPLATE", fields=soap_fields(note))
-    return Summary(provider=PROVIDER, output_format="SUMMARY", text=render_summary(note))
+        fields = soap_fields(note, segmap)
+        return Summary(provider=PROVIDER, output_format="SOAP_TEMPLATE", fields=fields)
+    text, evidence = render_with_evidence(note, segmap)
+    return Summary(provider=PROVIDER, output_format="SUMMARY", text=text, evidence=tuple(evidence))
 
 
 class LocalSummarizer:
@@ -118,7 +128,10 @@ class LocalSummarizer:
         text, output_format = transcript.text, job.summary.output_format
         try:
             return await self._pool.run(
-                lambda deadline: summarize_text(text, output_format, deadline), self._budget_s
+                lambda deadline: summarize_text(
+                    text, output_format, deadline, SegmentMap.of(transcript)
+                ),
+                self._budget_s,
             )
         except BudgetExceeded:
             raise PermanentError(

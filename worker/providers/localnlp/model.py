@@ -16,6 +16,7 @@ Gender = Literal["male", "female", "unknown"]
 class Turn:
     role: Role
     text: str
+    start: int = 0  # where text starts in the transcript's text (for evidence)
 
 
 @dataclass
@@ -28,6 +29,10 @@ class Note:
     # The keys of each section's sentences: a set, as comparing each new sentence with every
     # one before it made a long transcript quadratic.
     _keys: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
+    # Evidence: the transcript spans (character offsets) of the sentences being routed now,
+    # set by the note builder before each routing step, and each written sentence's spans.
+    sources: tuple[tuple[int, int], ...] = ()
+    origin: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict, compare=False)
 
     def add(self, section: str, sentence: str) -> None:
         bucket = self.sections[section]
@@ -38,6 +43,7 @@ class Note:
         if key and key not in keys:
             keys.add(key)
             bucket.append(sentence)
+            self.origin.setdefault(sentence, self.sources)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Sentence:
     zone: str
     turn: int
     question: bool
+    span: tuple[int, int] = (0, 0)  # the raw sentence's characters in the transcript's text
 
 
 def sentence_key(sentence: str) -> str:

@@ -4,9 +4,10 @@ into the sectioned note and its statements; the note as text or as SOAP fields."
 from __future__ import annotations
 
 from schemas.errors import ErrorType
-from schemas.jobs import SoapField
+from schemas.jobs import Evidence, SoapField
 from worker.constants import MAX_TRANSCRIPT_BYTES
 from worker.errors import PermanentError
+from worker.evidence import SegmentMap
 from worker.providers.local_budget import NO_DEADLINE, Deadline
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.cleaning import clean, finish, split_sentences
@@ -14,6 +15,7 @@ from worker.providers.localnlp.cues import informative, review_of_systems, route
 from worker.providers.localnlp.model import Gender, Note, Sentence, Turn
 from worker.providers.localnlp.person import to_third_person
 from worker.providers.localnlp.rules import CC, EXAM, HPI, RESULTS, ROS, SECTIONS, SOAP_DESCRIPTIONS
+from worker.providers.localnlp.spans import locate
 from worker.providers.localnlp.turns import detect_gender, parse_turns, pieces
 
 
@@ -22,19 +24,29 @@ def _sentences(turns: list[Turn], deadline: Deadline = NO_DEADLINE) -> list[Sent
     zone = "history"
     out: list[Sentence] = []
     for index, turn in enumerate(turns):
+        offset = turn.start
         for piece in pieces(turn.text):
             deadline.check()
-            for raw in split_sentences(clean(piece)):
+            cleaned = split_sentences(clean(piece))
+            for raw, span in zip(cleaned, locate(piece, offset, cleaned), strict=True):
                 if len(out) >= rules.MAX_SENTENCES:
                     return out
                 text = raw.strip()
-                if turn.role == "doctor":
-                    if rules.PLAN_START.search(text) and zone != "plan":
-                        zone = "plan"
-                    elif rules.EXAM_START.search(text) and zone == "history":
-                        zone = "exam"
-                out.append(Sentence(turn.role, text, zone, index, text.rstrip().endswith("?")))
+                zone = _zone(turn, text, zone)
+                question = text.rstrip().endswith("?")
+                out.append(Sentence(turn.role, text, zone, index, question, span))
+            offset += len(piece)
     return out
+
+
+def _zone(turn: Turn, text: str, zone: str) -> str:
+    """Where the visit is after this sentence: the clinician moves it to the exam, then the plan."""
+    if turn.role == "doctor":
+        if rules.PLAN_START.search(text) and zone != "plan":
+            return "plan"
+        if rules.EXAM_START.search(text) and zone == "history":
+            return "exam"
+    return zone
 
 
 def _third_person(sentence: Sentence, gender: Gender) -> str:
@@ -62,6 +74,8 @@ class _Parsed:
         )
         self.deadline = deadline
         self._styled: dict[int, str] = {}
+        # The transcript spans of each statement (statements()), for evidence.
+        self.origins: dict[str, tuple[tuple[int, int], ...]] = {}
 
     def styled(self, position: int) -> str:
         """The sentence in third person, finished."""
@@ -76,17 +90,21 @@ class _Parsed:
         sentences = self.sentences
         for position, s in enumerate(sentences):
             self.deadline.check()
+            note.sources = (s.span,)
             if not self.labelled and s.zone == "history" and not s.question:
                 plain = finish(s.text)
                 if plain and informative(plain) and rules.SYMPTOM_CUE.search(s.text):
                     note.add(HPI, plain)
                 continue
             if s.question:
+                if position + 1 < len(sentences):
+                    note.sources = (s.span, sentences[position + 1].span)
                 review_of_systems(note, sentences, position, self.gender)
                 continue
             text = self.styled(position)
             if text and informative(text):
                 route(note, s, text)
+        note.sources = ()
         return note
 
     def statements(self) -> list[str]:
@@ -98,6 +116,7 @@ class _Parsed:
             text = self.styled(position)
             if text and informative(text, 2):
                 out.append(text)
+                self.origins.setdefault(text, (s.span,))
         return out
 
 
@@ -120,28 +139,76 @@ def note_and_statements(
     return parsed.note(), parsed.statements()
 
 
+def note_statements_origins(
+    transcript: str, deadline: Deadline = NO_DEADLINE
+) -> tuple[Note, list[str], dict[str, tuple[tuple[int, int], ...]]]:
+    """note_and_statements, with the transcript spans of every sentence either holds."""
+    parsed = _Parsed(transcript, deadline)
+    note, statements = parsed.note(), parsed.statements()
+    return note, statements, {**parsed.origins, **note.origin}
+
+
 def render_summary(note: Note) -> str:
-    blocks = [
-        section + "\n\n" + "\n".join(note.sections[section])
-        for section in SECTIONS
-        if note.sections[section]
-    ]
-    return "\n\n".join(blocks)
+    return render_with_evidence(note, None)[0]
 
 
-def soap_fields(note: Note) -> tuple[SoapField, ...]:
+def joined_with_evidence(
+    sentences: list[str],
+    note: Note,
+    segmap: SegmentMap | None,
+    separator: str,
+    start: int = 0,
+) -> tuple[str, list[Evidence]]:
+    """The sentences joined by separator, and (with a segment map) each one's evidence: its
+    span in the joined text (from start) and the segments its transcript spans overlap."""
+    evidence: list[Evidence] = []
+    position = start
+    for sentence in sentences:
+        if segmap is not None:
+            ids = segmap.covering(note.origin.get(sentence, ()))
+            evidence.append(segmap.evidence(ids, (position, position + len(sentence))))
+        position += len(sentence) + len(separator)
+    return separator.join(sentences), evidence
+
+
+def render_with_evidence(note: Note, segmap: SegmentMap | None) -> tuple[str, list[Evidence]]:
+    """The sectioned note text and, with a segment map, the evidence of each sentence."""
+    blocks: list[str] = []
+    evidence: list[Evidence] = []
+    position = 0
+    for section in SECTIONS:
+        if not note.sections[section]:
+            continue
+        head = section + "\n\n"
+        position += len(head)
+        body, found = joined_with_evidence(note.sections[section], note, segmap, "\n", position)
+        blocks.append(head + body)
+        evidence += found
+        position += len(body) + 2
+    return "\n\n".join(blocks), evidence
+
+
+def soap_fields(note: Note, segmap: SegmentMap | None = None) -> tuple[SoapField, ...]:
     subjective = note.sections[CC] + note.sections[HPI] + note.sections[ROS]
     objective = note.sections[EXAM] + note.sections[RESULTS]
     values = {
-        "Subjective": " ".join(subjective),
-        "Objective": " ".join(objective),
-        "Assessment": " ".join(note.assessment),
-        "Plan": " ".join(note.plan),
+        "Subjective": subjective,
+        "Objective": objective,
+        "Assessment": note.assessment,
+        "Plan": note.plan,
     }
-    return tuple(
-        SoapField(name=name, description=SOAP_DESCRIPTIONS[name], value=value)
-        for name, value in values.items()
-    )
+    fields: list[SoapField] = []
+    for name, sentences in values.items():
+        value, evidence = joined_with_evidence(sentences, note, segmap, " ")
+        fields.append(
+            SoapField(
+                name=name,
+                description=SOAP_DESCRIPTIONS[name],
+                value=value,
+                evidence=tuple(evidence) if segmap is not None else None,
+            )
+        )
+    return tuple(fields)
 
 
 def check_transcript_size(text: str) -> None:

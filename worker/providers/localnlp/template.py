@@ -3,18 +3,20 @@ TXT documents (see worker.providers.local_note for what each field type gets and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from schemas.errors import ErrorType
-from schemas.jobs import ClinicalNoteField, Summary, Template, TemplateField, Transcript
+from schemas.jobs import ClinicalNoteField, Evidence, Summary, Template, TemplateField, Transcript
 from worker.errors import PermanentError
+from worker.evidence import SegmentMap, note_with_evidence, statement_key, value_statements
 from worker.providers.local_budget import NO_DEADLINE, Deadline
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.cleaning import split_sentences
-from worker.providers.localnlp.note import check_transcript_size, note_and_statements
+from worker.providers.localnlp.note import check_transcript_size, note_statements_origins
 from worker.providers.localnlp.numbers import digits_for_numbers
 from worker.providers.localnlp.rules import AP, CC, EXAM, HPI, RESULTS, ROS
 
@@ -49,6 +51,8 @@ def _stems(text: str) -> set[str]:
 class _Sources:
     sections: dict[str, list[str]]  # "cc", "hpi", "ros", "exam", "results", "a", "p", ...
     sentences: list[str]  # everything, note style, summary first
+    # The transcript spans of the sentences the local engine wrote, by statement_key.
+    origins: dict[str, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)
 
 
 class _Index:
@@ -155,7 +159,7 @@ def _sources(
     summary: Summary, transcript: Transcript, documents: Sequence[str], deadline: Deadline
 ) -> _Sources:
     sections = _summary_sections(summary, deadline)
-    local, statements = note_and_statements(transcript.text, deadline)
+    local, statements, origins = note_statements_origins(transcript.text, deadline)
     mapping = {CC: "cc", HPI: "hpi", ROS: "ros", EXAM: "exam", RESULTS: "results", AP: "ap"}
     transcript_sections: dict[str, list[str]] = {
         key: list(local.sections[name]) for name, key in mapping.items()
@@ -177,7 +181,10 @@ def _sources(
     if not sections.get("objective"):
         sections["objective"] = [*sections.get("exam", []), *sections.get("results", [])]
     ordered = _first_sentences(sections, documents, statements, deadline)
-    return _Sources(sections={k: v for k, v in sections.items() if v}, sentences=ordered)
+    keyed = {statement_key(text): spans for text, spans in origins.items()}
+    return _Sources(
+        sections={k: v for k, v in sections.items() if v}, sentences=ordered, origins=keyed
+    )
 
 
 def _first_sentences(
@@ -345,4 +352,51 @@ def fill_template(
                 value=_value(field, sources, index),
             )
         )
-    return tuple(filled)
+    segmap = SegmentMap.of(transcript)
+    recorded = [
+        note_field.model_copy(update={"evidence": _recorded(note_field, sources, index, segmap)})
+        for note_field in filled
+    ]
+    return note_with_evidence(recorded, transcript)
+
+
+def _value_sources(note_field: ClinicalNoteField, index: _Index) -> list[str]:
+    """The sentences a number, boolean or enum value was read from (the first MAX_MATCHES)."""
+    template_field = TemplateField(
+        id=note_field.id,
+        name=note_field.name,
+        description=note_field.description,
+        type=note_field.type,
+        enumerable_options=note_field.enumerable_options,
+    )
+    near = sorted(index.mentions(_keywords(template_field)))
+    if note_field.type == "enum":
+        hits = index.option(str(note_field.value))
+        near = [i for i in hits if i in set(near)] or hits
+    elif note_field.type == "number" and isinstance(note_field.value, float):
+        value = note_field.value
+        shown = str(int(value)) if value.is_integer() else str(value)
+        near = [i for i in near if shown in index.sentences[i]] or near
+    return [index.sentences[i] for i in near[:MAX_MATCHES]]
+
+
+def _recorded(
+    note_field: ClinicalNoteField, sources: _Sources, index: _Index, segmap: SegmentMap
+) -> tuple[Evidence, ...] | None:
+    """Evidence from where the engine took each statement, or None when one of them is not the
+    engine's own (a vendor summary's sentence, a document's): then the note is aligned."""
+    evidence: list[Evidence] = []
+    if note_field.type in ("number", "boolean", "enum"):
+        if note_field.value == "":
+            return ()
+        spans = [sources.origins.get(statement_key(s)) for s in _value_sources(note_field, index)]
+        if not spans or any(found is None for found in spans):
+            return None
+        ids = segmap.covering(span for found in spans if found for span in found)
+        return (segmap.evidence(ids),)
+    for text, text_span, item in value_statements(note_field):
+        found = sources.origins.get(statement_key(text))
+        if found is None:
+            return None
+        evidence.append(segmap.evidence(segmap.covering(found), text_span, item))
+    return tuple(evidence)

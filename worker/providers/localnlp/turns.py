@@ -30,17 +30,20 @@ def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
             speakers[name] = "doctor" if not speakers else "patient"
         return speakers[name]
 
-    for line in text.splitlines():
+    offset = 0
+    for raw in text.splitlines(keepends=True):
         deadline.check()
+        start, offset = offset, offset + len(raw)
+        line = raw.rstrip("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
         if not line.strip():
             continue
         match = rules.TAG_LINE_RE.match(line) or rules.SPEAKER_LINE_RE.match(line)
         if match:
-            turns.append(Turn(role_of(match.group(1)), match.group(2)))
+            turns.append(Turn(role_of(match.group(1)), match.group(2), start + match.start(2)))
         elif turns and continues:
-            turns.append(Turn(turns[-1].role, line))
+            turns.append(Turn(turns[-1].role, line, start))
         else:
-            turns.append(Turn("doctor", line))
+            turns.append(Turn("doctor", line, start))
     return turns
 
 
