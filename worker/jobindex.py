@@ -186,22 +186,28 @@ def _short(text: str | None, limit: int) -> str | None:
     return None if text is None else text[:limit]
 
 
-# The job's row follows its newest transition; an older one written late (a retried batch, a
-# rebuild) only adds its transition row.
-_UPSERT_JOB = """
+# The job's row follows its newest transition, except that a job's end at a stage beats a
+# "done" at that same stage stamped a moment later (job.completed is stamped before its stage's
+# progress event). An older transition written late (a retried batch, scribe-db follow) only adds
+# its transition row; created_at is the oldest seen.
+_WINS = (
+    "(excluded.updated_at >= j.updated_at OR (j.outcome = 'running'"
+    " AND excluded.outcome <> 'running' AND excluded.stage = j.stage))"
+)
+# _WINS is a constant; every value is a $n parameter.
+_UPSERT_JOB = f"""
 INSERT INTO scribe_jobs AS j
     (job_id, stage, outcome, provider, attempts, error_type, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
 ON CONFLICT (job_id) DO UPDATE SET
-    stage = excluded.stage,
-    outcome = excluded.outcome,
-    provider = coalesce(excluded.provider, j.provider),
-    attempts = excluded.attempts,
-    error_type = excluded.error_type,
+    stage = CASE WHEN {_WINS} THEN excluded.stage ELSE j.stage END,
+    outcome = CASE WHEN {_WINS} THEN excluded.outcome ELSE j.outcome END,
+    provider = CASE WHEN {_WINS} THEN coalesce(excluded.provider, j.provider) ELSE j.provider END,
+    attempts = CASE WHEN {_WINS} THEN excluded.attempts ELSE j.attempts END,
+    error_type = CASE WHEN {_WINS} THEN excluded.error_type ELSE j.error_type END,
     created_at = least(j.created_at, excluded.created_at),
-    updated_at = excluded.updated_at
-WHERE excluded.updated_at >= j.updated_at
-"""
+    updated_at = greatest(j.updated_at, excluded.updated_at)
+"""  # noqa: S608
 _INSERT_TRANSITION = """
 INSERT INTO scribe_job_transitions
     (job_id, key, stage, kind, provider, attempts, error_type, duration_ms, at)
@@ -223,7 +229,7 @@ async def write_entries(connection: Connection, entries: Sequence[IndexEntry]) -
             _short(entry.error_type, _TEXT_MAX),
             entry.at,
         )
-        for entry in sorted(entries, key=lambda e: e.at)
+        for entry in entries  # in the order recorded: one job's, in the order they happened
     ]
     transitions = [
         (

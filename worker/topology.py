@@ -52,6 +52,11 @@ class Names:
     def broker_dead_letter_queue(self) -> str:
         return f"{self.prefix}.{c.BROKER_DEAD_LETTER_QUEUE}"
 
+    @property
+    def index_events_queue(self) -> str:
+        """Declared by `scribe-db follow` only (not by the worker, nor in all_queues)."""
+        return f"{self.prefix}.{c.INDEX_EVENTS_QUEUE}"
+
     def stage_of_queue(self, queue: object) -> Stage | None:
         """The stage whose queue this is (a broker header's value), or None."""
         text = queue.decode("utf-8", "replace") if isinstance(queue, bytes) else queue

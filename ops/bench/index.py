@@ -180,6 +180,8 @@ async def index_bench(options: Options) -> Result:
         raise RuntimeError(f"the index-on runs indexed {indexed} of {count * runs} jobs")
     ratios = [o.jobs_s / f.jobs_s if f.jobs_s else 0.0 for f, o in zip(off, on, strict=True)]
     median_ratio = statistics.median(ratios)
+    cpu_off = statistics.median(run.cpu_ms_per_job for run in off)
+    cpu_ratio = statistics.median(run.cpu_ms_per_job for run in on) / cpu_off if cpu_off else 0.0
     rows = [
         ("record", f"{index_jobs} jobs, {entries} entries", fmt(record_s, 1) + " s",
          fmt(entries / record_s, 0) + " entries/s", ""),
@@ -190,10 +192,14 @@ async def index_bench(options: Options) -> Result:
             for kind, values in times.items()
         ),
         *(
-            (f"floor pair {n + 1}", f"{count} jobs", fmt(f.jobs_s) + " off",
-             fmt(o.jobs_s) + " on", fmt(o.jobs_s / f.jobs_s if f.jobs_s else 0.0, 3))
+            (f"floor pair {n + 1}", f"{count} jobs",
+             f"{fmt(f.jobs_s)} off, {fmt(f.cpu_ms_per_job, 2)} ms CPU/job",
+             f"{fmt(o.jobs_s)} on, {fmt(o.cpu_ms_per_job, 2)} ms CPU/job",
+             fmt(o.jobs_s / f.jobs_s if f.jobs_s else 0.0, 3))
             for n, (f, o) in enumerate(zip(off, on, strict=True))
         ),
+        ("floor median", f"{runs} pairs", "", f"CPU/job on/off {fmt(cpu_ratio, 3)}",
+         fmt(median_ratio, 3)),
     ]  # fmt: skip
     data = {
         "index_jobs": index_jobs,
@@ -210,6 +216,7 @@ async def index_bench(options: Options) -> Result:
         "floor_on_cpu_ms_per_job": [run.cpu_ms_per_job for run in on],
         "paired_ratios": ratios,
         "median_ratio": median_ratio,
+        "cpu_ratio": cpu_ratio,
     }
     lookup_p99 = percentile(times["job"], 99)
     return Result(
@@ -220,6 +227,7 @@ async def index_bench(options: Options) -> Result:
         last_line=(
             f"index_jobs={index_jobs} entries_per_s={entries / record_s:.0f} "
             f"lookup_p99_ms={lookup_p99:.2f} ratio_on_off={median_ratio:.3f}"
+            f" cpu_ratio_on_off={cpu_ratio:.3f}"
         ),
         notes=[
             "floor pairs: our worker with instant providers, index off then on (order swapped "

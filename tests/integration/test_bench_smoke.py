@@ -53,7 +53,10 @@ async def test_polling_finishes_and_prints_its_line(tmp_path: Path) -> None:
 @pytest.mark.postgres
 async def test_index_finishes_and_prints_its_line(tmp_path: Path) -> None:
     last, out = await _bench(tmp_path, "index", "--index-jobs", "40", "--jobs", "20", "--runs", "1")
-    pattern = rf"index_jobs=40 entries_per_s={NUMBER} lookup_p99_ms={NUMBER} ratio_on_off={NUMBER}"
+    pattern = (
+        rf"index_jobs=40 entries_per_s={NUMBER} lookup_p99_ms={NUMBER} ratio_on_off={NUMBER}"
+        rf" cpu_ratio_on_off={NUMBER}"
+    )
     assert re.fullmatch(pattern, last), last
     assert out.is_file()
 
