@@ -120,22 +120,49 @@ def render(events: list[dict[str, Any]]) -> str:
     transcript = outcome["transcript"]["text"]
     lines += ["", f"Transcript ({len(transcript.split())} words):", "  " + transcript[:600] + "…"]
     summary = outcome["summary"]
-    lines += ["", "Summary:"]
+    lines += ["", "Summary (each sentence with the transcript it rests on):"]
     if summary.get("text"):
-        lines.append(summary["text"])
+        lines.append(with_evidence(summary["text"], summary.get("evidence") or []))
     for field in summary.get("fields") or []:
-        lines.append(f"  {field['name']}: {field['value']}")
+        lines.append(f"  {field['name']}: {with_evidence(field['value'], field.get('evidence'))}")
     lines += ["", "Clinical note:"]
     for field in outcome.get("clinicalNote") or []:
-        value = field["value"]
-        if isinstance(value, list):
-            shown = "; ".join(value)
-        elif isinstance(value, float) and value.is_integer():
-            shown = str(int(value))
-        else:
-            shown = value
-        lines.append(f"  {field['name']}: {shown if shown not in ('', None) else '(not stated)'}")
+        lines.append(f"  {field['name']}: {shown_value(field)}")
     return "\n".join(lines)
+
+
+def evidence_mark(evidence: dict[str, Any]) -> str:
+    """[12.4-18.9 s] (with an en dash) for timed segments, [segments 3, 4] for untimed ones,
+    [unsupported] for a statement nothing in the transcript carries."""
+    if not evidence.get("supported"):
+        return "[unsupported]"
+    if evidence.get("start") is not None and evidence.get("end") is not None:
+        return f"[{evidence['start']:.1f}\u2013{evidence['end']:.1f} s]"
+    return "[segments " + ", ".join(str(i) for i in evidence.get("segmentIds", [])) + "]"
+
+
+def with_evidence(text: str, evidence: list[dict[str, Any]] | None, item: int | None = None) -> str:
+    """text with each statement's evidence mark after it."""
+    marks = [
+        (e["textEnd"], evidence_mark(e))
+        for e in evidence or []
+        if e.get("textEnd") is not None and e.get("item") == item
+    ]
+    for end, mark in sorted(marks, reverse=True):
+        text = f"{text[:end]} {mark}{text[end:]}"
+    return text
+
+
+def shown_value(field: dict[str, Any]) -> str:
+    value, evidence = field["value"], field.get("evidence") or []
+    if value in ("", None, []):
+        return "(not stated)"
+    if isinstance(value, list):
+        return "; ".join(with_evidence(item, evidence, i) for i, item in enumerate(value))
+    if isinstance(value, str) and field.get("type") != "enum":
+        return with_evidence(value, evidence)
+    shown = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return " ".join([shown, *(evidence_mark(e) for e in evidence)])
 
 
 async def demo(mode: str, timeout_s: float) -> int:
