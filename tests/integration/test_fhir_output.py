@@ -28,9 +28,13 @@ REFERENCES = {
 }
 
 
-def resource(bundle: Json, kind: str) -> Json:
+def resources(bundle: Json, kind: str) -> list[Json]:
     found: list[Json] = [e["resource"] for e in bundle["entry"]]
-    [match] = [r for r in found if r["resourceType"] == kind]
+    return [r for r in found if r["resourceType"] == kind]
+
+
+def resource(bundle: Json, kind: str) -> Json:
+    [match] = resources(bundle, kind)
     return match
 
 
@@ -61,7 +65,7 @@ async def test_a_completed_note_carries_a_valid_fhir_r4_bundle(
     attachment = document["content"][0]["attachment"]
     assert base64.b64decode(attachment["data"]).decode() == note_text("Outpatient note", note)
     assert [s["title"] for s in composition["section"]] == [f.name for f in note]
-    agents = resource(bundle, "Provenance")["agent"]
+    agents = resources(bundle, "Provenance")[0]["agent"]  # the note's own comes first
     assert [agent["who"]["display"] for agent in agents] == [
         "Intron Health speech and clinical AI API",
         "Invox Medical API",
