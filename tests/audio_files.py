@@ -34,15 +34,32 @@ def tone_samples(seconds: float, rate: int) -> list[int]:
     ]
 
 
-def encode(path: Path, container: str, seconds: float = 3.0, *, channels: int = 1) -> Path:
-    """Writes seconds of tone to path in the container's usual codec; returns path."""
+def encode(
+    path: Path,
+    container: str,
+    seconds: float = 3.0,
+    *,
+    channels: int = 1,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Writes seconds of tone to path in the container's usual codec; returns path. options go
+    to FFmpeg's muxer (webm live=1 writes no duration, as a browser's MediaRecorder does; mp4
+    movflags=+faststart puts the index first)."""
     rate = FORMATS[container][3]
     samples = tone_samples(seconds, rate)
     pcm = b"".join(v.to_bytes(2, "little", signed=True) * channels for v in samples)
-    return encode_pcm(path, container, pcm, rate, channels=channels)
+    return encode_pcm(path, container, pcm, rate, channels=channels, options=options)
 
 
-def encode_pcm(path: Path, container: str, pcm: bytes, rate: int, *, channels: int = 1) -> Path:
+def encode_pcm(
+    path: Path,
+    container: str,
+    pcm: bytes,
+    rate: int,
+    *,
+    channels: int = 1,
+    options: dict[str, str] | None = None,
+) -> Path:
     """Writes 16-bit interleaved PCM at rate to path in the container's usual codec (at that
     rate, or 48 kHz for Opus); returns path."""
     muxer, codec, _ext, _usual_rate = FORMATS[container]
@@ -50,7 +67,7 @@ def encode_pcm(path: Path, container: str, pcm: bytes, rate: int, *, channels: i
     out_rate = 48_000 if codec == "libopus" else rate
     resampler = av.AudioResampler(format="s16", layout=layout, rate=out_rate)
     frame_bytes = 1024 * 2 * channels
-    with av.open(str(path), mode="w", format=muxer) as sink:
+    with av.open(str(path), mode="w", format=muxer, options=options or {}) as sink:
         stream: Any = sink.add_stream(codec, rate=out_rate, layout=layout)
         for start in range(0, len(pcm), frame_bytes):
             piece = pcm[start : start + frame_bytes]

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import aiohttp
+import av
 import pytest
 
 from schemas.errors import ErrorType
@@ -90,6 +91,22 @@ def test_a_truncated_file_is_refused(
     cut = tmp_path / f"cut-{recordings[container].name}"
     cut.write_bytes(whole[: len(whole) // 2])
     assert _refusal(cut).error_type == ErrorType.UNSUPPORTED_AUDIO
+
+
+def test_a_browser_webm_without_a_duration_is_measured_from_its_packets(tmp_path: Path) -> None:
+    path = encode(tmp_path / "browser.webm", "webm", SECONDS, options={"live": "1"})
+    with av.open(str(path)) as media:
+        assert media.duration is None  # nothing declared: only the packets can tell
+    assert probe_audio(path).duration_s == pytest.approx(SECONDS, abs=TOLERANCE_S)
+
+
+def test_a_truncated_m4a_with_its_index_first_is_refused(tmp_path: Path) -> None:
+    """The moov box first (faststart) opens fine; its samples end halfway."""
+    path = encode(tmp_path / "fast.m4a", "m4a", SECONDS, options={"movflags": "+faststart"})
+    assert probe_audio(path).duration_s == pytest.approx(SECONDS, abs=TOLERANCE_S)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert _refusal(path).error_type == ErrorType.UNSUPPORTED_AUDIO
 
 
 @pytest.mark.parametrize("container", list(FORMATS))
