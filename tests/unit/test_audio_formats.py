@@ -6,6 +6,7 @@ that takes only WAV gets a WAV."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ import aiohttp
 import av
 import pytest
 
+from ops import audio_speed
 from schemas.errors import ErrorType
 from schemas.jobs import AudioRef
 from tests.audio_files import FORMATS, encode
@@ -336,3 +338,10 @@ def test_a_wrong_audio_setting_stops_the_worker_naming_it(name: str, value: str)
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({name: value})
     assert name in str(caught.value)
+
+
+def test_the_speed_program_prints_a_line_per_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert audio_speed.main(["--minutes", "0.05", "--formats", "webm,flac"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["format"] for line in lines] == ["webm", "flac"]
+    assert all(line["probed_duration_s"] == pytest.approx(3.0, abs=0.05) for line in lines)
