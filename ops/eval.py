@@ -38,8 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from schemas.jobs import Transcript
+from worker.evidence import SegmentMap, align, content_stems, statement_spans
 from worker.numbers import TEN_WORDS, UNIT_WORDS
 from worker.providers.local_summary import summarize_text
+from worker.providers.localnlp.rules import AP, CC, EXAM, HPI, RESULTS, ROS
 from worker.providers.localnlp.rules import STOP_WORDS as STOP_WORDS  # NLTK's, one copy
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -227,6 +230,87 @@ def local_note(dialogue: str) -> str:
     return summary.text or ""
 
 
+# Section coverage (issue 16): the sections a human note has, by its headers, and ours.
+_SECTION_OF_HEADER: Final = (
+    (re.compile(r"^(?:CHIEF COMPLAINT|CC)\b"), CC),
+    (re.compile(r"^(?:HISTORY OF PRESENT ILLNESS|HPI)\b"), HPI),
+    (re.compile(r"^REVIEW OF SYSTEMS\b"), ROS),
+    (re.compile(r"^(?:PHYSICAL EXAM|EXAM)"), EXAM),
+    (re.compile(r"^RESULTS\b"), RESULTS),
+    (re.compile(r"^(?:ASSESSMENT|PLAN|IMPRESSION)\b"), AP),
+)
+
+
+def note_sections(note: str) -> set[str]:
+    """The sections (ours: CC, HPI, ROS, EXAM, RESULTS, AP) whose header a note has."""
+    found: set[str] = set()
+    for line in note.splitlines():
+        header = line.strip().rstrip(":")
+        if header and header.isupper():
+            found |= {section for pattern, section in _SECTION_OF_HEADER if pattern.match(header)}
+    return found
+
+
+@dataclass
+class EvidenceFigures:
+    """Evidence and section figures over a set of encounters (shares, 0..1)."""
+
+    statements: int = 0
+    with_evidence: int = 0
+    aligned: int = 0
+    precise: float = 0.0  # summed: aligned ids that the recorded evidence has too
+    content: float = 0.0  # summed: content words of the sentence in its aligned segments
+    human: int = 0
+    human_supported: int = 0
+    required: int = 0
+    covered: int = 0
+
+    def add(self, dialogue: str, human_note: str) -> None:
+        segmap = SegmentMap.of(Transcript(provider="local", text=dialogue))
+        summary = summarize_text(dialogue, "SUMMARY", segmap=segmap)
+        text, evidence = summary.text or "", summary.evidence or ()
+        self.statements += len(evidence)
+        self.with_evidence += sum(1 for e in evidence if e.supported)
+        sentences = [text[e.text_start or 0 : e.text_end or 0] for e in evidence]
+        for sentence, recorded, found in zip(
+            sentences, evidence, align(sentences, segmap), strict=True
+        ):
+            if found.supported:
+                self._aligned(segmap, sentence, set(recorded.segment_ids), found.segment_ids)
+        spans = statement_spans(human_note)
+        self.human += len(spans)
+        self.human_supported += sum(
+            a.supported for a in align([human_note[a:b] for a, b in spans], segmap)
+        )
+        required = note_sections(human_note)
+        self.required += len(required)
+        self.covered += len(required & note_sections(text))
+
+    def _aligned(
+        self, segmap: SegmentMap, sentence: str, truth: set[int], ids: tuple[int, ...]
+    ) -> None:
+        """One of our sentences aligned as if another provider wrote it: against the evidence
+        the engine recorded, and against the content words of the segments it was given."""
+        self.aligned += 1
+        self.precise += sum(i in truth for i in ids) / len(ids)
+        cited = set(content_stems(" ".join(segmap.segments[i].text for i in ids)))
+        words = content_stems(sentence)
+        self.content += sum(w in cited for w in words) / max(1, len(words))
+
+    def line(self) -> str:
+        def pct(part: float, whole: int) -> str:
+            return f"{100 * part / max(1, whole):.2f}%"
+
+        return (
+            f"evidence share={pct(self.with_evidence, self.statements)} "
+            f"section_coverage={pct(self.covered, self.required)} "
+            f"aligner_precision={pct(self.precise, self.aligned)} "
+            f"aligner_content={pct(self.content, self.aligned)} "
+            f"aligner_found={pct(self.aligned, self.statements)} "
+            f"human_supported={pct(self.human_supported, self.human)}"
+        )
+
+
 def format_row(name: str, s: Scores) -> str:
     return (
         f"{name} rouge1={s.rouge1:.2f} rouge2={s.rouge2:.2f} rougeLsum={s.rouge_lsum:.2f} "
@@ -255,6 +339,10 @@ def run_notes(data: Path, train: Path, out: Any) -> Scores:
     result = score(ours, rows, grounding, scorer)
     print(format_row("transcript", reference), file=out)
     print(format_row("human", human), file=out)
+    figures = EvidenceFigures()
+    for row in rows:
+        figures.add(row.dialogue, row.note)
+    print(figures.line(), file=out)
     print(format_row("ours", result), file=out)
     return result
 

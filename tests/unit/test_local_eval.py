@@ -37,21 +37,23 @@ def test_prints_three_rows_and_the_exact_last_line(
     train = write_csv(tmp_path / "train.csv", [("T1", "[doctor] hi .", NOTE)])
     assert scribe_eval.main(["--data", str(data), "--train", str(train)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-3].startswith("transcript rouge1=")
-    assert lines[-2].startswith("human rouge1=100.00 rouge2=100.00 rougeLsum=100.00 ")
-    last = lines[-1]
+    transcript_line, human_line, evidence_line, last = lines[-4:]
+    assert transcript_line.startswith("transcript rouge1=")
+    assert human_line.startswith("human rouge1=100.00 rouge2=100.00 rougeLsum=100.00 ")
     assert re.fullmatch(
         r"ours rouge1=\d+\.\d\d rouge2=\d+\.\d\d rougeLsum=\d+\.\d\d "
         r"unsupported=\d+\.\d\d% stray_numbers=\d+\.\d\d",
         last,
     ), last
     ours = float(last.split()[1].split("=")[1])
-    transcript = float(lines[-3].split()[1].split("=")[1])
+    transcript = float(transcript_line.split()[1].split("=")[1])
     assert ours > transcript
     # With train notes identical to the references, every reference stem is "common".
-    assert " unsupported=0.00% " in lines[-2]
+    assert " unsupported=0.00% " in human_line
     # "9" (weeks) is never said in the dialogue: one stray number per human note.
-    assert lines[-2].endswith("stray_numbers=1.00")
+    assert human_line.endswith("stray_numbers=1.00")
+    # Every sentence of ours has its evidence (issue 16).
+    assert evidence_line.startswith("evidence share=100.00% section_coverage=")
 
 
 def test_numbers_said_in_words_are_not_stray() -> None:
