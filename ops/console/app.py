@@ -124,7 +124,7 @@ class Console:
 
 
 CONSOLE: Final = web.AppKey("console", Console)
-SESSION: Final = "scribe_console_session_obj"
+SESSION: Final = web.RequestKey("session", Session)
 
 
 def _viewer(session: Session) -> pages.Viewer:
@@ -138,8 +138,8 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 def _session_of(request: web.Request) -> Session:
-    session = request.get(SESSION)
-    if not isinstance(session, Session):
+    session: Session | None = request.get(SESSION)
+    if session is None:
         raise web.HTTPUnauthorized()
     return session
 
@@ -156,7 +156,8 @@ async def security_headers(
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        exc.headers.update(SECURITY_HEADERS)
+        raise
     response.headers.update(SECURITY_HEADERS)
     return response
 
