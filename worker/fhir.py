@@ -14,6 +14,9 @@ demographics. What it holds:
   field groups), each section's narrative the field's value;
 - a Provenance for both (HL7 AI Transparency on FHIR): the transcriber, the summarizer and the
   note writer as agents, each a Device in the Bundle;
+- the note's evidence (issue 16): per field with a supported statement, a Provenance whose target
+  is that field's section (the targetElement extension) and whose entities are the transcript
+  segments each statement cites;
 - one Device per provider.
 
 DocumentReference, Composition and the Bundle carry the AIAST security label (v3
@@ -34,7 +37,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from schemas.jobs import ClinicalNoteField, FhirDocumentType, FhirOptions, JobRequest
+from schemas.jobs import ClinicalNoteField, Evidence, FhirDocumentType, FhirOptions, JobRequest
 
 Json = dict[str, Any]
 
@@ -62,6 +65,9 @@ CLINICAL_NOTE_CATEGORY: Final[Json] = {
         }
     ]
 }
+# The element of a target a Provenance is about (a core extension, in R4 through the extensions
+# package): here the Composition section of one note field.
+TARGET_ELEMENT: Final = "http://hl7.org/fhir/StructureDefinition/targetElement"
 _PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 _XHTML = "http://www.w3.org/1999/xhtml"
 NOTE_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
@@ -137,8 +143,13 @@ def _narrative(field: ClinicalNoteField) -> str:
     return f'<div xmlns="{_XHTML}">{inner}</div>'
 
 
-def _section(field: ClinicalNoteField) -> Json:
+def section_id(index: int) -> str:
+    return f"section-{index}"
+
+
+def _section(index: int, field: ClinicalNoteField) -> Json:
     section: Json = {
+        "id": section_id(index),
         "title": _clean(field.name, _clean(field.id, "Field")),
         "text": {"status": "generated", "div": _narrative(field)},
     }
@@ -241,7 +252,7 @@ def _composition(
         "date": issued,
         "author": _authors(options, writer),
         "title": title,
-        "section": [_section(field) for field in note],
+        "section": [_section(index, field) for index, field in enumerate(note)],
     }
     if job.note_language is not None:
         resource["language"] = job.note_language
@@ -283,6 +294,36 @@ def _provenance(job_id: str, targets: Sequence[Json], agents: Sequence[Json], is
     }
 
 
+def _cited(evidence: Evidence) -> str:
+    segments = ", ".join(str(segment) for segment in evidence.segment_ids)
+    span = ""
+    if evidence.start is not None and evidence.end is not None:
+        span = f" ({evidence.start:.1f} s to {evidence.end:.1f} s)"
+    return f"transcript segments {segments} of job.completed{span}"
+
+
+def _evidence_provenance(
+    job_id: str, index: int, composition: Json, writer: Json, field: ClinicalNoteField, issued: str
+) -> Json | None:
+    """Where a note field's statements rest in the transcript (the evidence of issue 16): a
+    Provenance whose target is the field's section (the targetElement extension names it) and
+    whose entities are the transcript segments each supported statement cites. A statement no
+    segment supports cites none; job.completed's evidence flags it."""
+    cited = [e for e in field.evidence or () if e.supported and e.segment_ids]
+    if not cited:
+        return None
+    target = _ref(composition)
+    target["extension"] = [{"url": TARGET_ELEMENT, "valueUri": section_id(index)}]
+    return {
+        "resourceType": "Provenance",
+        "id": resource_id(job_id, f"Provenance/evidence/{index}"),
+        "target": [target],
+        "recorded": issued,
+        "agent": [_agent(writer, "author", "clinical note")],
+        "entity": [{"role": "source", "what": {"display": _cited(e)}} for e in cited],
+    }
+
+
 def note_bundle(
     job: JobRequest,
     transcriber: str,
@@ -305,7 +346,12 @@ def note_bundle(
         _agent(writer, "author", "clinical note"),
     ]
     provenance = _provenance(job_id, (document, composition), agents, when)
-    resources = [document, composition, provenance, *devices.values()]
+    evidence = [
+        _evidence_provenance(job_id, index, composition, writer, field, when)
+        for index, field in enumerate(note)
+    ]
+    cited = [resource for resource in evidence if resource is not None]
+    resources = [document, composition, provenance, *cited, *devices.values()]
     bundle_id = resource_id(job_id, "Bundle")
     return {
         "resourceType": "Bundle",

@@ -72,6 +72,18 @@ async def test_a_completed_note_carries_a_valid_fhir_r4_bundle(
         "Invox Medical API",
     ]
     assert {"code": "AIAST"}.items() <= document["meta"]["security"][0].items()
+    # The note's evidence: a Provenance for the section of each field a segment supports.
+    supported = {
+        f"section-{index}"
+        for index, field in enumerate(note)
+        if any(e.supported and e.segment_ids for e in field.evidence or ())
+    }
+    targeted = {
+        provenance["target"][0]["extension"][0]["valueUri"]
+        for provenance in resources(bundle, "Provenance")[1:]
+    }
+    assert supported
+    assert targeted == supported
 
 
 async def test_a_summary_only_job_has_no_fhir_field(

@@ -22,7 +22,7 @@ from fhirclient.models.fhirelementfactory import FHIRElementFactory
 from pydantic import ValidationError
 
 from schemas.base import describe_validation_error
-from schemas.jobs import ClinicalNoteField, FhirDocumentType, FhirOptions, JobRequest
+from schemas.jobs import ClinicalNoteField, Evidence, FhirDocumentType, FhirOptions, JobRequest
 from tests.fhir_r4 import Json, assert_valid_r4, schema_errors
 from tests.harness import SAMPLE_TEMPLATE
 from worker.codec import parse_message
@@ -330,3 +330,40 @@ def test_fhir_options_are_optional_and_round_trip() -> None:
     with pytest.raises(ValidationError) as raised:
         FhirOptions.model_validate({"patient": "Patient/1", "gender": "female"})
     assert describe_validation_error(raised.value) == "gender: extra_forbidden"
+
+
+def test_evidence_becomes_provenance_of_the_fields_section() -> None:
+    cites = Evidence(
+        text_start=0, text_end=9, segment_ids=(0, 1), start=0.0, end=4.5, supported=True
+    )
+    listed = Evidence(item=0, segment_ids=(2,), supported=True)
+    unsupported = Evidence(item=1, supported=False)
+    note = (
+        NOTE[0].model_copy(update={"evidence": (cites,)}),
+        NOTE[1].model_copy(update={"evidence": (Evidence(supported=False),)}),
+        NOTE[4].model_copy(update={"evidence": (listed, unsupported)}),
+        NOTE[5],
+    )
+    bundle = build(make(), note=note)
+    assert_valid_r4(bundle)
+    composition = one(bundle, "Composition")
+    sections = {section["id"]: section["title"] for section in composition["section"]}
+    provenances = resources(bundle, "Provenance")
+    assert len(provenances) == 3  # the note's own, then one per field with a supported statement
+    cited = {}
+    for provenance in provenances[1:]:
+        [target] = provenance["target"]
+        assert target["reference"] == f"urn:uuid:{composition['id']}"
+        [element] = target["extension"]
+        assert element["url"] == "http://hl7.org/fhir/StructureDefinition/targetElement"
+        cited[sections[element["valueUri"]]] = [e["what"]["display"] for e in provenance["entity"]]
+        assert {e["role"] for e in provenance["entity"]} == {"source"}
+    assert cited == {
+        "Chief complaint": ["transcript segments 0, 1 of job.completed (0.0 s to 4.5 s)"],
+        "Medications": ["transcript segments 2 of job.completed"],
+    }
+    job_id = str(uuid.uuid4())
+    first, again = build(make(job_id), note=note), build(make(job_id), note=note)
+    assert [p["id"] for p in resources(first, "Provenance")] == [
+        p["id"] for p in resources(again, "Provenance")
+    ]
