@@ -43,6 +43,8 @@ INDEX_BATCH_MAX: Final = 500
 INDEX_WRITE_ATTEMPTS: Final = 8
 INDEX_RETRY_BASE_S: Final = 0.5
 INDEX_RETRY_MAX_S: Final = 30.0
+# At stop, what is queued gets this long (at most) to be written.
+INDEX_STOP_FLUSH_S: Final = 5.0
 # The longest stored provider name and errorType (schemas/status.py patterns say the same).
 _TEXT_MAX = 64
 _PROVIDER_MAX = 32
@@ -197,8 +199,8 @@ _WINS = (
 # _WINS is a constant; every value is a $n parameter.
 _UPSERT_JOB = f"""
 INSERT INTO scribe_jobs AS j
-    (job_id, stage, outcome, provider, attempts, error_type, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+    (job_id, stage, provider, attempts, error_type, created_at, updated_at, outcome)
+VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
 ON CONFLICT (job_id) DO UPDATE SET
     stage = CASE WHEN {_WINS} THEN excluded.stage ELSE j.stage END,
     outcome = CASE WHEN {_WINS} THEN excluded.outcome ELSE j.outcome END,
@@ -210,41 +212,27 @@ ON CONFLICT (job_id) DO UPDATE SET
 """  # noqa: S608
 _INSERT_TRANSITION = """
 INSERT INTO scribe_job_transitions
-    (job_id, key, stage, kind, provider, attempts, error_type, duration_ms, at)
+    (job_id, stage, provider, attempts, error_type, at, key, kind, duration_ms)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (job_id, key) DO NOTHING
 """
 _SUMMARY_COLUMNS = "job_id, stage, outcome, provider, attempts, error_type, created_at, updated_at"
 
 
+def _shared(entry: IndexEntry) -> tuple[Any, ...]:
+    """$1..$6 of both statements: job, stage, provider, attempts, errorType, time."""
+    provider, error_type = (
+        _short(entry.provider, _PROVIDER_MAX),
+        _short(entry.error_type, _TEXT_MAX),
+    )
+    return (entry.job_id, entry.stage, provider, entry.attempts, error_type, entry.at)
+
+
 async def write_entries(connection: Connection, entries: Sequence[IndexEntry]) -> None:
-    """One transaction for a batch: every job row, then every transition row."""
-    jobs = [
-        (
-            entry.job_id,
-            entry.stage,
-            entry.outcome,
-            _short(entry.provider, _PROVIDER_MAX),
-            entry.attempts,
-            _short(entry.error_type, _TEXT_MAX),
-            entry.at,
-        )
-        for entry in entries  # in the order recorded: one job's, in the order they happened
-    ]
-    transitions = [
-        (
-            entry.job_id,
-            entry.key,
-            entry.stage,
-            entry.kind,
-            _short(entry.provider, _PROVIDER_MAX),
-            entry.attempts,
-            _short(entry.error_type, _TEXT_MAX),
-            entry.duration_ms,
-            entry.at,
-        )
-        for entry in entries
-    ]
+    """One transaction for a batch: every job row (in the order recorded: one job's in the order
+    they happened), then every transition row."""
+    jobs = [(*_shared(entry), entry.outcome) for entry in entries]
+    transitions = [(*_shared(entry), entry.key, entry.kind, entry.duration_ms) for entry in entries]
     async with connection.transaction():
         await connection.executemany(_UPSERT_JOB, jobs)
         await connection.executemany(_INSERT_TRANSITION, transitions)

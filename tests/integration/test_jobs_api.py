@@ -59,6 +59,19 @@ def _jobs(audio_file: Path, storage_root: Path) -> tuple[list[JobRequest], JobRe
     return good, failing
 
 
+def _indexed_env(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, database_url: str
+) -> dict[str, str]:
+    """A worker with the index on and the status API behind TOKEN."""
+    return worker_env(
+        prefix,
+        sandbox.base_url,
+        storage_root,
+        SCRIBE_DATABASE_URL=database_url,
+        SCRIBE_API_TOKEN=TOKEN,
+    )
+
+
 async def _run_jobs(prefix: str, app: WorkerApp, jobs: list[JobRequest]) -> dict[str, str]:
     async with watching(prefix) as watcher:
         ids = [await watcher.submit(job) for job in jobs]
@@ -69,13 +82,7 @@ async def _run_jobs(prefix: str, app: WorkerApp, jobs: list[JobRequest]) -> dict
 async def test_jobs_through_the_pipeline_show_their_stages_and_outcome(
     prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path, database_url: str
 ) -> None:
-    env = worker_env(
-        prefix,
-        sandbox.base_url,
-        storage_root,
-        SCRIBE_DATABASE_URL=database_url,
-        SCRIBE_API_TOKEN=TOKEN,
-    )
+    env = _indexed_env(prefix, sandbox, storage_root, database_url)
     good, failing = _jobs(audio_file, storage_root)
     async with running_worker(env) as app:
         outcomes = await _run_jobs(prefix, app, [*good, failing])
@@ -127,13 +134,7 @@ async def test_jobs_through_the_pipeline_show_their_stages_and_outcome(
 async def test_the_api_checks_its_token_and_parameters_and_echoes_nothing(
     prefix: str, sandbox: RunningSandbox, storage_root: Path, database_url: str
 ) -> None:
-    env = worker_env(
-        prefix,
-        sandbox.base_url,
-        storage_root,
-        SCRIBE_DATABASE_URL=database_url,
-        SCRIBE_API_TOKEN=TOKEN,
-    )
+    env = _indexed_env(prefix, sandbox, storage_root, database_url)
     async with running_worker(env) as app:
         job_path = "/jobs/0b6c0f0e-8d5f-4b8e-9a56-2f0c1b7a9e11"
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -187,13 +188,7 @@ def _schemathesis_run(base_url: str) -> None:
 async def test_schemathesis_against_the_live_status_api(
     prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path, database_url: str
 ) -> None:
-    env = worker_env(
-        prefix,
-        sandbox.base_url,
-        storage_root,
-        SCRIBE_DATABASE_URL=database_url,
-        SCRIBE_API_TOKEN=TOKEN,
-    )
+    env = _indexed_env(prefix, sandbox, storage_root, database_url)
     async with running_worker(env) as app:
         await _run_jobs(prefix, app, [make_job(audio_file, **INVOX_ALL)])
         assert app.index is not None
