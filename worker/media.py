@@ -472,16 +472,20 @@ def _resolved_file_under(root: str, name: str, unavailable: ErrorType) -> tuple[
     return Path(resolved), status.st_size
 
 
-async def probe(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AudioInfo:
+async def probe(
+    path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_duration_s: float | None = None
+) -> AudioInfo:
     """The audio's AudioInfo: a 16-bit PCM WAV from its headers on the event loop (one read),
-    anything else by probe_audio in a thread."""
+    anything else by probe_audio in a thread (which stops reading past max_duration_s)."""
     try:
         info = wav_info(path)
     except OSError:
         raise PermanentError(ErrorType.AUDIO_UNAVAILABLE, "the audio could not be read") from None
     if info is not None:
         return info
-    return await asyncio.to_thread(probe_audio, path, timeout_s=timeout_s)
+    return await asyncio.to_thread(
+        probe_audio, path, timeout_s=timeout_s, max_duration_s=max_duration_s
+    )
 
 
 class MediaFetcher:
@@ -554,7 +558,10 @@ class MediaFetcher:
             path,
             size,
         ):
-            info = await probe(path, timeout_s=self._read_timeout_s)
+            # Reading stops just past the job maximum: such audio is refused however long it is.
+            info = await probe(
+                path, timeout_s=self._read_timeout_s, max_duration_s=self._max_job_audio_s + 1.0
+            )
             if info.duration_s > self._max_job_audio_s:
                 raise PermanentError(
                     ErrorType.AUDIO_TOO_LONG,

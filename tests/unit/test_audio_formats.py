@@ -345,3 +345,9 @@ def test_the_speed_program_prints_a_line_per_format(capsys: pytest.CaptureFixtur
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["format"] for line in lines] == ["webm", "flac"]
     assert all(line["probed_duration_s"] == pytest.approx(3.0, abs=0.05) for line in lines)
+
+
+def test_probing_stops_reading_past_a_maximum(recordings: dict[str, Path]) -> None:
+    """What the fetcher asks for just past the job maximum: such audio is refused anyway."""
+    stopped = probe_audio(recordings["webm"], max_duration_s=1.0)
+    assert 1.0 <= stopped.duration_s < SECONDS - 1.0
