@@ -36,7 +36,7 @@ RUNBOOK: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
         ("transcriptionNotFound",),
         "The vendor expired or lost it. Resubmit the job, which uploads the audio again.",
     ),
-    (("other",), "Ask the vendor to fix the account, then replay."),
+    (("missingPermission",), "Ask the vendor to fix the account, then replay."),
     (
         ("invalidMessage",),
         "Inspect it with `scribe-dlq show --redact` and fix the publisher. Replaying the same bytes fails again.",
@@ -58,8 +58,15 @@ RUNBOOK: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
         ("audioUnavailable", "documentUnavailable"),
         "Check the storage or URL (see `SCRIBE_STORAGE_ROOT`), then replay.",
     ),
-    (("unsupportedAudio",), "Convert the audio upstream and resubmit."),
-    (("fileTooLarge", "audioTooLong"), "Split the recording upstream. Replaying does not help."),
+    (
+        ("unsupportedAudio",),
+        "Check the file plays to its end; re-export it from the recorder and resubmit. Replaying does not help.",
+    ),
+    (("fileTooLarge",), "Compress the recording (Opus or AAC) and resubmit."),
+    (
+        ("audioTooLong",),
+        "Split the recording upstream, or raise the job maximum if the vendor and your budget allow. Replaying does not help.",
+    ),
     (
         ("unauthorized",),
         "Rotate `SCRIBE_INTRON_API_KEY` or the Invox token/app key, restart, then replay.",
@@ -89,6 +96,35 @@ RUNBOOK: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
         "Look at the worker logs around `x-death` time for crashes or OOM kills. Fix, then replay.",
     ),
     (("internalError",), "Fix the bug, deploy, then replay."),
+    (
+        ("conflictingJob",),
+        "Give the new job its own jobId upstream and resubmit. Replaying does not help.",
+    ),
+    (("incompatibleProviders",), "Fix the job's providers upstream and resubmit."),
+    (
+        ("noSpeech",),
+        "Check the recording has speech (microphone, wrong file). Resubmit with the right audio.",
+    ),
+    (
+        ("transcriptTooLarge", "templateTooLarge"),
+        "Split the consultation or trim the template upstream. Replaying does not help.",
+    ),
+    (
+        ("summaryTimedOut", "noteTimedOut"),
+        "Raise the budget if the machine is slow, restart, then replay.",
+    ),
+    (
+        ("untrustedHandle",),
+        "Someone published a poll message by hand, or the key changed. Check the key; resubmit the job.",
+    ),
+    (
+        ("uploadOutcomeUnknown",),
+        "Check the vendor's console for the upload. If it is not there, replay (which uploads again).",
+    ),
+    (
+        ("ledgerUnavailable",),
+        "Check Redis (`SCRIBE_REDIS_URL`). When it is back, replay with `--error-type ledgerUnavailable`.",
+    ),
 )
 
 
