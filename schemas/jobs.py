@@ -16,6 +16,8 @@ SummarizerName = Literal["intron", "invox", "local", "llm"]
 NoteProviderName = Literal["invox", "local", "llm"]
 OutputFormat = Literal["SUMMARY", "SOAP_TEMPLATE"]
 NoteLanguage = Literal["es", "en", "ca", "pt-BR", "pt-PT"]
+# Who a transcript segment's speaker is in the consultation (schemaRevision 2).
+SpeakerRole = Literal["clinician", "patient", "other", "unknown"]
 IntronCategory = Literal[
     "file_category_general",
     "file_category_telehealth",
@@ -218,6 +220,8 @@ class TranscriptSegment(WireModel):
     end: float
     text: str
     speaker: str | None = None
+    # Filled by the worker on every segment it emits (schemaRevision 2); absent in older events.
+    role: SpeakerRole | None = None
 
 
 class Transcript(WireModel):

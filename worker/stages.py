@@ -42,6 +42,7 @@ from worker.outcomes import (
 )
 from worker.providers.base import Transcribed
 from worker.providers.registry import ProviderRegistry
+from worker.roles import with_roles_in_thread
 from worker.settings import RetrySettings
 
 log = structlog.get_logger("scribe.stages")
@@ -124,7 +125,9 @@ class Stages:
             finally:
                 self._count_redeliveries(job_id, provider.name, journal)
             if isinstance(result, Transcribed):
-                summarize = SummarizeState(transcript=spoken(result.transcript))
+                # Every segment gets a speaker and a role (worker/roles.py), whoever transcribed.
+                transcript = await with_roles_in_thread(spoken(result.transcript))
+                summarize = SummarizeState(transcript=transcript)
                 return Advance("summarize", self.codec.encode(job, summarize), provider.name)
             handle = result.handle
             if result.callback_nonce is not None:
@@ -192,7 +195,8 @@ class Stages:
                     f"still pending after {ctx.polls + 1} polls over {waited_s:.0f} s",
                 )
             return PollLater(provider.name)
-        summarize = self.codec.encode(job, SummarizeState(transcript=spoken(transcript)))
+        transcript = await with_roles_in_thread(spoken(transcript))
+        summarize = self.codec.encode(job, SummarizeState(transcript=transcript))
         return Advance("summarize", summarize, provider.name)
 
     async def summarize(self, body: bytes, ctx: DeliveryContext) -> Outcome:

@@ -17,7 +17,7 @@ import pytest
 from aioresponses import aioresponses
 
 from schemas.errors import ErrorType
-from schemas.jobs import JobRequest
+from schemas.jobs import JobRequest, SummarizeState
 from tests.harness import write_wav
 from worker.codec import StageCodec
 from worker.errors import PermanentError
@@ -191,3 +191,44 @@ async def test_a_transcript_with_words_goes_on(world: World) -> None:
     polled = await world.stages.poll(submitted.body, ctx("poll"))
     assert isinstance(polled, Advance)
     assert polled.next_stage == "summarize"
+
+
+async def test_intron_segments_go_on_with_speakers_and_roles(world: World) -> None:
+    """Issue 15: the poll stage passes Intron's diarized lines on with a role on every segment,
+    from what each speaker says: here the patient speaks first."""
+    intron_answers(
+        world.mocked,
+        "SPEAKER_01: hi, my knee has been hurting since i fell on sunday\n"
+        "SPEAKER_02: i'm dr. lee. let me examine it. does it hurt when i press here?\n"
+        "SPEAKER_01: yes, right there",
+    )
+    for_job = job(world.audio, "intron", intron={"useDiarization": True})
+    submitted = await world.stages.transcribe(for_job.to_wire(), ctx("transcribe"))
+    assert isinstance(submitted, Advance)
+    polled = await world.stages.poll(submitted.body, ctx("poll"))
+    assert isinstance(polled, Advance)
+    segments = StageCodec().decode(SummarizeState, polled.body).state.transcript.segments
+    assert [(s.speaker, s.role) for s in segments] == [
+        ("SPEAKER_01", "patient"),
+        ("SPEAKER_02", "clinician"),
+        ("SPEAKER_01", "patient"),
+    ]
+
+
+async def test_invox_segments_go_on_with_speakers_and_roles(world: World) -> None:
+    invox_answers(
+        world.mocked,
+        [
+            {"text": "what brings you in today? any fever or chills?", "start": 0, "end": 3},
+            {"text": "my back has been aching for two weeks", "start": 3, "end": 6},
+        ],
+    )
+    submitted = await world.stages.transcribe(job(world.audio, "invox").to_wire(), ctx("t"))
+    assert isinstance(submitted, Advance)
+    polled = await world.stages.poll(submitted.body, ctx("poll"))
+    assert isinstance(polled, Advance)
+    segments = StageCodec().decode(SummarizeState, polled.body).state.transcript.segments
+    assert [(s.speaker, s.role) for s in segments] == [
+        ("UNLABELLED", "clinician"),
+        ("UNLABELLED", "patient"),
+    ]

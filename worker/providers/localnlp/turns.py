@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from worker.providers.local_budget import NO_DEADLINE, Deadline
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.model import Gender, Role, Turn
+from worker.roles import assign_roles
 
 
 def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
@@ -17,18 +18,12 @@ def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
     # copied the whole text each time).
     head = text.lstrip()
     continues = bool(rules.TAG_LINE_RE.match(head) or rules.SPEAKER_LINE_RE.match(head))
-    speakers: dict[str, Role] = {}
+    speakers = diarized_roles(text, deadline)
 
     def role_of(label: str) -> Role:
         name = label.strip().lower()
-        if name.startswith("patient"):
-            return "patient"
-        if any(name.startswith(word) for word in rules.DOCTOR_WORDS):
-            return "doctor"
-        # Diarized labels: the first speaker is the clinician, every other one the patient.
-        if name not in speakers:
-            speakers[name] = "doctor" if not speakers else "patient"
-        return speakers[name]
+        # Diarized labels (SPEAKER_01): from what each speaker says, not who spoke first.
+        return _named_role(name) or speakers.get(name, "patient")
 
     offset = 0
     for raw in text.splitlines(keepends=True):
@@ -45,6 +40,33 @@ def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
         else:
             turns.append(Turn("doctor", line, start))
     return turns
+
+
+def _named_role(name: str) -> Role | None:
+    if name.startswith("patient"):
+        return "patient"
+    if any(name.startswith(word) for word in rules.DOCTOR_WORDS):
+        return "doctor"
+    return None
+
+
+def diarized_roles(text: str, deadline: Deadline = NO_DEADLINE) -> dict[str, Role]:
+    """The role of each speaker label that names no role (SPEAKER_01), by worker.roles: the
+    most clinician-like speaker is the doctor, every other one a patient."""
+    turns: list[tuple[str | None, str]] = []
+    for line in text.splitlines():
+        deadline.check()
+        match = rules.TAG_LINE_RE.match(line) or rules.SPEAKER_LINE_RE.match(line)
+        if match:
+            name = match.group(1).strip().lower()
+            if _named_role(name) is None:
+                turns.append((name, match.group(2)))
+    roles = assign_roles(turns)
+    return {
+        str(name): "doctor" if role == "clinician" else "patient"
+        for (name, _), role in zip(turns, roles, strict=True)
+        if role != "unknown"
+    }
 
 
 def pieces(text: str) -> Iterator[str]:
