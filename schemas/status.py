@@ -21,8 +21,9 @@ JOB_OUTCOMES: Final[tuple[JobOutcome, ...]] = ("running", "completed", "failed")
 # confirmed), retry (a transient failure went to a delay tier), completed, failed.
 TransitionKind = Literal["done", "retry", "completed", "failed"]
 
-# errorType values: the catalogue's (schemas/errors.py), or what a vendor's 403 carries.
-ERROR_TYPE_PATTERN: Final = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
+# errorType values: the catalogue's (schemas/errors.py), or what a vendor's 403 carries (the
+# shape worker/providers/http.py accepts there).
+ERROR_TYPE_PATTERN: Final = "^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 PROVIDER_PATTERN: Final = "^[a-z][a-z0-9_.-]{0,31}$"
 # One page of GET /jobs holds at most this many jobs.
 MAX_PAGE_SIZE: Final = 500

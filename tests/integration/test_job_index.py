@@ -123,6 +123,14 @@ async def test_filters_select_jobs_newest_first(database_url: str) -> None:
         window = await reader.jobs(JobFilter(since=start, until=start + timedelta(minutes=30)))
         assert [str(j.job_id) for j in window] == [done]
         assert len(await reader.jobs(JobFilter(limit=1))) == 1
+        # A vendor's 403 may carry its own errorType (worker/providers/http.py lets hyphens in).
+        forbidden = str(uuid.uuid4())
+        writer.record(
+            IndexEntry(forbidden, "note", "failed", start, "invox", 1, "missing-permission")
+        )
+        assert await writer.flush(10.0)
+        shown = await reader.jobs(JobFilter(error_type="missing-permission"))
+        assert [(str(j.job_id), j.error_type) for j in shown] == [(forbidden, "missing-permission")]
     finally:
         await writer.close(5.0)
         await pool.close()
