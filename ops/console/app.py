@@ -40,6 +40,7 @@ LOGIN_COOKIE: Final = "scribe_console_login"
 MAX_FORM_BYTES: Final = 512 * 1024
 STATIC_DIR: Final = Path(__file__).parent / "static"
 _IDENTITY_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+_LOGIN_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _UUID_RE: Final = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
@@ -53,7 +54,9 @@ SECURITY_HEADERS: Final = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers send "Origin: null" on our own
+    # form posts, and the Origin check below would refuse them.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -187,7 +190,10 @@ async def require_session(
 
 
 async def login_form(request: web.Request) -> web.Response:
-    token = secrets.token_urlsafe(32)
+    """The login page, with its double-submit token: the one this browser already holds when
+    it has one (a second tab, or the favicon's redirect here, must not void the first form)."""
+    held = request.cookies.get(LOGIN_COOKIE)
+    token = held if held and _LOGIN_TOKEN_RE.fullmatch(held) else secrets.token_urlsafe(32)
     response = _html(pages.login_page(token, failed=False))
     _set_cookie(request, response, LOGIN_COOKIE, token)
     return response
