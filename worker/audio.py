@@ -20,8 +20,11 @@ The API the rest of the worker (the transcribe stage, chunking) builds on:
   cut a recording with (deterministic: the same file and range give the same bytes).
 - `TranscriberLimits`, `needs_conversion(info, limits)`, `needs_chunking(info, limits)`: what a
   transcriber takes (duration, bytes, formats). `ChunkingRequired` is what the transcribe stage
-  raises for audio within the job maximum but over its transcriber's limit while chunking is
-  not wired in: an audioTooLong refusal before any vendor call (worker/chunking.py hooks it).
+  raises (worker.media.MediaFetcher.require_one_upload) for audio within the job maximum but
+  over its transcriber's limit when nothing chunked it: an audioTooLong refusal before any
+  vendor call. A worker with chunking (worker/chunk_flow.py) splits such audio before that check.
+- `wav_info(path)`: a 16-bit PCM WAV's AudioInfo from its headers alone, cheap enough for the
+  event loop (worker/media.py tries it before probe_audio in a thread).
 
 Every call is bounded: a time budget (`timeout_s`, checked between packets) and a limit on the
 audio it will decode (`max_duration_s`). Errors name the problem, never the path.
