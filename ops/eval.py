@@ -1,8 +1,8 @@
 """scribe-eval: how good is the offline (local) path, measured on ACI-Bench.
 
     scribe-eval [--data valid.csv] [--train train.csv]   # notes: ROUGE + grounding
-    scribe-eval --asr [--audio ops/samples/consultation.wav]   # local ASR: WER + real-time factor
-    scribe-eval --roles [--no-speech] [--recordings DIR]   # speaker roles (ops/eval_roles.py)
+    scribe-eval --asr [--recordings ops/recordings]   # local ASR per model (ops/eval_asr.py)
+    scribe-eval --asr --audio ops/samples/consultation.wav   # one recording: WER + speed
 
 Rows (all computed in the same run):
 - ours: LocalSummarizer's SUMMARY output (a sectioned note) for each dialogue;
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ops import eval_asr
 from schemas.jobs import Transcript
 from worker.evidence import SegmentMap, align, content_stems, statement_spans
 from worker.numbers import TEN_WORDS, UNIT_WORDS
@@ -395,23 +396,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ACI-Bench style CSV")
     parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN, help="for common stems")
     parser.add_argument("--asr", action="store_true", help="evaluate local speech recognition")
-    parser.add_argument("--audio", type=Path, default=DEFAULT_AUDIO)
+    parser.add_argument("--audio", type=Path, default=None, help="--asr: one recording only")
     parser.add_argument("--audio-text", type=Path, default=DEFAULT_AUDIO_TEXT)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--roles", action="store_true", help="speaker roles (ops/eval_roles.py)")
-    parser.add_argument("--no-speech", action="store_true", help="--roles: text only")
-    parser.add_argument(
-        "--recordings", type=Path, default=None, help="a folder with manifest.json (--roles)"
-    )
+    parser.add_argument("--recordings", type=Path, default=None, help="a manifest dir")
+    eval_asr.add_arguments(parser)
     args = parser.parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    if args.roles:
-        from ops.eval_roles import run_roles
-
-        return run_roles(args.data, not args.no_speech, args.recordings, sys.stdout)
-    if args.asr:
+    if args.asr and args.audio is not None:
         run_asr(args.audio, args.audio_text, args.workers, sys.stdout)
         return 0
+    if args.asr:
+        return eval_asr.run(args, sys.stdout)
     for path in (args.data, args.train):
         if not path.is_file():
             print(f"scribe-eval: no such file: {path}", file=sys.stderr)
