@@ -208,7 +208,7 @@ async def _transcribe(path: Path) -> tuple[Transcript, float]:
         provider="local",
         text=result.text,
         segments=tuple(
-            TranscriptSegment(start=s.start, end=s.end, text=s.text, speaker=s.speaker)
+            TranscriptSegment(start=s.start, end=s.end, text=s.text, speaker=s.speaker, role=s.role)
             for s in result.segments
         ),
         duration_s=result.duration_s,

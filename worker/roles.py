@@ -191,3 +191,25 @@ def speaker_lines(segments: Sequence[_Spoken]) -> str:
 async def with_roles_in_thread(transcript: Transcript) -> Transcript:
     """with_roles in a worker thread: the stages call it on every transcript they pass on."""
     return await asyncio.to_thread(with_roles, transcript)
+
+
+_ROLE_ORDER: Final[dict[SpeakerRole, int]] = {
+    "clinician": 0,
+    "patient": 1,
+    "other": 2,
+    "unknown": 3,
+}
+
+
+def labelled_by_role(turns: Sequence[tuple[str, str]]) -> list[tuple[str, SpeakerRole]]:
+    """(label, role) per (label, text) turn, the labels renamed SPEAKER_00 (the clinician),
+    SPEAKER_01 (the patient), then the others: a diarizer's labels mean nothing across
+    recordings, so the chunks of one long recording get the same label for the same role."""
+    roles = assign_roles(turns)
+    rank: dict[str, tuple[int, int]] = {}
+    for position, ((label, _), role) in enumerate(zip(turns, roles, strict=True)):
+        order = (_ROLE_ORDER[role], position)
+        rank[label] = min(rank.get(label, order), order)
+    ordered = sorted(rank, key=lambda label: rank[label])
+    names = {label: f"SPEAKER_{n:02d}" for n, label in enumerate(ordered)}
+    return [(names[label], role) for (label, _), role in zip(turns, roles, strict=True)]

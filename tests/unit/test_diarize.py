@@ -128,6 +128,8 @@ async def test_local_transcripts_carry_speakers_and_then_roles() -> None:
     assert all(s.speaker and s.role for s in transcript.segments)
     assert len({s.speaker for s in transcript.segments}) == 2
     assert transcript.text.startswith("SPEAKER_00: ")
+    # Labels by role: SPEAKER_00 is the clinician.
+    assert {s.role for s in transcript.segments if s.speaker == "SPEAKER_00"} == {"clinician"}
     roles = {s.role for s in transcript.segments if "skiing" in s.text.lower()}
     assert roles == {"patient"}
     roles = {s.role for s in transcript.segments if "what happened" in s.text.lower()}

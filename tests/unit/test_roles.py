@@ -16,6 +16,7 @@ from worker.roles import (
     MODEL_PATH,
     UNLABELLED,
     assign_roles,
+    labelled_by_role,
     load_model,
     speaker_lines,
     with_roles,
@@ -171,3 +172,14 @@ def test_speaker_lines_join_each_run_of_one_speaker() -> None:
     ]
     assert speaker_lines(segments) == "SPEAKER_00: hello there how are you\nSPEAKER_01: fine"
     assert speaker_lines([TranscriptSegment(start=0, end=1, text="hi")]) == ""
+
+
+def test_diarized_labels_are_renamed_by_role() -> None:
+    """SPEAKER_00 is the clinician whoever the diarizer met first, so the chunks of one long
+    recording agree on the labels."""
+    turns = [("SPEAKER_00" if s == "SPEAKER_01" else "SPEAKER_01", t) for s, t in PATIENT_FIRST]
+    assert turns[0][0] == "SPEAKER_00"  # the patient, first heard
+    renamed = labelled_by_role(turns)
+    assert [role for _, role in renamed] == assign_roles(turns)
+    assert {label for label, role in renamed if role == "clinician"} == {"SPEAKER_00"}
+    assert {label for label, role in renamed if role == "patient"} == {"SPEAKER_01"}

