@@ -183,6 +183,9 @@ class StageActivity:
     stage: Stage
     per_minute: float
     median_duration_ms: float | None
+    # Jobs not finished whose latest recorded transition is at this stage: in flight there or
+    # handed on to the next stage's queue (the broker's unacked count needs the management API).
+    running: int = 0
 
 
 _ACTIVITY_SQL: Final = """
@@ -191,6 +194,10 @@ SELECT stage, count(*) AS n,
 FROM scribe_job_transitions
 WHERE at > $1 AND kind IN ('done', 'completed')
 GROUP BY stage
+"""
+
+_RUNNING_SQL: Final = """
+SELECT stage, count(*) AS n FROM scribe_jobs WHERE outcome = 'running' GROUP BY stage
 """
 
 _DURATIONS_SQL: Final = """
@@ -211,6 +218,7 @@ async def stage_activity(pool: asyncpg.Pool | None, minutes: int = 5) -> list[St
     since = datetime.now(UTC) - timedelta(minutes=minutes)
     try:
         rows = await pool.fetch(_ACTIVITY_SQL, since)
+        running = {row["stage"]: int(row["n"]) for row in await pool.fetch(_RUNNING_SQL)}
     except INDEX_ERRORS:
         return None
     by_stage = {row["stage"]: row for row in rows}
@@ -219,6 +227,7 @@ async def stage_activity(pool: asyncpg.Pool | None, minutes: int = 5) -> list[St
             stage,
             float(by_stage[stage]["n"]) / minutes if stage in by_stage else 0.0,
             _float_or_none(by_stage[stage]["median_ms"]) if stage in by_stage else None,
+            running.get(stage, 0),
         )
         for stage in STAGES
     ]

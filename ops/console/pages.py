@@ -116,6 +116,7 @@ def _stage_rows(overview: Overview) -> list[list[str]]:
                 _e(depth.stage),
                 _number(depth.messages) if depth.present else "absent",
                 _number(depth.consumers),
+                _number(act.running) if act else "-",
                 _number(act.per_minute) if act else "-",
                 _number(act.median_duration_ms, " ms") if act else "-",
             ]
@@ -126,7 +127,7 @@ def _stage_rows(overview: Overview) -> list[list[str]]:
 def overview_page(overview: Overview, viewer: Viewer) -> str:
     stages = table(
         "Stages: ready messages, consumers, finished per minute (last 5 minutes, job index)",
-        ["Stage", "Ready", "Consumers", "Done per minute", "Median duration"],
+        ["Stage", "Ready", "Consumers", "Running jobs here", "Done per minute", "Median duration"],
         _stage_rows(overview),
     )
     others = table(
