@@ -7,9 +7,10 @@ of it. What the receiver does, in order, each refusal changing nothing:
 
     401 forged          the token is not one this worker's key made for this jobId
     413 tooLarge        the body is over SCRIBE_CALLBACK_MAX_BYTES (Content-Length or as read)
+    408 timedOut        the body did not arrive within SCRIBE_HTTP_TIMEOUT_S
     400 notJson         the body is not JSON
-    404 unknown         no ticket for the job (never issued here, expired, or an older
-                        submission's token)
+    404 unknown         no ticket for the job (never issued here, not written yet, expired,
+                        or an older submission's token)
     409 replayed        this token was redeemed before (each token is single-use)
     409 alreadyAdvanced the poll stage is done for the job (polling got there first, or the job
                         is finished)
@@ -53,6 +54,7 @@ CALLBACK_ENDPOINT: Final = "invox.callback"
 OUTCOMES: Final = (
     "forged",
     "tooLarge",
+    "timedOut",
     "notJson",
     "unknown",
     "replayed",
@@ -65,6 +67,7 @@ OUTCOMES: Final = (
 _STATUS: Final = {
     "forged": 401,
     "tooLarge": 413,
+    "timedOut": 408,
     "notJson": 400,
     "unknown": 404,
     "replayed": 409,
@@ -130,7 +133,7 @@ class CallbackReceiver:
                         raise _Refused("tooLarge")
                     chunks.append(chunk)
         except TimeoutError:
-            raise _Refused("notJson") from None
+            raise _Refused("timedOut") from None
         try:
             parse_json(b"".join(chunks), CALLBACK_ENDPOINT)
         except ScribeError:

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Final
 
@@ -105,11 +104,3 @@ class CallbackTokens:
         message = f"{_MAC_CONTEXT}\n{job_id}\n{nonce}".encode("ascii")
         digest = hmac.new(self.key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def canonical_job_id(text: str) -> str | None:
-    """A jobId from a callback path, lower-case as the worker writes it, or None."""
-    try:
-        return str(uuid.UUID(text)) if len(text) == 36 else None
-    except ValueError:
-        return None

@@ -178,7 +178,7 @@ class Metrics:
         self.callbacks = Counter(
             "scribe_invox_callbacks",
             "Invox callbacks received, by outcome (worker/callback_receiver.py): advanced, "
-            "pending, forged, tooLarge, notJson, unknown, replayed, alreadyAdvanced, "
+            "pending, forged, tooLarge, timedOut, notJson, unknown, replayed, alreadyAdvanced, "
             "confirmFailed, unavailable.",
             ["outcome"],
             registry=r,

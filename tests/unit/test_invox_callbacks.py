@@ -5,6 +5,7 @@ callbackUrl in the presign, and every answer of the receiver, against the loopba
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -168,6 +169,7 @@ class Rig:
     recorder: Recorder
     metrics: Metrics
     url: str
+    receiver: CallbackReceiver
 
     async def transcription(self, polls_before_ready: int = 0) -> str:
         """A requestId the emulator has audio for (what the transcribe stage did)."""
@@ -247,7 +249,7 @@ async def rig() -> AsyncIterator[Rig]:
             url = str(server.make_url("")).rstrip("/")
             yield Rig(
                 sandbox, session, settings, made, transcriber, signer, ledger, recorder,
-                metrics, url,
+                metrics, url, receiver,
             )  # fmt: skip
         finally:
             await server.close()
@@ -353,6 +355,28 @@ async def test_a_body_over_the_cap_is_refused(rig: Rig) -> None:
     assert rig.status_calls() == 0
     # Refused before the ticket was redeemed: the token still works.
     assert (await rig.call(job_id, token))[0] == 202
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_refused(rig: Rig) -> None:
+    job_id, token, _ = await rig.ticketed()
+    app = web.Application()
+    dataclasses.replace(rig.receiver, read_timeout_s=0.05).add_routes(app)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    stalled = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"{"
+        await stalled.wait()  # never set: the body never ends
+        yield b"}"
+
+    try:
+        target = str(server.make_url(f"{CALLBACK_ROUTE_PREFIX}/{job_id}/{token}"))
+        async with rig.session.post(target, data=slow()) as response:
+            assert (response.status, await response.json()) == (408, {"status": "timedOut"})
+    finally:
+        await server.close()
+    assert rig.status_calls() == 0
 
 
 @pytest.mark.parametrize("data", [b"", b"not json", b"{", b"[" * 500 + b"]" * 500, b"NaN"])
