@@ -100,14 +100,15 @@ def _users_file(tmp_path: Path, users: object) -> Path:
 def test_users_file_is_checked(tmp_path: Path) -> None:
     good = {"name": "ana", "passwordHash": hash_password("x"), "permissions": ["view"]}
     assert set(load_users(_users_file(tmp_path, {"users": [good]}))) == {"ana"}
-    for broken in (
+    cases: tuple[object, ...] = (
         {"users": []},
         {"users": [{**good, "passwordHash": "plain-text-password"}]},
         {"users": [{**good, "permissions": ["root"]}]},
         {"users": [{**good, "name": "<b>"}]},
         {"users": [good, good]},
         [good],
-    ):
+    )
+    for broken in cases:
         with pytest.raises(UsersFileError) as caught:
             load_users(_users_file(tmp_path, broken))
         assert "plain-text-password" not in str(caught.value)
