@@ -18,6 +18,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
@@ -97,9 +98,13 @@ def _session(driver: WebDriver, base: str, job_id: str, make_audio: Path, source
     driver.get(base + "/dead-letters")
     assert driver.current_url == base + "/login"  # no session: the login page
     assert job_id not in driver.page_source
-    driver.find_element(By.ID, "name").send_keys("operator")
-    driver.find_element(By.ID, "password").send_keys(USERS["operator"][0])
-    driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    # By keyboard alone: Tab past the skip link to the name, Tab to the password, Enter.
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB, Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "name"
+    driver.switch_to.active_element.send_keys("operator", Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "password"
+    driver.switch_to.active_element.send_keys(USERS["operator"][0], Keys.ENTER)
     _wait_title(driver, "Overview")
     _shot(driver, "overview")
     driver.find_element(By.LINK_TEXT, "Dead letters").click()

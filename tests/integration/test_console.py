@@ -8,6 +8,7 @@ import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import aiohttp
@@ -291,3 +292,37 @@ async def test_overview_shows_the_stage_queues(
         assert f"<td>{stage}</td>" in page
     assert "<svg" in page
     assert "Dead letters by errorType" in page
+
+
+class _Controls(HTMLParser):
+    """Form controls that a person operates, and the ids labels point at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: list[str] = []
+        self.labelled: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "label" and values.get("for"):
+            self.labelled.add(str(values["for"]))
+        if tag in {"input", "select", "textarea"} and values.get("type") != "hidden":
+            self.controls.append(str(values.get("id")))
+
+
+def _unlabelled(page: str) -> list[str]:
+    parser = _Controls()
+    parser.feed(page)
+    return [control for control in parser.controls if control not in parser.labelled]
+
+
+async def test_every_control_has_a_label(console: RunningConsole) -> None:
+    async with _client() as client:
+        async with client.get(console.url + "/login") as response:
+            assert _unlabelled(await response.text()) == []
+        await _login(client, console.url, "operator")
+        for path in ("/", "/jobs", "/dead-letters"):
+            async with client.get(console.url + path) as response:
+                page = await response.text()
+            assert _unlabelled(page) == [], path
+            assert 'class="skip" href="#main"' in page
