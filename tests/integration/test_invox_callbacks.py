@@ -69,7 +69,9 @@ async def test_a_callback_advances_the_job_before_the_first_poll_tier(
     ledger: str,
 ) -> None:
     prefix = redis_prefix
-    await sandbox_control(sandbox.base_url, "config", {"ready_after_ms": 200})
+    # Ready 1 s after the PUT: the transcribe stage has written its ticket well before, even on a
+    # loaded machine (a callback before the ticket is 404 and is left to polling, by design).
+    await sandbox_control(sandbox.base_url, "config", {"ready_after_ms": 1000})
     port = free_port()
     env = worker_env(
         prefix, sandbox.base_url, storage_root,
