@@ -15,7 +15,7 @@ female in others), turn by turn, so the truth of who spoke when is known; then t
 transcriber (its default model, word times, worker/providers/diarize.py) and worker.roles.
 - speaker-turn accuracy: per spoken turn, the speaker label that covers most of it, mapped to a
   true speaker by the one-to-one mapping that agrees with the most speech; a turn no segment
-  covers counts as wrong;
+  covers counts as wrong (a segment in a pause, its word times off, counts for the nearest turn);
 - role accuracy: per spoken turn, the role that covers most of it against the turn's tag.
 Then the same two figures per recording of the recording set (ops/recordings/manifest.json, as
 ops/make_recordings.py writes it with each turn's true times; --recordings DIR for another).
@@ -23,7 +23,6 @@ ops/make_recordings.py writes it with each turn's true times; --recordings DIR f
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import itertools
 import json
@@ -35,10 +34,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from schemas.jobs import SpeakerRole, Transcript, TranscriptSegment
 from worker.roles import assign_roles, load_model, with_roles
+
+if TYPE_CHECKING:
+    from worker.providers.local_asr import WhisperEngine
 
 TAG_ROLES: Final[dict[str, SpeakerRole]] = {
     "doctor": "clinician",
@@ -67,6 +69,10 @@ class TruthTurn:
     start_s: float
     end_s: float
     text: str
+
+    @property
+    def middle_s(self) -> float:
+        return (self.start_s + self.end_s) / 2
 
     @property
     def role(self) -> SpeakerRole:
@@ -121,25 +127,33 @@ def per_speaker_accuracy(
     return right / max(1, total), total, misses
 
 
-def _cover(
-    turn: TruthTurn, segments: Sequence[TranscriptSegment]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Seconds of the turn covered by each speaker label and by each role."""
-    speakers: dict[str, float] = defaultdict(float)
-    roles: dict[str, float] = defaultdict(float)
+def _covers(
+    truth: Sequence[TruthTurn], segments: Sequence[TranscriptSegment]
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """Per turn, the seconds of it covered by each speaker label and by each role; a segment that
+    overlaps no turn (word times a few tenths early or late, in a pause) counts for the turn
+    nearest to its middle."""
+    covers: list[tuple[dict[str, float], dict[str, float]]] = [
+        (defaultdict(float), defaultdict(float)) for _ in truth
+    ]
     for s in segments:
-        overlap = min(s.end, turn.end_s) - max(s.start, turn.start_s)
-        if overlap > 0:
-            speakers[s.speaker or ""] += overlap
-            roles[s.role or "unknown"] += overlap
-    return speakers, roles
+        overlaps = [min(s.end, t.end_s) - max(s.start, t.start_s) for t in truth]
+        hits = [(i, o) for i, o in enumerate(overlaps) if o > 0]
+        if not hits and truth:
+            middle = (s.start + s.end) / 2
+            nearest = min(range(len(truth)), key=lambda i: abs(truth[i].middle_s - middle))
+            hits = [(nearest, max(s.end - s.start, 0.01))]
+        for index, seconds in hits:
+            covers[index][0][s.speaker or ""] += seconds
+            covers[index][1][s.role or "unknown"] += seconds
+    return covers
 
 
 def score_recording(
     segments: Sequence[TranscriptSegment], truth: Sequence[TruthTurn]
 ) -> tuple[float, float]:
     """(speaker-turn accuracy, role accuracy), per spoken turn, as the module docstring says."""
-    covers = [_cover(turn, segments) for turn in truth]
+    covers = _covers(truth, segments)
     agreement: dict[tuple[str, str], float] = defaultdict(float)
     for turn, (speakers, _) in zip(truth, covers, strict=True):
         for label, seconds in speakers.items():
@@ -196,14 +210,8 @@ def synthesise(
     return target, truth
 
 
-async def _transcribe(path: Path) -> tuple[Transcript, float]:
-    from worker.providers.local_asr import LocalTranscriber
-
-    transcriber = LocalTranscriber(workers=1)
-    try:
-        result = await transcriber.transcribe_file(path)
-    finally:
-        transcriber.close()
+def _transcribe(path: Path, engine: WhisperEngine) -> tuple[Transcript, float]:
+    result = engine.transcribe(path)
     transcript = Transcript(
         provider="local",
         text=result.text,
@@ -217,9 +225,9 @@ async def _transcribe(path: Path) -> tuple[Transcript, float]:
 
 
 def _report_speech(
-    name: str, path: Path, truth: list[TruthTurn], out: TextIO
+    name: str, path: Path, truth: list[TruthTurn], engine: WhisperEngine, out: TextIO
 ) -> tuple[int, float, float]:
-    transcript, duration = asyncio.run(_transcribe(path))
+    transcript, duration = _transcribe(path, engine)
     speaker_acc, role_acc = score_recording(transcript.segments, truth)
     voices = len({s.speaker for s in transcript.segments})
     print(
@@ -242,7 +250,7 @@ def _total(name: str, rows: list[tuple[int, float, float]], out: TextIO) -> None
         )
 
 
-def run_speech(data: dict[str, list[tuple[str, str]]], out: TextIO) -> None:
+def run_speech(data: dict[str, list[tuple[str, str]]], engine: WhisperEngine, out: TextIO) -> None:
     if shutil.which("espeak-ng") is None:
         print(
             "speech: espeak-ng is not installed (apt-get install -y espeak-ng); skipped", file=out
@@ -254,11 +262,11 @@ def run_speech(data: dict[str, list[tuple[str, str]]], out: TextIO) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path, truth = synthesise(data[encounter][:count], voices, Path(tmp))
             name = f"{encounter}[:{count}] ({clinician} / {patient})"
-            rows.append(_report_speech(name, path, truth, out))
+            rows.append(_report_speech(name, path, truth, engine, out))
     _total("espeak excerpts", rows, out)
 
 
-def run_recordings(folder: Path, out: TextIO) -> None:
+def run_recordings(folder: Path, engine: WhisperEngine, out: TextIO) -> None:
     manifest: dict[str, Any] = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     rows = []
     for entry in manifest["recordings"]:
@@ -266,7 +274,7 @@ def run_recordings(folder: Path, out: TextIO) -> None:
             TruthTurn(t["speaker"], float(t["start_s"]), float(t["end_s"]), t["text"])
             for t in entry["turns"]
         ]
-        rows.append(_report_speech(str(entry["id"]), folder / entry["file"], truth, out))
+        rows.append(_report_speech(str(entry["id"]), folder / entry["file"], truth, engine, out))
     _total(f"recordings {folder.name}", rows, out)
 
 
@@ -290,8 +298,12 @@ def run_roles(data_path: Path, speech: bool, recordings: Path | None, out: TextI
         file=out,
     )
     if speech:
-        run_speech(data, out)
+        from worker.providers.local_asr import WhisperEngine
+
+        engine = WhisperEngine()  # the default model and settings, loaded once
+        print(f"speech: local transcriber, model {engine.model_name}", file=out)
+        run_speech(data, engine, out)
         folder = recordings or DEFAULT_RECORDINGS
         if (folder / "manifest.json").is_file():
-            run_recordings(folder, out)
+            run_recordings(folder, engine, out)
     return 0
