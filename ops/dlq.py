@@ -656,6 +656,10 @@ _JOB_FIELDS: dict[str, _Rule] = {
             "summarySource": _TOKEN,
         }
     ),
+    # References into the EHR identify a patient, a visit, a clinician: hidden like a path.
+    "fhir": _Object(
+        {"patient": _HIDDEN, "encounter": _HIDDEN, "practitioner": _HIDDEN, "documentType": _TOKEN}
+    ),
 }
 # A stage message: the envelope (jobId, the whole job) and the stage's state. Its "summary"
 # is the Summary model; a job request's is SummaryOptions: one rule serves both.

@@ -291,3 +291,16 @@ def test_every_field_of_the_wire_models_has_a_redaction_rule(model: type[BaseMod
         if dlq.UNKNOWN_FIELDS in json.dumps(dlq.redact(body))
     ]
     assert unknown == []
+
+
+def test_redact_hides_the_fhir_references() -> None:
+    """A job's FHIR references identify a patient, a visit and a clinician in the EHR."""
+    fhir = {
+        "patient": "Patient/123",
+        "encounter": "Encounter/9",
+        "practitioner": "Practitioner/7",
+        "documentType": "11506-3",
+    }
+    shown = dlq.redact({"jobId": "j", "fhir": fhir, "job": {"fhir": fhir}})
+    hidden = {key: dlq.REDACTED for key in ("patient", "encounter", "practitioner")}
+    assert shown["fhir"] == shown["job"]["fhir"] == {**hidden, "documentType": "11506-3"}
