@@ -47,7 +47,15 @@ STAGE_MESSAGES = {
     "summarize": "summarizeMessage",
     "note": "noteMessage",
 }
+# A stage queue's other payloads: a later chunk of a long recording goes back to transcribe.
+MORE_STAGE_MODELS = {"transcribe": {"chunkMessage": "ChunkMessage"}}
 NAMES = Names("{prefix}")
+
+
+def stage_messages(stage: str) -> list[str]:
+    return [STAGE_MESSAGES[stage], *MORE_STAGE_MODELS.get(stage, {})]
+
+
 # Defaults, exactly as the worker reads them with no SCRIBE_* variable set.
 DEFAULT_RETRY = Settings.from_env({}).retry
 
@@ -124,6 +132,12 @@ def stage_headers_schema() -> dict[str, Any]:
                 "integer", "Failed attempts of this stage so far.", minimum=0
             ),
             c.HEADER_POLLS: _header("integer", "Status polls of this transcription so far."),
+            c.HEADER_CHUNK: _header(
+                "integer",
+                "Which chunk of a long recording (from 0) a transcribe or poll message is about; "
+                "absent for the first chunk and for recordings that are not split.",
+                minimum=0,
+            ),
             c.HEADER_REPLAYS: _header("integer", "Times scribe-dlq replayed this job.", minimum=0),
             c.HEADER_REPLAY_OF: _header(
                 "string", "Identity of the dead letter this replay came from."
@@ -195,7 +209,10 @@ def dead_letter_body_schema() -> dict[str, Any]:
             "The body the failing stage consumed, byte for byte, so it can be replayed. For "
             "invalidMessage and unsupportedSchemaVersion it may be any bytes at all."
         ),
-        "anyOf": [_ref(SCHEMA_REF.format(model=model)) for model in STAGE_MODELS.values()],
+        "anyOf": [
+            _ref(SCHEMA_REF.format(model=model))
+            for model in (*STAGE_MODELS.values(), *MORE_STAGE_MODELS["transcribe"].values())
+        ],
     }
 
 
@@ -235,6 +252,13 @@ def messages() -> dict[str, Any]:
         )
         for stage, model in STAGE_MODELS.items()
     }
+    found["chunkMessage"] = _message(
+        "chunkMessage",
+        "ChunkMessage",
+        "The next chunk of a long recording to transcribe (its x-chunk header names it).",
+        _ref(SCHEMA_REF.format(model="ChunkMessage")),
+        "StageHeaders",
+    )
     found["deadLetter"] = _message(
         "deadLetter",
         "Dead letter",
@@ -281,7 +305,7 @@ def channels() -> dict[str, Any]:
             "address": stage,
             "title": f"{NAMES.jobs_exchange} routing key {stage}",
             "description": f"Direct exchange {NAMES.jobs_exchange}; routes to {stage} queue.",
-            "messages": _message_refs(STAGE_MESSAGES[stage]),
+            "messages": _message_refs(*stage_messages(stage)),
             "bindings": _exchange(NAMES.jobs_exchange, "direct"),
         }
     for stage in STAGES:
@@ -295,7 +319,7 @@ def channels() -> dict[str, Any]:
                 f"the broker as {stage}.deliveryLimitExceeded."
             ),
             "parameters": _prefix_param(),
-            "messages": _message_refs(STAGE_MESSAGES[stage]),
+            "messages": _message_refs(*stage_messages(stage)),
             "bindings": _queue(name),
             "x-rabbitmq-arguments": stage_queue_arguments(NAMES, stage, DEFAULT_RETRY),
         }
@@ -308,7 +332,7 @@ def channels() -> dict[str, Any]:
             f"expires (dead-lettered back into {NAMES.jobs_exchange})."
         ),
         "parameters": {"stage": _ref("#/components/parameters/stage")},
-        "messages": _message_refs(*STAGE_MESSAGES.values()),
+        "messages": _message_refs(*(name for stage in STAGES for name in stage_messages(stage))),
         "bindings": _exchange(NAMES.delay_exchange, "headers"),
     }
     for delay_ms in DEFAULT_RETRY.delay_tiers_ms:
@@ -322,7 +346,9 @@ def channels() -> dict[str, Any]:
                 "No consumer."
             ),
             "parameters": _prefix_param(),
-            "messages": _message_refs(*STAGE_MESSAGES.values()),
+            "messages": _message_refs(
+                *(name for stage in STAGES for name in stage_messages(stage))
+            ),
             "bindings": _queue(name),
             "x-rabbitmq-arguments": delay_queue_arguments(NAMES, delay_ms),
         }
@@ -398,7 +424,7 @@ def _operation(
 def operations() -> dict[str, Any]:
     found: dict[str, Any] = {}
     for stage in STAGES:
-        message = STAGE_MESSAGES[stage]
+        names = stage_messages(stage)
         title = stage.capitalize()
         who = (
             "Upstream systems (scribe-submit) publish jobs; scribe-dlq replays dead letters."
@@ -406,18 +432,18 @@ def operations() -> dict[str, Any]:
             else "The worker advances a job; scribe-dlq replays dead letters."
         )
         found[f"send{title}"] = _operation(
-            "send", f"jobs{title}", [message], f"{who} Publisher confirms, persistent."
+            "send", f"jobs{title}", names, f"{who} Publisher confirms, persistent."
         )
         found[f"consume{title}"] = _operation(
             "receive",
             f"queue{title}",
-            [message],
+            names,
             "The worker consumes with manual acks; acked only after every effect is confirmed.",
         )
     found["sendDelayed"] = _operation(
         "send",
         "delay",
-        list(STAGE_MESSAGES.values()),
+        [name for stage in STAGES for name in stage_messages(stage)],
         "The worker sends a retry or a poll through a delay tier.",
     )
     found["sendDeadLetter"] = _operation(

@@ -13,7 +13,14 @@ from pydantic import BaseModel
 
 from schemas.errors import ERROR_CATALOGUE, is_documented_by_vendor
 from schemas.events import DeadLetterInfo, JobCompleted, JobFailed, StageProgress
-from schemas.jobs import JobRequest, NoteMessage, PollMessage, SummarizeMessage, Template
+from schemas.jobs import (
+    ChunkMessage,
+    JobRequest,
+    NoteMessage,
+    PollMessage,
+    SummarizeMessage,
+    Template,
+)
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -22,6 +29,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "poll-message": PollMessage,
     "summarize-message": SummarizeMessage,
     "note-message": NoteMessage,
+    "chunk-message": ChunkMessage,
     "job-completed": JobCompleted,
     "job-failed": JobFailed,
     "job-stage-progress": StageProgress,

@@ -295,10 +295,30 @@ class StageEnvelope(WireModel):
         return self
 
 
+class ChunkProgress(WireModel):
+    """Where a long recording's transcription is (worker/chunking.py): chunk `index` (from 0) of
+    `count`, spanning [startS, endS) seconds of the recording, and the transcript of the chunks
+    before it, already stitched (absent for the first chunk). The worker checks that the values
+    agree with each other, with the x-chunk header and with the recording's own split."""
+
+    index: WireInt
+    count: WireInt
+    start_s: float
+    end_s: float
+    so_far: Transcript | None = None
+
+
 class PollState(WireModel):
-    """What a poll message carries besides the job."""
+    """What a poll message carries besides the job (and, for a chunk, where it is)."""
 
     transcription: TranscriptionHandle
+    chunks: ChunkProgress | None = None
+
+
+class ChunkState(WireModel):
+    """What the transcribe message of a chunk after the first carries besides the job."""
+
+    chunks: ChunkProgress
 
 
 class SummarizeState(WireModel):
@@ -323,8 +343,13 @@ class NoteMessage(NoteState, StageEnvelope):
     pass
 
 
+class ChunkMessage(ChunkState, StageEnvelope):
+    pass
+
+
 STAGE_MESSAGE_TYPES: dict[type[WireModel], type[StageEnvelope]] = {
     PollState: PollMessage,
     SummarizeState: SummarizeMessage,
     NoteState: NoteMessage,
+    ChunkState: ChunkMessage,
 }

@@ -27,11 +27,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from worker.broker import Delivered, Publisher, StageQueue, connect
 from worker.callback_receiver import CallbackReceiver
 from worker.callbacks import CallbackTokens
+from worker.chunk_flow import ChunkedTranscription
+from worker.chunking import ChunkMaker, chunk_limits, sweep_stale
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.delivery import Delivery
 from worker.handles import HandleSigner
-from worker.jobindex import IndexCollector, IndexReader, IndexWriter, open_pool
+from worker.jobindex import (
+    INDEX_STOP_FLUSH_S,
+    IndexCollector,
+    IndexReader,
+    IndexWriter,
+    open_pool,
+)
 from worker.jobs_api import JobsApi
 from worker.ledger import JobLedger, MemoryLedger, RedisLedger
 from worker.media import FetchPolicy, MediaFetcher, fetch_session
@@ -140,14 +148,18 @@ class WorkerApp:
         )
         self._registry = self._registry_factory(settings, self._vendor_http(self._session))
         signer = HandleSigner.from_settings(settings)
+        codec = StageCodec()
         stages = Stages(
             self._registry,
             media,
             self._ledger,
             settings.retry,
-            StageCodec(),
+            codec,
             signer,
             metrics=self.metrics,
+            chunks=await self._chunked_transcription(
+                self._registry, media, self._ledger, codec, signer
+            ),
         )
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
@@ -155,6 +167,32 @@ class WorkerApp:
         self._callbacks = self._callback_receiver(delivery, signer)
         await self._start_http()
         log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
+
+    async def _chunked_transcription(
+        self,
+        registry: ProviderRegistry,
+        media: MediaFetcher,
+        ledger: JobLedger,
+        codec: StageCodec,
+        signer: HandleSigner,
+    ) -> ChunkedTranscription:
+        """Long recordings, one chunk per message; what a killed worker left in the work
+        directory is swept first."""
+        settings = self.settings
+        work_dir = settings.chunking.work_dir
+        swept = await asyncio.to_thread(sweep_stale, work_dir)
+        if swept:
+            log.info("chunks.swept", folders=swept)
+        return ChunkedTranscription(
+            registry,
+            media,
+            ledger,
+            settings.retry,
+            codec,
+            signer,
+            ChunkMaker(work_dir, settings.audio.max_job_s),
+            chunk_limits(settings.audio.limits(), settings.chunking.local_chunk_s),
+        )
 
     async def _open_index(self) -> None:
         """The job index, when configured: migrated now if PostgreSQL answers, else by the writer
@@ -352,7 +390,8 @@ class WorkerApp:
     async def _close_index(self) -> None:
         index, self.index = self.index, None
         if index is not None:
-            await index.close(self.settings.shutdown_grace_s)
+            # Bounded apart from the drain's grace: a stop never waits long on a down index.
+            await index.close(min(self.settings.shutdown_grace_s, INDEX_STOP_FLUSH_S))
         pool, self._index_pool = self._index_pool, None
         if pool is not None:
             await pool.close()

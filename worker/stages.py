@@ -22,6 +22,7 @@ from schemas.jobs import (
     TranscriptionHandle,
 )
 from worker.callbacks import CallbackTicket
+from worker.chunk_flow import ChunkedTranscription, Step, check_chunk
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.errors import PermanentError
@@ -95,6 +96,8 @@ class Stages:
     handles: HandleSigner
     # Counts what transcribe deliveries did about submissions an earlier one left unfinished.
     metrics: Metrics | None = None
+    # Long recordings, one chunk per message (worker/chunk_flow.py); None: never split.
+    chunks: ChunkedTranscription | None = None
 
     def handler(self, stage: Stage) -> Handler:
         handlers: dict[Stage, Handler] = {
@@ -106,6 +109,8 @@ class Stages:
         return handlers[stage]
 
     async def transcribe(self, body: bytes, ctx: DeliveryContext) -> Outcome:
+        if ctx.chunk:
+            return await self._after_chunk(await self._chunked().transcribe_next(body, ctx))
         job = self.codec.decode_job(body)
         # The door: a job this worker cannot finish is refused before the audio is read and
         # before any vendor call (incompatibleProviders, providerNotConfigured, templateTooLarge).
@@ -119,6 +124,9 @@ class Stages:
             journal = SubmissionJournal(self.ledger, job_id, replays=ctx.replays)
             try:
                 async with self.media.audio(job.audio, provider.name) as audio:
+                    if self.chunks is not None and self.chunks.splits(audio, provider.name):
+                        step = await self.chunks.transcribe_first(job, provider, audio, ctx)
+                        return await self._after_chunk(step)
                     # Over the transcriber's limit: chunked (worker/chunking.py), else refused.
                     self.media.require_one_upload(audio, provider.name)
                     result = await provider.submit(job, audio, journal)
@@ -174,9 +182,25 @@ class Stages:
             if self.metrics is not None:
                 self.metrics.submission_redeliveries.labels(provider, action).inc()
 
+    async def _after_chunk(self, step: Step) -> Outcome:
+        """A chunk's outcome; once the last is in, its stitched transcript goes on as any does."""
+        if isinstance(step, Advance):
+            return step
+        transcript = await with_roles_in_thread(spoken(step.transcript))
+        summarize = SummarizeState(transcript=transcript)
+        return Advance("summarize", self.codec.encode(step.job, summarize), step.provider)
+
+    def _chunked(self) -> ChunkedTranscription:
+        if self.chunks is None:
+            raise PermanentError(
+                ErrorType.INCONSISTENT_INPUT, "a chunk's message, and this worker splits nothing"
+            )
+        return self.chunks
+
     async def poll(self, body: bytes, ctx: DeliveryContext) -> Outcome:
         message = self.codec.decode(PollState, body)
         job, handle = message.job, message.state.transcription
+        check_chunk(message.state.chunks, ctx.chunk)
         # Before any vendor call: the handle's syntax, and that we signed it for this job.
         self.handles.verify(str(job.job_id), handle)
         provider = self.providers.transcriber(handle.provider)
@@ -195,6 +219,9 @@ class Stages:
                     f"still pending after {ctx.polls + 1} polls over {waited_s:.0f} s",
                 )
             return PollLater(provider.name)
+        if message.state.chunks is not None:
+            step = self._chunked().transcribed(job, message.state.chunks, transcript, provider.name)
+            return await self._after_chunk(step)
         transcript = await with_roles_in_thread(spoken(transcript))
         summarize = self.codec.encode(job, SummarizeState(transcript=transcript))
         return Advance("summarize", summarize, provider.name)

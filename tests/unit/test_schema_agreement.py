@@ -43,7 +43,7 @@ SCHEMAS: dict[str, dict[str, Json]] = {
     name: json.loads((export.JSON_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
     for name in export.MODELS
 }
-STAGE_SCHEMAS = {"poll-message", "summarize-message", "note-message"}
+STAGE_SCHEMAS = {"poll-message", "summarize-message", "note-message", "chunk-message"}
 STATE_OF_MESSAGE: dict[type[BaseModel], type[WireModel]] = {
     message: state for state, message in STAGE_MESSAGE_TYPES.items()
 }
