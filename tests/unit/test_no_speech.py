@@ -17,7 +17,7 @@ import pytest
 from aioresponses import aioresponses
 
 from schemas.errors import ErrorType
-from schemas.jobs import JobRequest, SummarizeState
+from schemas.jobs import JobRequest, SummarizeState, TranscriptSegment
 from tests.harness import write_wav
 from worker.codec import StageCodec
 from worker.errors import PermanentError
@@ -193,6 +193,15 @@ async def test_a_transcript_with_words_goes_on(world: World) -> None:
     assert polled.next_stage == "summarize"
 
 
+async def passed_on(world: World, for_job: JobRequest) -> tuple[TranscriptSegment, ...]:
+    """The segments the poll stage sends on to summarize."""
+    submitted = await world.stages.transcribe(for_job.to_wire(), ctx("transcribe"))
+    assert isinstance(submitted, Advance)
+    polled = await world.stages.poll(submitted.body, ctx("poll"))
+    assert isinstance(polled, Advance)
+    return StageCodec().decode(SummarizeState, polled.body).state.transcript.segments
+
+
 async def test_intron_segments_go_on_with_speakers_and_roles(world: World) -> None:
     """Issue 15: the poll stage passes Intron's diarized lines on with a role on every segment,
     from what each speaker says: here the patient speaks first."""
@@ -202,12 +211,7 @@ async def test_intron_segments_go_on_with_speakers_and_roles(world: World) -> No
         "SPEAKER_02: i'm dr. lee. let me examine it. does it hurt when i press here?\n"
         "SPEAKER_01: yes, right there",
     )
-    for_job = job(world.audio, "intron", intron={"useDiarization": True})
-    submitted = await world.stages.transcribe(for_job.to_wire(), ctx("transcribe"))
-    assert isinstance(submitted, Advance)
-    polled = await world.stages.poll(submitted.body, ctx("poll"))
-    assert isinstance(polled, Advance)
-    segments = StageCodec().decode(SummarizeState, polled.body).state.transcript.segments
+    segments = await passed_on(world, job(world.audio, "intron", intron={"useDiarization": True}))
     assert [(s.speaker, s.role) for s in segments] == [
         ("SPEAKER_01", "patient"),
         ("SPEAKER_02", "clinician"),
@@ -223,11 +227,7 @@ async def test_invox_segments_go_on_with_speakers_and_roles(world: World) -> Non
             {"text": "my back has been aching for two weeks", "start": 3, "end": 6},
         ],
     )
-    submitted = await world.stages.transcribe(job(world.audio, "invox").to_wire(), ctx("t"))
-    assert isinstance(submitted, Advance)
-    polled = await world.stages.poll(submitted.body, ctx("poll"))
-    assert isinstance(polled, Advance)
-    segments = StageCodec().decode(SummarizeState, polled.body).state.transcript.segments
+    segments = await passed_on(world, job(world.audio, "invox"))
     assert [(s.speaker, s.role) for s in segments] == [
         ("UNLABELLED", "clinician"),
         ("UNLABELLED", "patient"),
