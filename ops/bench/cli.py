@@ -6,7 +6,8 @@ p50/p95/p99 at a fixed rate, floor beside ours), slow-vendor (vendor calls one p
 flight), polling (memory and broker state while 10,000 transcriptions are pending), rate-limit
 (shared limiter against the emulator's limit), asr (local speech recognition real-time factor),
 index (job index: 100,000 jobs recorded, status lookup p50/p95/p99, jobs/s index on vs off),
-callback (Invox vendor ready -> summarize start, p50/p95, callbacks against polling).
+callback (Invox vendor ready -> summarize start, p50/p95, callbacks against polling),
+long-recording (a 40-minute consultation through Intron and through local, in chunks).
 
 Prints a table and, last, one key=value line; writes the figures as JSON to --out (default
 bench-results/<scenario>.json). Every scenario deletes its queues and Redis keys and stops the
@@ -37,6 +38,7 @@ from ops.bench.context import Options, Result
 from ops.bench.floor import floor
 from ops.bench.index import index_bench
 from ops.bench.latency import latency
+from ops.bench.long_recording import long_recording
 from ops.bench.polling import polling
 from ops.bench.rate_limit import rate_limit
 from ops.bench.slow_vendor import slow_vendor
@@ -51,6 +53,7 @@ SCENARIOS: dict[str, Callable[[Options], Awaitable[Result]]] = {
     "asr": asr,
     "index": index_bench,
     "callback": callback,
+    "long-recording": long_recording,
 }
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -88,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--polls", type=int, default=5, help="polling: polls_before_ready")
     p.add_argument("--latency-ms", type=int, default=2000, help="slow-vendor: vendor latency")
     p.add_argument("--timeout-s", type=float, default=900.0, help="bound for the whole scenario")
+    p.add_argument(
+        "--recording-s", type=float, default=2400.0, help="long-recording: its length (s)"
+    )
     p.add_argument("--amqp-url", default=c.DEFAULT_AMQP_URL)
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     p.add_argument(
@@ -161,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefetch=args.prefetch,
         rate=args.rate,
         duration_s=args.duration_s,
+        recording_s=args.recording_s,
         timeout_s=args.timeout_s,
         polls=args.polls,
         latency_ms=args.latency_ms,

@@ -63,6 +63,8 @@ class Options:
     # index: the PostgreSQL server (a scratch database is made on it) and the jobs recorded.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     index_jobs: int = 100_000
+    # long-recording: the consultation's length in seconds.
+    recording_s: float = 2400.0
 
 
 @dataclass
