@@ -121,6 +121,11 @@ def value_lines(field: ClinicalNoteField) -> list[str]:
     return [line for raw in value.splitlines() if (line := _clean(raw, "").strip())]
 
 
+def field_title(field: ClinicalNoteField) -> str:
+    """The field's name, as its section's title and its heading in the attachment."""
+    return _clean(field.name, _clean(field.id, "Field"))
+
+
 def note_text(title: str, note: Sequence[ClinicalNoteField]) -> str:
     """The note as the attachment's plain text: the title, then each field's name and value."""
     parts = [title]
@@ -128,7 +133,7 @@ def note_text(title: str, note: Sequence[ClinicalNoteField]) -> str:
         lines = value_lines(field)
         bullet = "- " if isinstance(field.value, list) else ""
         body = "\n".join(bullet + line for line in lines) or "(no content)"
-        parts.append(f"{_clean(field.name, field.id)}:\n{body}")
+        parts.append(f"{field_title(field)}:\n{body}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -150,7 +155,7 @@ def section_id(index: int) -> str:
 def _section(index: int, field: ClinicalNoteField) -> Json:
     section: Json = {
         "id": section_id(index),
-        "title": _clean(field.name, _clean(field.id, "Field")),
+        "title": field_title(field),
         "text": {"status": "generated", "div": _narrative(field)},
     }
     if not value_lines(field):

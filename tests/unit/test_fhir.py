@@ -135,6 +135,7 @@ def test_hostile_text_still_makes_valid_fhir_and_xhtml() -> None:
     assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", json.dumps(bundle, ensure_ascii=False))
     sections = one(bundle, "Composition")["section"]
     assert [s["title"] for s in sections] == ["a", "List", "Big"]
+    assert note_text("T", note).startswith("T\n\na:\n<b>x</b> &")
     for section in sections:
         div = ElementTree.fromstring(section["text"]["div"])
         assert div.tag == "{http://www.w3.org/1999/xhtml}div"
