@@ -67,3 +67,19 @@ async def test_a_webm_recording_reaches_the_vendor_as_wav(
     paid = [p for p in stats["paid_submissions"] if p["vendor"] == transcriber]
     assert [p["audioSha256"] for p in paid] == [wav_sha256]
     assert await asyncio.to_thread(webm.is_file)  # the job's own file is left alone
+
+
+async def test_a_webm_over_the_transcribers_limit_is_chunked_not_refused(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, webm: Path
+) -> None:
+    """Within the job maximum, over what Invox is set to take in one upload: split into chunks
+    (worker/chunking.py cuts them from the WebM as WAV), never audioTooLong."""
+    job = make_job(webm, providers={"transcriber": "invox", "summarizer": "invox"})
+    env = worker_env(prefix, sandbox.base_url, storage_root, SCRIBE_INVOX_MAX_AUDIO_S="5")
+    async with running_worker(env), watching(prefix) as watcher:
+        outcome = await watcher.outcome(await watcher.submit(job), timeout_s=60)
+    assert outcome["type"] == "job.completed", outcome
+    stats = await sandbox_stats(sandbox.base_url)
+    uploads = [p for p in stats["paid_submissions"] if p["vendor"] == "invox"]
+    assert len(uploads) >= 3  # 12 s in chunks of at most 5 s
+    assert outcome["transcript"]["segments"][-1]["end"] > 5.0  # times are the recording's
