@@ -15,6 +15,7 @@ from tests.harness import write_wav
 from worker.errors import PermanentError
 from worker.providers.base import PreparedAudio, Transcribed
 from worker.providers.local_asr import LocalTranscriber
+from worker.roles import speaker_lines
 
 pytest.importorskip("faster_whisper", reason="needs the 'local' extra")
 
@@ -63,7 +64,9 @@ async def test_transcribes_the_sample_recording(transcriber: LocalTranscriber) -
     assert transcript.segments
     assert all(s.end >= s.start >= 0 for s in transcript.segments)
     assert transcript.segments[-1].end <= transcript.duration_s + 1
-    assert " ".join(s.text for s in transcript.segments) == transcript.text
+    # Speaker turns (worker/providers/diarize.py): one "SPEAKER_00: ..." line per turn.
+    assert transcript.text == speaker_lines(transcript.segments)
+    assert {s.speaker for s in transcript.segments} == {"SPEAKER_00", "SPEAKER_01"}
 
 
 async def test_silence_is_an_empty_but_valid_transcript(
