@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from ops.bench.long_recording import long_consultation
 from ops.sandbox import RunningSandbox
 from ops.sandbox.config import DEFAULT_TRANSCRIPT_TURNS
 from ops.wav import write_long_recording
@@ -189,3 +190,44 @@ async def test_invox_segments_are_moved_to_the_recording_time(
     assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(segments))
     paid = [p for p in (await sandbox_stats(sandbox.base_url))["paid_submissions"]]
     assert len(paid) == len(CHUNK_STARTS)
+
+
+@pytest.mark.slow
+async def test_the_local_model_transcribes_chunk_by_chunk(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, tmp_path: Path
+) -> None:
+    """The sample consultation twice, a 1.5 s pause between, with local chunks of at most 60 s:
+    two chunks cut in the pause, each one transcribe message. The second chunk is the same speech
+    as the first, so its words come back once more, at the recording's time: nothing lost or
+    doubled at the seam."""
+    pytest.importorskip("faster_whisper", reason="needs the 'local' extra")
+    audio = storage_root / "twice.wav"
+    seconds = long_consultation(audio, 2 * 57.16 + 1.5)
+    cut = 57.16 + 0.75  # the middle of the pause
+    job = make_job(
+        audio, providers={"transcriber": "local", "summarizer": "local", "note": "local"}
+    )
+    work_dir = tmp_path / "work"
+    env = worker_env(
+        prefix,
+        sandbox.base_url,
+        storage_root,
+        SCRIBE_LOCAL_CHUNK_S="60",
+        SCRIBE_WORK_DIR=str(work_dir),
+    )
+    async with running_worker(env), watching(prefix) as watcher:
+        outcome = await watcher.outcome(await watcher.submit(job), timeout_s=300)
+    assert outcome["type"] == "job.completed", outcome
+    segments = outcome["transcript"]["segments"]
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts)
+    first = " ".join(s["text"] for s in segments if s["start"] < cut).split()
+    second = " ".join(s["text"] for s in segments if s["start"] >= cut).split()
+    assert len(first) > 50
+    assert abs(len(first) - len(second)) <= len(first) // 10, (len(first), len(second))
+    # The same speech, 0.75 s of pause later in its chunk: its first words at the same place.
+    first_start = min(s["start"] for s in segments if s["start"] < cut)
+    second_start = min(s["start"] for s in segments if s["start"] >= cut)
+    assert abs((second_start - cut - 0.75) - first_start) < 2.0, (first_start, second_start)
+    assert max(s["end"] for s in segments) <= seconds + 1.0
+    assert list(work_dir.iterdir()) == []
