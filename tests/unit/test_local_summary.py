@@ -167,7 +167,8 @@ def test_empty_transcript_gives_an_empty_note() -> None:
 
 
 def test_cleaning_and_person() -> None:
-    assert clean("i , i just feel , uh , tired .") == "i just feel, tired."
+    # The comma before a filler goes with it (issue 16: no stray commas where "uh" was).
+    assert clean("i , i just feel , uh , tired .") == "i just feel tired."
     assert clean("it does n't help , okay ?") == "it does not help."
     assert to_third_person("i feel bloated and my legs hurt", "i", "male") == (
         "he feels bloated and his legs hurt"

@@ -28,7 +28,41 @@ def route(note: Note, s: Sentence, text: str) -> None:
         ):
             _plan(note, text, s)
     elif _history_statement(s, text):
-        note.add(HPI, text)
+        note.add(ROS if _denied_symptom(s) else HPI, text)
+
+
+def chief_complaint(note: Note, sentences: list[Sentence]) -> None:
+    """Without an introduction naming it: the reason the clinician gives for the visit in the
+    history, else the first symptom the patient names ("right knee pain")."""
+    history = [
+        s for s in sentences[: rules.CC_SEARCH_SENTENCES] if s.zone == "history" and not s.question
+    ]
+    for s in history:
+        reason = rules.REASON_RE.search(s.text) if s.role == "doctor" else None
+        if reason and len(reason.group(1).split()) <= rules.MAX_CC_REASON_WORDS:
+            note.sources = (s.span,)
+            note.add(CC, finish(reason.group(1)))
+            return
+    for s in history:
+        phrase = rules.CC_PHRASE_RE.search(s.text)
+        if phrase and not rules.NEGATION_RE.search(s.text):
+            words = phrase.group(0).split()
+            while words and words[0].lower() in rules.SPEECH_STOP_WORDS:
+                words.pop(0)
+            note.sources = (s.span,)
+            note.add(CC, finish(" ".join(words)))
+            return
+
+
+def _denied_symptom(s: Sentence) -> bool:
+    """A short statement of the patient's that denies a symptom ("no belly pain though")
+    belongs to the review of systems."""
+    return (
+        s.role == "patient"
+        and len(s.text.split()) <= rules.MAX_ROS_STATEMENT_WORDS
+        and bool(rules.NEGATION_RE.search(s.text))
+        and bool(rules.ROS_SYMPTOM.search(s.text))
+    )
 
 
 def _introduction(note: Note, s: Sentence, text: str) -> None:
@@ -53,7 +87,10 @@ def _result(note: Note, s: Sentence, text: str) -> None:
 
 
 def _exam_zone(note: Note, s: Sentence, text: str) -> None:
-    if s.role == "doctor" and rules.EXAM_FINDING.search(s.text):
+    # A visit that never announces its plan still states one (prescribing, referring, ...).
+    if s.role == "doctor" and rules.PLAN_IN_EXAM_RE.search(s.text):
+        _plan(note, text, s)
+    elif s.role == "doctor" and rules.EXAM_FINDING.search(s.text):
         note.add(EXAM, text)
     elif s.role == "patient" and rules.SYMPTOM_CUE.search(s.text):
         note.add(HPI, text)
@@ -81,22 +118,43 @@ def review_of_systems(note: Note, sentences: list[Sentence], position: int, gend
     answer = sentences[position + 1]
     if answer.role != "patient" or answer.turn != question.turn + 1:
         return
-    match = rules.ROS_QUESTION.search(question.text)
-    if not match:
+    topic = _ros_topic(question.text, gender)
+    if topic is None:
         return
+    verdict = _ros_verdict(answer.text, topic)
+    if verdict:
+        note.add(ROS, finish(f"{verdict} {topic}"))
+
+
+def _ros_topic(question: str, gender: Gender) -> str | None:
+    """The symptoms a clinician's 'any X?' asks about, in third person, or None."""
+    match = rules.ROS_QUESTION.search(question)
+    if not match:
+        return None
     topic = match.group(1).strip(" ?.,")
     topic = rules.ROS_TOPIC_NOISE_RE.sub("", topic)
-    topic = to_third_person(topic, "you", gender).strip(" ,")
+    topic = rules.ROS_TOPIC_LEAD_RE.sub("", topic)
+    topic = rules.ROS_INNER_ANY_RE.sub(" ", topic)
+    topic = rules.SPACE_RE.sub(" ", to_third_person(topic, "you", gender)).strip(" ,")
     if (
         not topic
-        or len(topic.split()) > 8
+        or len(topic.split()) > rules.MAX_ROS_TOPIC_WORDS
         or not content_words(topic)
         or rules.SOCIAL_RE.search(topic)
         or rules.QUESTIONS_RE.search(topic)
         or not rules.ROS_SYMPTOM.search(topic)
     ):
-        return
-    if rules.NEGATION_ANSWER.search(answer.text):
-        note.add(ROS, finish(f"denies {topic}"))
-    elif rules.YES_ANSWER.search(answer.text):
-        note.add(ROS, finish(f"endorses {topic}"))
+        return None
+    return topic
+
+
+def _ros_verdict(answer: str, topic: str) -> str | None:
+    """'denies' for a no, 'endorses' for a yes or an answer that names the symptom unnegated."""
+    if rules.NEGATION_ANSWER.search(answer):
+        return "denies"
+    if rules.YES_ANSWER.search(answer):
+        return "endorses"
+    named = set(content_words(answer)) & set(content_words(topic))
+    if named and not rules.NEGATION_RE.search(answer):
+        return "endorses"
+    return None

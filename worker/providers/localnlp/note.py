@@ -11,7 +11,7 @@ from worker.evidence import SegmentMap
 from worker.providers.local_budget import NO_DEADLINE, Deadline
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.cleaning import clean, finish, split_sentences
-from worker.providers.localnlp.cues import informative, review_of_systems, route
+from worker.providers.localnlp.cues import chief_complaint, informative, review_of_systems, route
 from worker.providers.localnlp.model import Gender, Note, Sentence, Turn
 from worker.providers.localnlp.person import to_third_person
 from worker.providers.localnlp.rules import CC, EXAM, HPI, RESULTS, ROS, SECTIONS, SOAP_DESCRIPTIONS
@@ -44,9 +44,17 @@ def _zone(turn: Turn, text: str, zone: str) -> str:
     if turn.role == "doctor":
         if rules.PLAN_START.search(text) and zone != "plan":
             return "plan"
-        if rules.EXAM_START.search(text) and zone == "history":
-            return "exam"
+        if rules.EXAM_START.search(text) and zone != "exam":
+            return "exam"  # from the plan too: some visits examine after talking it over
     return zone
+
+
+def _aside(text: str) -> bool:
+    """Words for the dictation system, or a short announcement of the next step."""
+    return bool(rules.DICTATION_RE.search(text)) or (
+        len(text.split()) <= rules.MAX_ANNOUNCEMENT_WORDS
+        and bool(rules.ANNOUNCEMENT_RE.search(text))
+    )
 
 
 def _third_person(sentence: Sentence, gender: Gender) -> str:
@@ -91,6 +99,8 @@ class _Parsed:
         for position, s in enumerate(sentences):
             self.deadline.check()
             note.sources = (s.span,)
+            if _aside(s.text):
+                continue
             if not self.labelled and s.zone == "history" and not s.question:
                 plain = finish(s.text)
                 if plain and informative(plain) and rules.SYMPTOM_CUE.search(s.text):
@@ -102,8 +112,10 @@ class _Parsed:
                 review_of_systems(note, sentences, position, self.gender)
                 continue
             text = self.styled(position)
-            if text and informative(text):
+            if text and informative(text, rules.MIN_NOTE_WORDS):
                 route(note, s, text)
+        if not note.sections[CC]:
+            chief_complaint(note, sentences)
         note.sources = ()
         return note
 
@@ -111,7 +123,7 @@ class _Parsed:
         out: list[str] = []
         for position, s in enumerate(self.sentences):
             self.deadline.check()
-            if s.question:
+            if s.question or rules.DICTATION_RE.search(s.text):
                 continue
             text = self.styled(position)
             if text and informative(text, 2):

@@ -31,6 +31,8 @@ MAX_SENTENCES: Final = 5_000
 # characters, cut after a sentence end where there is one, so that no single regular-expression
 # pass holds the GIL, and so the event loop, for long. The longest ACI-Bench turn has 3,119.
 MAX_TURN_CHARS: Final = 20_000
+# Content words a statement needs to enter the note (fewer: small talk, "okay, that's fine").
+MIN_NOTE_WORDS: Final = 3
 
 # --------------------------------------------------------------------------- sections
 
@@ -81,7 +83,24 @@ CONTRACTIONS: Final = (
 )
 CONTRACTION_RES: Final = tuple((re.compile(p, re.IGNORECASE), r) for p, r in CONTRACTIONS)
 FILLER_RE: Final = re.compile(
-    r"\b(?:uh-huh|mm-hmm|mhm|hmm+|mm+|uh+|um+|uhm|er|ah|erm)\b[,.]?\s*", re.IGNORECASE
+    r"(?:, ?)?\b(?:uh-huh|mm-hmm|mhm|hmm+|mm+|uh+|um+|uhm|er|ah|erm)\b[,.]?\s*", re.IGNORECASE
+)
+# The clinician announcing the next step ("let's go ahead and do a quick physical exam"): it
+# moves the visit on (zones) but says nothing for the note; left out when this short.
+ANNOUNCEMENT_RE: Final = re.compile(
+    r"^(?:so,? |okay,? |now,? |and,? )*(?:let's|let me|i'm going to|i am going to|i want to|"
+    r"i'd like to|we're going to|we are going to)\s+(?:go ahead and\s+)?(?:just\s+)?"
+    r"(?:do|take|have|look|check|review|go over|talk|examine|listen|start|get)\b",
+    re.IGNORECASE,
+)
+MAX_ANNOUNCEMENT_WORDS: Final = 12
+# Words to the dictation system or the record, not about the patient: the sentence is left out.
+DICTATION_RE: Final = re.compile(
+    r"\b(?:show me (?:the |my )?(?:vital|vitals|results|x-?ray|labs?|\w+ (?:results|report))|"
+    r"end of (?:dictation|note|recording)|next patient is|dictating on|date of birth|"
+    r"medical record number|mrn|finalize (?:the )?note|sign (?:the )?note|"
+    r"(?:use|using) (?:the |my )?(?:normal )?(?:new patient )?\w* ?(?:exam )?template)\b",
+    re.IGNORECASE,
 )
 PHRASE_FILLER_RE: Final = re.compile(
     r"(?:^|(?<=[\s,]))(?:you know|i mean|let's see|sort of like|kind of like|"
@@ -239,7 +258,8 @@ GENDER_CUES: Final = (
 EXAM_START: Final = re.compile(
     r"physical exam|examin|on exam|take a look|listen to your (?:heart|lungs)|"
     r"vital signs|your vitals|feel your|press (?:on|here)|check (?:you|your) (?:out|heart|lungs)|"
-    r"i'm going to look|lie back|let me look",
+    r"i'm going to look|lie back|let me look|lay back|hop up|\b(?:your|this|the|an?) exam\b|"
+    r"examine you|take a (?:quick )?look at (?:you|your)",
     re.I,
 )
 EXAM_FINDING: Final = re.compile(
@@ -276,6 +296,13 @@ PLAN_CUE: Final = re.compile(
     r"diet|exercise|appointment|specialist|consult|x-?ray|mri|ultrasound|ekg|echo\w*)\b",
     re.I,
 )
+PLAN_IN_EXAM_RE: Final = re.compile(
+    r"\b(?:prescri\w*|recommend\w*|refer(?:ral|ring)?|follow up|come back|schedul\w*|"
+    r"(?:i'm|we're|i am|we are) going to (?:get|order|start|send|prescribe|put|give|refer)|"
+    r"(?:we'll|i'll|we will|i will) (?:get|start|order|put|send|give|refer|see)|"
+    r"proceed with|options include|start (?:you|her|him|them) on)\b",
+    re.I,
+)
 ASSESSMENT_CUE: Final = re.compile(
     r"\b(?:impression|assessment|diagnos\w*|consistent with|likely|suspect|sounds like|"
     r"looks like|probably|concern\w*|think (?:this|that|it|you)|has a|have a|sprain|"
@@ -302,7 +329,12 @@ SOCIAL_RE: Final = re.compile(
     re.I,
 )
 NEGATION_ANSWER: Final = re.compile(r"^(?:no|nope|not really|nah|never|none|negative)\b", re.I)
-YES_ANSWER: Final = re.compile(r"^(?:yes|yeah|yep|yup|i do|i have|a little|sometimes)\b", re.I)
+YES_ANSWER: Final = re.compile(
+    r"^(?:\w+,\s*)?(?:yes|yeah|yep|yup|i do|i have|i did|a little|a bit|sometimes|i think i do|"
+    r"i think so|"
+    r"definitely|occasionally)\b",
+    re.I,
+)
 ROS_QUESTION: Final = re.compile(
     r"\b(?:any|have you (?:had|noticed|experienced|been having)|do you have|"
     r"are you having|did you have|have you felt)\s+(?:any\s+)?(.+?)\??$",
@@ -332,6 +364,23 @@ ROS_TOPIC_NOISE_RE: Final = re.compile(
     r"\b(?:at all|lately|recently|today|right now|or anything)\b"
 )
 QUESTIONS_RE: Final = re.compile(r"\bquestions?\b")
+# "any other symptoms like chest pain, any swelling?" -> "chest pain, swelling".
+ROS_TOPIC_LEAD_RE: Final = re.compile(
+    r"^(?:other\s+)?(?:symptoms?\s+(?:like|such as)|problems?\s+with|issues?\s+with)\s+", re.I
+)
+ROS_INNER_ANY_RE: Final = re.compile(r"(?<=\s)(?:any|other)\s+", re.I)
+MAX_ROS_TOPIC_WORDS: Final = 14
+MAX_ROS_STATEMENT_WORDS: Final = 16
+# The chief complaint when no introduction names it: looked for in the first sentences.
+CC_SEARCH_SENTENCES: Final = 40
+MAX_CC_REASON_WORDS: Final = 12
+CC_PHRASE_RE: Final = re.compile(
+    r"\b(?:(?:left|right|lower|upper)\s+)?(?:[a-z]+\s+)?(?:pain|swelling|rash|cough|"
+    r"headaches?|numbness|tingling|fatigue|dizziness|fevers?|nausea|vomiting|diarrhea|"
+    r"constipation|shortness of breath|bleeding|weakness|palpitations|heartburn|"
+    r"anxiety|depression|insomnia|lump|mass|wound|infection|injury|sprain|fracture)\b",
+    re.I,
+)
 
 # --------------------------------------------------------------------------- words
 
@@ -418,7 +467,8 @@ INTRO_RE: Final = re.compile(
 REASON_RE: Final = re.compile(
     r"\b(?:here (?:today )?for|presents? (?:today )?(?:for|with)|"
     r"here (?:today )?(?:to|with)|coming in (?:today )?for|in (?:today )?for|"
-    r"referred (?:to me )?for)\s+(?:an? |the |his |her |their )?(.+)$",
+    r"referred (?:to me )?for|(?:called|came|come) (?:in )?for|chief complaint (?:is|of)|"
+    r"here (?:today )?because of)\s+(?:an? |the |his |her |their )?(.+)$",
     re.I,
 )
 

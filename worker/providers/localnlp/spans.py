@@ -30,9 +30,11 @@ def locate(raw: str, offset: int, sentences: Sequence[str]) -> list[tuple[int, i
             if found >= 0:
                 first = found if first < 0 else first
                 last, position = found, found + 1
+        if first < 0 and cursor < len(tokens):
+            # Nothing found (every word rewritten): the words where the sentence should be.
+            first, last = cursor, min(len(tokens), cursor + max(1, len(sentence.split()))) - 1
         if first < 0:
-            at = offset + (tokens[cursor][1] if cursor < len(tokens) else len(raw))
-            spans.append((at, at))
+            spans.append((offset + len(raw), offset + len(raw)))
             continue
         spans.append((offset + tokens[first][1], offset + tokens[last][2]))
         cursor = last + 1

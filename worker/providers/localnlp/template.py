@@ -240,8 +240,10 @@ def _matching(index: _Index, keywords: Sequence[str]) -> list[str]:
 
 def _text_items(field: TemplateField, sources: _Sources, index: _Index) -> list[str]:
     key = _section_key(field.name)
-    if key and sources.sections.get(key):
-        return list(sources.sections[key])
+    if key:
+        # A field that names a section the visit did not cover stays empty: other sections'
+        # sentences matched by key words would land in two fields.
+        return list(sources.sections.get(key, ()))
     return _matching(index, _keywords(field))
 
 
