@@ -152,7 +152,8 @@ async def long_recording(options: Options) -> Result:
         "Intron: the emulator with 30 uploads/min; the worker's defaults (5 s poll interval, "
         "intron.upload=30/min); the emulator is ready after 2 polls.",
         f"local: the default model (SCRIBE_LOCAL_ASR_MODEL={c.DEFAULT_LOCAL_ASR_MODEL}), chunks "
-        f"of at most {c.DEFAULT_LOCAL_CHUNK_S:.0f} s (SCRIBE_LOCAL_CHUNK_S), summary and note local.",
+        f"of at most {c.DEFAULT_LOCAL_CHUNK_S:.0f} s (SCRIBE_LOCAL_CHUNK_S), summary and note "
+        "local.",
         "An upload over 600 s or 100 MB would fail the job (the emulator refuses both).",
     ]
     last = (
