@@ -154,6 +154,7 @@ class SegmentMap:
         ids: Sequence[int],
         text_span: Span | None = None,
         item: int | None = None,
+        supported: bool | None = None,
     ) -> Evidence:
         times = [
             (self.segments[i].start_s, self.segments[i].end_s)
@@ -169,7 +170,7 @@ class SegmentMap:
             segment_ids=tuple(ids),
             start=min(starts) if starts else None,
             end=max(ends) if ends else None,
-            supported=bool(ids),
+            supported=bool(ids) if supported is None else supported,
         )
 
     # ------------------------------------------------------------------ alignment index
@@ -389,3 +390,73 @@ def note_with_evidence(
 
 def soap_with_evidence(field: SoapField, segmap: SegmentMap) -> SoapField:
     return field.model_copy(update={"evidence": tuple(_text_evidence(field.value, segmap))})
+
+
+# ---------------------------------------------------------------------- citations (llm)
+
+
+def numbered_segments(segmap: SegmentMap, max_chars: int) -> str:
+    """The segments as "[id] text" lines, for a model to cite (at most max_chars)."""
+    lines: list[str] = []
+    used = 0
+    for index, segment in enumerate(segmap.segments):
+        line = f"[{index}] {' '.join(segment.text.split())}"
+        used += len(line) + 1
+        if used > max_chars:
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def citation_holds(sentence: str, ids: Sequence[int], segmap: SegmentMap) -> bool:
+    """Whether the cited segments hold at least SUPPORTED_SHARE of the sentence's content
+    words (two at least, when it has two)."""
+    words = content_stems(sentence[:4_000])[:MAX_SENTENCE_WORDS]
+    if not words or not ids:
+        return False
+    cited: set[str] = set()
+    for i in ids:
+        cited |= segmap.stems()[i]
+    found = sum(1 for w in words if w in cited)
+    return found >= min(2, len(words)) and found / len(words) >= SUPPORTED_SHARE
+
+
+def cited_evidence(
+    text: str, citations: Sequence[Sequence[int]], segmap: SegmentMap, item: int | None = None
+) -> list[Evidence] | None:
+    """The evidence of text's statements from a model's citations (one id list per statement,
+    in order), each checked: ids outside the transcript are dropped, and a statement whose
+    cited segments do not hold its words is flagged supported=false. None when the citations do
+    not match the statements one to one (the caller aligns instead)."""
+    spans = statement_spans(text)
+    if len(spans) != len(citations):
+        return None
+    out: list[Evidence] = []
+    for (begin, end), ids in zip(spans, citations, strict=True):
+        valid = sorted({i for i in ids if 0 <= i < len(segmap.segments)})
+        holds = len(valid) == len(set(ids)) and citation_holds(text[begin:end], valid, segmap)
+        out.append(segmap.evidence(valid, (begin, end), item, supported=holds))
+    return out
+
+
+def cited_note_evidence(
+    fields: Sequence[ClinicalNoteField], cited: dict[str, list[int]], segmap: SegmentMap
+) -> tuple[ClinicalNoteField, ...]:
+    """Each field a model cited segments for, with evidence per statement from those segments,
+    checked as in cited_evidence; a field it cited nothing for is left for alignment."""
+    out: list[ClinicalNoteField] = []
+    for note_field in fields:
+        ids = cited.get(note_field.id)
+        if ids is None:
+            out.append(note_field)
+            continue
+        valid = sorted({i for i in ids if 0 <= i < len(segmap.segments)})
+        exact = len(valid) == len(set(ids))
+        evidence = tuple(
+            segmap.evidence(
+                valid, span, item, supported=exact and citation_holds(text, valid, segmap)
+            )
+            for text, span, item in value_statements(note_field)
+        )
+        out.append(note_field.model_copy(update={"evidence": evidence}))
+    return tuple(out)

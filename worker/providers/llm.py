@@ -43,6 +43,13 @@ from schemas.jobs import (
     Transcript,
 )
 from worker.errors import PermanentError
+from worker.evidence import (
+    MAX_ALIGN_SENTENCES,
+    SegmentMap,
+    cited_evidence,
+    cited_note_evidence,
+    numbered_segments,
+)
 from worker.providers.base import PreparedDocument
 from worker.providers.http import JsonObject, VendorHttp, finite_number, malformed, parse_json
 from worker.settings import LlmSettings
@@ -57,6 +64,15 @@ CHAT_PATH: Final = "/v1/chat/completions"
 # What of each TXT document goes into the note prompt (a 20 MB document would be 20 MB of prompt).
 MAX_DOCUMENT_TEXT_BYTES: Final = 256 * 1024
 SOAP_NAMES: Final = ("Subjective", "Objective", "Assessment", "Plan")
+# The transcript goes to the model as numbered segments (its segments, or its pseudo-segments,
+# worker/evidence.py) so that it can cite them; the transcript is already capped in bytes.
+MAX_PROMPT_SEGMENT_CHARS: Final = 6 * 1024 * 1024
+MAX_CITED_SEGMENTS: Final = 200  # per sentence or field; a longer list is not a citation
+TRANSCRIPT_LABEL: Final = "Transcript (one segment per line, each after its [id]):"
+CITE_SENTENCES: Final = (
+    ' Also give "citations": one list per sentence of the note, in order (section headings '
+    "are not sentences), of the ids of the transcript segments that sentence rests on."
+)
 
 _RULES: Final = (
     "You write clinical documentation from a consultation transcript. Use only facts stated in "
@@ -138,8 +154,12 @@ class LlmSummarizer:
                 "RESULTS, ASSESSMENT AND PLAN (leave out a section with nothing to say). Answer "
                 '{"summary": "<the note>"}.'
             )
+        segmap = await asyncio.to_thread(SegmentMap.of, transcript)
+        if job.summary.output_format == "SUMMARY":
+            instruction += CITE_SENTENCES
+        numbered = await asyncio.to_thread(numbered_segments, segmap, MAX_PROMPT_SEGMENT_CHARS)
         answer = await self._client.ask_json(
-            SUMMARY_ENDPOINT, _RULES, f"{instruction}\n\nTranscript:\n{transcript.text}"
+            SUMMARY_ENDPOINT, _RULES, f"{instruction}\n\n{TRANSCRIPT_LABEL}\n{numbered}"
         )
         if job.summary.output_format == "SOAP_TEMPLATE":
             return _fitting(
@@ -151,10 +171,41 @@ class LlmSummarizer:
         text = answer.get("summary")
         if not isinstance(text, str):
             raise malformed(SUMMARY_ENDPOINT, "the answer has no string 'summary'")
+        citations = _citations(answer.get("citations"))
+        evidence = None
+        if citations is not None:
+            evidence = await asyncio.to_thread(cited_evidence, text, citations, segmap)
         return _fitting(
             SUMMARY_ENDPOINT,
-            lambda: Summary(provider=PROVIDER, output_format="SUMMARY", text=text),
+            lambda: Summary(
+                provider=PROVIDER,
+                output_format="SUMMARY",
+                text=text,
+                evidence=tuple(evidence) if evidence is not None else None,
+            ),
         )
+
+
+def _citations(raw: Any) -> list[list[int]] | None:
+    """The model's citations: one list of segment ids per sentence, or None when it gave none
+    or gave them in another shape (the worker aligns the text instead)."""
+    if not isinstance(raw, list) or len(raw) > MAX_ALIGN_SENTENCES:
+        return None
+    out: list[list[int]] = []
+    for entry in raw:
+        ids = _segment_ids(entry)
+        if ids is None:
+            return None
+        out.append(ids)
+    return out
+
+
+def _segment_ids(raw: Any) -> list[int] | None:
+    if not isinstance(raw, list) or len(raw) > MAX_CITED_SEGMENTS:
+        return None
+    if not all(type(i) is int for i in raw):  # not bool, not float
+        return None
+    return list(raw)
 
 
 def _fitting(endpoint: str, build: Callable[[], T]) -> T:
@@ -236,10 +287,12 @@ class LlmNoteWriter:
             for doc in documents
             if doc.document_type == "TXT"
         ]
-        prompt = _note_prompt(job, template, transcript, summary, texts)
+        segmap = await asyncio.to_thread(SegmentMap.of, transcript)
+        numbered = await asyncio.to_thread(numbered_segments, segmap, MAX_PROMPT_SEGMENT_CHARS)
+        prompt = _note_prompt(job, template, numbered, summary, texts)
         answer = await self._client.ask_json(NOTE_ENDPOINT, _RULES, prompt)
         values = _note_values(template, answer)
-        return _fitting(
+        fields = _fitting(
             NOTE_ENDPOINT,
             lambda: tuple(
                 ClinicalNoteField(
@@ -253,12 +306,25 @@ class LlmNoteWriter:
                 for f in template.fields
             ),
         )
+        cited = _note_citations(answer)
+        return await asyncio.to_thread(cited_note_evidence, fields, cited, segmap)
+
+
+def _note_citations(answer: JsonObject) -> dict[str, list[int]]:
+    """Each answered field's segmentIds, where the model gave them as a list of ids."""
+    entries = answer.get("clinicalNote")
+    cited: dict[str, list[int]] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        ids = _segment_ids(entry.get("segmentIds")) if isinstance(entry, dict) else None
+        if ids is not None and isinstance(entry.get("id"), str):
+            cited[entry["id"]] = ids
+    return cited
 
 
 def _note_prompt(
     job: JobRequest,
     template: Template,
-    transcript: Transcript,
+    numbered: str,
     summary: Summary,
     texts: Sequence[str],
 ) -> str:
@@ -282,13 +348,14 @@ def _note_prompt(
         '{"clinicalNote": [{"id": "<field id>", "value": <value>}, ...]} where a string '
         "field gets a string, number a number, boolean true/false, array a list of strings, "
         "enum exactly one of its enumerableOptions. A value not stated in the sources is "
-        '"" ([] for arrays).'
+        '"" ([] for arrays). Give each entry "segmentIds" too: the ids of the transcript '
+        "segments its value rests on."
     )
     parts = [
         instruction,
         "Template fields:\n" + json.dumps(fields, ensure_ascii=False),
         "Summary:\n" + summary_text,
-        "Transcript:\n" + transcript.text,
+        f"{TRANSCRIPT_LABEL}\n{numbered}",
         *(f"Supporting document:\n{text}" for text in texts),
     ]
     return "\n\n".join(parts)
