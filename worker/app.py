@@ -192,6 +192,7 @@ class WorkerApp:
             signer,
             ChunkMaker(work_dir, settings.audio.max_job_s),
             chunk_limits(settings.audio.limits(), settings.chunking.local_chunk_s),
+            self.metrics,
         )
 
     async def _open_index(self) -> None:

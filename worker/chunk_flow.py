@@ -38,6 +38,7 @@ from worker.errors import PermanentError
 from worker.handles import HandleSigner
 from worker.ledger import JobLedger, LedgerUnavailable, SubmissionJournal
 from worker.media import MediaFetcher
+from worker.metrics import Metrics
 from worker.outcomes import Advance, DeliveryContext
 from worker.providers.base import PreparedAudio, Transcribed, TranscriptionProvider
 from worker.providers.registry import ProviderRegistry
@@ -89,6 +90,8 @@ class ChunkedTranscription:
     handles: HandleSigner
     maker: ChunkMaker
     limits: Mapping[str, ChunkLimit]
+    # Counts what a chunk's delivery did about a submission an earlier one left unfinished.
+    metrics: Metrics | None = None
 
     def splits(self, audio: PreparedAudio, transcriber: str) -> bool:
         limit = self.limits.get(transcriber)
@@ -140,6 +143,8 @@ class ChunkedTranscription:
                         provider=provider.name,
                         outcome=action,
                     )
+                    if self.metrics is not None:
+                        self.metrics.submission_redeliveries.labels(provider.name, action).inc()
                 if isinstance(result, Transcribed):
                     return self.transcribed(job, here, result.transcript, provider.name)
                 handle = result.handle
