@@ -1,6 +1,6 @@
 """scribe-eval --asr: offline speech recognition over the recording set (ops/recordings/).
 
-    scribe-eval --asr [--recordings ops/recordings] [--asr-configs base:5:clinical:vad,...]
+    scribe-eval --asr [--recordings ops/recordings] [--asr-configs base:5:none:vad,...]
                       [--asr-only ID,...] [--asr-chunked] [--asr-notes]
 
 Per configuration (model:beam:prompt:vad; `tiny.en:1:none:novad` is what the worker ran before
@@ -42,7 +42,7 @@ from worker import constants as c
 
 REPO: Final = Path(__file__).resolve().parent.parent
 DEFAULT_RECORDINGS: Final = REPO / "ops" / "recordings"
-DEFAULT_CONFIGS: Final = "tiny.en:1:none:novad,base:5:clinical:vad"
+DEFAULT_CONFIGS: Final = "tiny.en:1:none:novad,base:5:none:vad"
 
 
 @dataclass(frozen=True)

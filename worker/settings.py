@@ -113,12 +113,12 @@ class LocalSettings:
 
     asr_workers: int = 1
     # SCRIBE_LOCAL_ASR_MODEL (one of c.LOCAL_ASR_MODELS), SCRIBE_LOCAL_ASR_VAD (on/off: skip
-    # silence with faster-whisper's Silero VAD), SCRIBE_LOCAL_ASR_PROMPT ("clinical": the
-    # built-in vocabulary prompt; "none"; or the prompt's own text), SCRIBE_LOCAL_ASR_BEAM_SIZE
-    # (1 = greedy decoding): docs/quality.md.
+    # silence with faster-whisper's Silero VAD), SCRIBE_LOCAL_ASR_PROMPT ("none", the default;
+    # "clinical": the built-in vocabulary prompt; or the prompt's own text),
+    # SCRIBE_LOCAL_ASR_BEAM_SIZE (1 = greedy decoding): docs/quality.md.
     asr_model: c.LocalAsrModel = c.DEFAULT_LOCAL_ASR_MODEL
     asr_vad: bool = True
-    asr_prompt: str | None = c.LOCAL_ASR_PROMPT_CLINICAL
+    asr_prompt: str | None = None
     asr_beam_size: int = c.DEFAULT_LOCAL_ASR_BEAM_SIZE
     summary_budget_s: float = c.DEFAULT_LOCAL_SUMMARY_BUDGET_S
     note_budget_s: float = c.DEFAULT_LOCAL_NOTE_BUDGET_S
@@ -571,10 +571,11 @@ class _Reader:
         )
 
     def _asr_prompt(self) -> str | None:
-        """None for "none"; "clinical" (the default) names the built-in vocabulary prompt."""
+        """None for "none" (the default, measured best in docs/quality.md); "clinical" names
+        the built-in vocabulary prompt."""
         value = self.raw("SCRIBE_LOCAL_ASR_PROMPT")
         if value is None:
-            return c.LOCAL_ASR_PROMPT_CLINICAL
+            return None
         if value.lower() in (c.LOCAL_ASR_PROMPT_NONE, c.LOCAL_ASR_PROMPT_CLINICAL):
             return None if value.lower() == c.LOCAL_ASR_PROMPT_NONE else value.lower()
         if len(value) > c.LOCAL_ASR_PROMPT_MAX_CHARS or not value.isprintable():

@@ -94,7 +94,7 @@ def test_asr_defaults() -> None:
     local = Settings.from_env({}).local
     assert local.asr_model == c.DEFAULT_LOCAL_ASR_MODEL
     assert local.asr_vad is True
-    assert local.asr_prompt == c.LOCAL_ASR_PROMPT_CLINICAL
+    assert local.asr_prompt is None
     assert local.asr_beam_size == c.DEFAULT_LOCAL_ASR_BEAM_SIZE
 
 

@@ -117,7 +117,7 @@ class WhisperEngine:
         workers: int = 1,
         model: c.LocalAsrModel = c.DEFAULT_LOCAL_ASR_MODEL,
         vad: bool = True,
-        prompt: str | None = c.LOCAL_ASR_PROMPT_CLINICAL,
+        prompt: str | None = None,
         beam_size: int = c.DEFAULT_LOCAL_ASR_BEAM_SIZE,
     ) -> None:
         """model: SCRIBE_LOCAL_ASR_MODEL (worker/providers/whisper_models.py), unless model_dir
@@ -215,7 +215,7 @@ class LocalTranscriber:
         engine: WhisperEngine | None = None,
         model: c.LocalAsrModel = c.DEFAULT_LOCAL_ASR_MODEL,
         vad: bool = True,
-        prompt: str | None = c.LOCAL_ASR_PROMPT_CLINICAL,
+        prompt: str | None = None,
         beam_size: int = c.DEFAULT_LOCAL_ASR_BEAM_SIZE,
     ) -> None:
         self._workers = max(1, workers)
