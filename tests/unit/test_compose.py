@@ -4,6 +4,8 @@ checks, start order, and that the workers' environment is exactly what the worke
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +25,9 @@ from worker.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+CLUSTER_CONF = ROOT / "deploy" / "rabbitmq" / "cluster.conf"
+CLUSTER_PROFILE = "cluster"
+CLUSTER_NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
 
 
 def settings_variables() -> set[str]:
@@ -61,11 +66,27 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def all_workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every scribe-worker service, whichever profile it belongs to."""
     return {
         name: service
         for name, service in services(compose).items()
         if service.get("command", [None])[0] == "scribe-worker"
+    }
+
+
+def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The workers `docker compose up` starts (no profile)."""
+    return {
+        name: service for name, service in all_workers(compose).items() if "profiles" not in service
+    }
+
+
+def cluster_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in services(compose).items()
+        if CLUSTER_PROFILE in service.get("profiles", [])
     }
 
 
@@ -111,7 +132,7 @@ def test_images_and_ports(compose: dict[str, Any]) -> None:
         str(port).split(":")[0] for service in all_services.values() for port in service["ports"]
     ]
     assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
-    for service in workers(compose).values():
+    for service in all_workers(compose).values():
         assert int(environment(service)["SCRIBE_HTTP_PORT"]) in published_ports(service)
 
 
@@ -122,7 +143,7 @@ def test_every_service_has_a_health_check(compose: dict[str, Any]) -> None:
     assert "rabbitmq-diagnostics -q ping" in health_command(all_services["rabbitmq"])
     assert "redis-cli ping" in health_command(all_services["redis"])
     assert "/_sandbox/stats" in health_command(all_services["sandbox"])
-    for name, service in workers(compose).items():
+    for name, service in all_workers(compose).items():
         command = health_command(service)
         port = environment(service)["SCRIBE_HTTP_PORT"]
         assert f"http://127.0.0.1:{port}/healthz" in command, name
@@ -161,6 +182,84 @@ def test_worker_environment_is_only_what_the_worker_reads(
         grace = service["stop_grace_period"]
         assert grace.endswith("s")
         assert float(grace[:-1]) > settings.shutdown_grace_s  # drain before SIGKILL
+
+
+def test_the_cluster_profile_has_three_rabbitmq_nodes(compose: dict[str, Any]) -> None:
+    cluster = cluster_services(compose)
+    assert set(CLUSTER_NODES) <= set(cluster)
+    assert not set(CLUSTER_NODES) & set(workers(compose)), "a node in the default stack"
+    for name in CLUSTER_NODES:
+        node = cluster[name]
+        assert node["image"] == services(compose)["rabbitmq"]["image"], name  # the same 4.x
+        assert node["hostname"] == name  # the node is rabbit@<hostname>
+        mounts = {str(volume).split(":")[1]: str(volume) for volume in node["volumes"]}
+        assert mounts["/etc/rabbitmq/conf.d/20-cluster.conf"].startswith(
+            "./deploy/rabbitmq/cluster.conf:"
+        ), name
+        assert "/var/lib/rabbitmq" in mounts, name  # its own data volume
+        assert node["secrets"] == ["rabbitmq-cluster-cookie"], name
+        entry = " ".join(node["entrypoint"])
+        assert "/run/secrets/rabbitmq-cluster-cookie /var/lib/rabbitmq/.erlang.cookie" in entry
+        assert "-m 0400" in entry  # Erlang refuses a cookie file others can read
+        assert entry.endswith("exec docker-entrypoint.sh rabbitmq-server")
+        assert "rabbitmq-diagnostics" in health_command(node), name
+    volumes = [mounts for name in CLUSTER_NODES for mounts in cluster[name]["volumes"]]
+    data = [volume for volume in volumes if str(volume).endswith(":/var/lib/rabbitmq")]
+    assert len(set(data)) == len(CLUSTER_NODES), "nodes share a data directory"
+    cookie = compose["secrets"]["rabbitmq-cluster-cookie"]
+    assert cookie == {"environment": "RABBITMQ_CLUSTER_COOKIE"}  # never a value in the file
+
+
+def cluster_conf() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in CLUSTER_CONF.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            assert key.strip() not in found, f"{key.strip()} set twice"
+            found[key.strip()] = value.strip()
+    return found
+
+
+def test_cluster_conf_joins_the_three_nodes_and_replicates_quorum_queues() -> None:
+    conf = cluster_conf()
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    peers = {value for key, value in conf.items() if key.startswith("cluster_formation.classic")}
+    assert peers == {f"rabbit@{name}" for name in CLUSTER_NODES}
+    assert conf["cluster_formation.target_cluster_size_hint"] == str(len(CLUSTER_NODES))
+    assert conf["quorum_queue.initial_cluster_size"] == "3"
+    assert conf["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
+    assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
+    assert not any("cookie" in key for key in conf), "the cookie is a secret, not config"
+
+
+def test_cluster_workers_read_only_known_variables_and_spread_over_the_nodes(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    cluster_workers = {
+        name: service
+        for name, service in all_workers(compose).items()
+        if name in cluster_services(compose)
+    }
+    assert len(cluster_workers) >= 2
+    default_env = environment(next(iter(workers(compose).values())))
+    known = settings_variables()
+    nodes: set[str | None] = set()
+    for name, service in cluster_workers.items():
+        env = environment(service)
+        assert set(env) <= known, name
+        # The default workers' settings, but one node of the cluster as the broker.
+        assert {k: v for k, v in env.items() if k != "SCRIBE_AMQP_URL"} == {
+            k: v for k, v in default_env.items() if k != "SCRIBE_AMQP_URL"
+        }, name
+        env["SCRIBE_STORAGE_ROOT"] = str(tmp_path)
+        host = urlsplit(Settings.from_env(env).amqp_url.value).hostname
+        assert host in CLUSTER_NODES, name
+        nodes.add(host)
+        depends = service["depends_on"]
+        for dependency in (*CLUSTER_NODES, "redis", "sandbox"):
+            assert depends[dependency]["condition"] == "service_healthy", (name, dependency)
+        assert "rabbitmq" not in depends  # the single-node broker is not part of the cluster
+    assert len(nodes) == len(cluster_workers), "two cluster workers on the same node"
 
 
 def test_sandbox_command_parses_and_matches_the_workers(compose: dict[str, Any]) -> None:
@@ -241,20 +340,52 @@ def docker_compose_v2() -> list[str] | None:
     return ["docker", "compose"]
 
 
-def test_compose_v2_accepts_the_file() -> None:
-    """Compose's own parser (no engine needed for `config`), where the plugin is installed."""
+def compose_v2_config(*profile: str) -> dict[str, Any]:
+    """The file as Compose v2 resolves it (anchors, merges, profiles), or a skip."""
     compose = docker_compose_v2()
     if compose is None:
         pytest.skip("no Docker Compose v2 plugin on this machine")
     checked = subprocess.run(
-        [*compose, "-f", str(COMPOSE), "config", "--quiet"],
+        [*compose, "-f", str(COMPOSE), *profile, "config", "--format", "json"],
         capture_output=True,
         text=True,
         check=False,
         cwd=ROOT,
         timeout=60,
+        env={**os.environ, "RABBITMQ_CLUSTER_COOKIE": "compose-config-test-cookie"},
     )
     assert checked.returncode == 0, checked.stderr
+    resolved: dict[str, Any] = json.loads(checked.stdout)
+    return resolved
+
+
+def test_compose_v2_accepts_the_file() -> None:
+    """Compose's own parser (no engine needed for `config`), where the plugin is installed."""
+    resolved = compose_v2_config()
+    assert set(resolved["services"]) == {"rabbitmq", "redis", "sandbox", "worker-1", "worker-2"}
+
+
+def test_compose_v2_accepts_the_cluster_profile() -> None:
+    resolved = compose_v2_config("--profile", CLUSTER_PROFILE)
+    found = resolved["services"]
+    assert set(CLUSTER_NODES) | {"cluster-worker-1", "cluster-worker-2"} <= set(found)
+    for name in CLUSTER_NODES:
+        node = found[name]
+        assert node["hostname"] == name
+        assert {
+            "source": "rabbitmq-cluster-cookie",
+            "target": "/run/secrets/rabbitmq-cluster-cookie",
+        } in node["secrets"]
+        binds = {mount["target"]: mount for mount in node["volumes"]}
+        assert binds["/etc/rabbitmq/conf.d/20-cluster.conf"]["source"] == str(CLUSTER_CONF)
+        assert binds["/etc/rabbitmq/conf.d/20-cluster.conf"]["read_only"] is True
+    for name in ("cluster-worker-1", "cluster-worker-2"):
+        env = found[name]["environment"]  # the merged anchor: every default setting is there
+        assert env["SCRIBE_PREFIX"] == "scribe", name
+        assert urlsplit(env["SCRIBE_AMQP_URL"]).hostname in CLUSTER_NODES, name
+    assert (
+        resolved["secrets"]["rabbitmq-cluster-cookie"]["environment"] == "RABBITMQ_CLUSTER_COOKIE"
+    )
 
 
 def test_hadolint_accepts_the_dockerfile() -> None:
