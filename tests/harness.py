@@ -197,8 +197,8 @@ class Watcher:
 
 
 @asynccontextmanager
-async def watching(prefix: str) -> AsyncIterator[Watcher]:
-    connection = await aio_pika.connect_robust(AMQP_URL)
+async def watching(prefix: str, amqp_url: str = AMQP_URL) -> AsyncIterator[Watcher]:
+    connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
         channel = await connection.channel()
         watcher = Watcher(Names(prefix), connection, channel)
