@@ -221,7 +221,7 @@ class TranscriptSegment(WireModel):
     text: str
     speaker: str | None = None
     # Filled by the worker on every segment it emits (schemaRevision 2); absent in older events.
-    role: SpeakerRole | None = None
+    role: Annotated[SpeakerRole, Field(title="SpeakerRole")] | None = None
 
 
 class Transcript(WireModel):
