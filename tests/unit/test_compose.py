@@ -193,7 +193,7 @@ def test_the_cluster_profile_has_three_rabbitmq_nodes(compose: dict[str, Any]) -
         assert node["image"] == services(compose)["rabbitmq"]["image"], name  # the same 4.x
         assert node["hostname"] == name  # the node is rabbit@<hostname>
         mounts = {str(volume).split(":")[1]: str(volume) for volume in node["volumes"]}
-        assert mounts["/etc/rabbitmq/conf.d/20-cluster.conf"].startswith(
+        assert mounts["/etc/rabbitmq/conf.d/30-cluster.conf"].startswith(
             "./deploy/rabbitmq/cluster.conf:"
         ), name
         assert "/var/lib/rabbitmq" in mounts, name  # its own data volume
@@ -377,8 +377,8 @@ def test_compose_v2_accepts_the_cluster_profile() -> None:
             "target": "/run/secrets/rabbitmq-cluster-cookie",
         } in node["secrets"]
         binds = {mount["target"]: mount for mount in node["volumes"]}
-        assert binds["/etc/rabbitmq/conf.d/20-cluster.conf"]["source"] == str(CLUSTER_CONF)
-        assert binds["/etc/rabbitmq/conf.d/20-cluster.conf"]["read_only"] is True
+        assert binds["/etc/rabbitmq/conf.d/30-cluster.conf"]["source"] == str(CLUSTER_CONF)
+        assert binds["/etc/rabbitmq/conf.d/30-cluster.conf"]["read_only"] is True
     for name in ("cluster-worker-1", "cluster-worker-2"):
         env = found[name]["environment"]  # the merged anchor: every default setting is there
         assert env["SCRIBE_PREFIX"] == "scribe", name
