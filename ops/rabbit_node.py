@@ -40,6 +40,8 @@ class PrivateNode:
     port: int
     dist_port: int
     base: Path
+    # More rabbitmq.conf lines (a TLS listener, say), after the loopback TCP listener.
+    extra_config: str = ""
 
     @property
     def amqp_url(self) -> str:
@@ -105,7 +107,9 @@ class PrivateNode:
     def _write_files(self) -> None:
         (self.base / "mnesia").mkdir(parents=True, exist_ok=True)
         (self.base / "log").mkdir(parents=True, exist_ok=True)
-        (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\n{self.extra_config}"
+        )
         (self.base / "enabled_plugins").write_text("[].\n")
         owner = pwd.getpwnam(BROKER_USER)
         for path in (self.base, *self.base.rglob("*")):
@@ -121,11 +125,11 @@ async def _run(argv: list[str], env: dict[str, str], what: str) -> None:
 
 
 @asynccontextmanager
-async def private_node(label: str = "scribe") -> AsyncIterator[PrivateNode]:
+async def private_node(label: str = "scribe", extra_config: str = "") -> AsyncIterator[PrivateNode]:
     """A fresh node for the block, gone afterwards (files included)."""
     port = free_port()
     base = Path(tempfile.mkdtemp(prefix=f"{label}-rabbit-"))
-    node = PrivateNode(f"{label}-{port}@localhost", port, free_port(), base)
+    node = PrivateNode(f"{label}-{port}@localhost", port, free_port(), base, extra_config)
     try:
         await node.start()
         yield node

@@ -118,6 +118,7 @@ class WorkerApp:
             settings.amqp_url.value,
             f"scribe-worker {settings.prefix}",
             give_up_after_s=settings.broker_start_timeout_s,
+            ssl_context=settings.amqp_ssl_context(),
         )
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         setup_channel = await self._connection.channel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pamqp.common import Arguments
 from worker import amqp_decoding
 from worker import constants as c
 from worker.amqp_decoding import UNDECODABLE_PROPERTIES_HEADER
+from worker.amqp_tls import tls_error
 from worker.tracing import valid_traceparent
 
 PUBLISH_TIMEOUT_S = 30.0
@@ -326,7 +328,10 @@ class _WorkerConnection(RobustConnection):
 
 
 async def connect(
-    amqp_url: str, name: str, give_up_after_s: float = 60.0
+    amqp_url: str,
+    name: str,
+    give_up_after_s: float = 60.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractRobustConnection:
     """A robust connection: it reconnects and restores channels, queues and consumers.
 
@@ -344,11 +349,12 @@ async def connect(
                 amqp_url,
                 client_properties={"connection_name": name},
                 connection_class=_WorkerConnection,
+                ssl_context=ssl_context,
             )
         except (ProbableAuthenticationError, AuthenticationError):
             raise  # a refused login does not get better by retrying
         except (OSError, AMQPError) as exc:
-            if time.monotonic() >= deadline:
+            if tls_error(exc) is not None or time.monotonic() >= deadline:  # TLS: nor a bad CA
                 raise
             if failures == 0:  # one line, not one per retry
                 log.warning("broker.connect_failed", error=type(exc).__name__, retry_every_s=1.0)

@@ -66,7 +66,10 @@ async def serve(
     # Waits (one log line, not one per retry) for a broker that does not answer yet, and fails
     # at once on a refused login, before the app opens anything that would need closing.
     probe = await open_broker_connection(
-        settings.amqp_url.value, wait_s=settings.broker_start_timeout_s, stop=stop
+        settings.amqp_url.value,
+        wait_s=settings.broker_start_timeout_s,
+        stop=stop,
+        ssl_context=settings.amqp_ssl_context(),
     )
     if probe is None:
         log.info("worker.stopped_before_start")

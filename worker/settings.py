@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from worker import constants as c
+from worker.amqp_tls import AmqpTls, read_amqp_tls
 from worker.audio import DEMUXERS, TranscriberLimits
 from worker.constants import STAGES, Stage
 from worker.errors import SettingsError
@@ -196,6 +198,11 @@ class Settings:
     api_token: Secret | None = None
     # Index entries waiting to be written; past this, new ones are dropped (never an ack held).
     index_queue_max: int = c.DEFAULT_INDEX_QUEUE_MAX
+    # amqps: CA, optional client certificate, server name (worker/amqp_tls.py); None for amqp.
+    amqp_tls: AmqpTls | None = None
+
+    def amqp_ssl_context(self) -> ssl.SSLContext | None:
+        return self.amqp_tls.context() if self.amqp_tls is not None else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -363,10 +370,10 @@ class _Reader:
             raise SettingsError("SCRIBE_STORAGE_ROOT", "not a readable directory")
         stages = self.stage_list("SCRIBE_STAGES")
         default_prefetch = self.integer("SCRIBE_PREFETCH", c.DEFAULT_PREFETCH, minimum=1)
+        amqp_url = self.url("SCRIBE_AMQP_URL", c.DEFAULT_AMQP_URL, ("amqp", "amqps")) or ""
         return Settings(
-            amqp_url=Secret(
-                self.url("SCRIBE_AMQP_URL", c.DEFAULT_AMQP_URL, ("amqp", "amqps")) or ""
-            ),
+            amqp_url=Secret(amqp_url),
+            amqp_tls=read_amqp_tls(self._env, urlsplit(amqp_url).scheme),
             prefix=prefix,
             intron=IntronSettings(
                 base_url=self.url(

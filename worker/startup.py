@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -27,6 +28,8 @@ from aiormq.exceptions import (
     ChannelPreconditionFailed,
     ProbableAuthenticationError,
 )
+
+from worker.amqp_tls import describe_tls_error, tls_error
 
 log = structlog.get_logger("scribe.startup")
 
@@ -82,6 +85,13 @@ def _reason(exc: BaseException) -> str:
 def broker_failure(exc: OSError | AMQPError, endpoint: str) -> StartupError | None:
     """The final error for a failed connection attempt, or None when a retry may still help
     (nothing answered: refused, timed out, name not found)."""
+    tls = tls_error(exc)
+    if tls is not None:  # a wrong CA or server name does not get better by retrying
+        return StartupError(
+            EXIT_BROKER_REFUSED,
+            f"TLS verification of the broker at {endpoint} failed ({describe_tls_error(tls)}): "
+            "check SCRIBE_AMQP_CA_FILE, SCRIBE_AMQP_SERVER_NAME and the client certificate",
+        )
     if isinstance(exc, ProbableAuthenticationError | AuthenticationError):
         return StartupError(
             EXIT_BROKER_REFUSED,
@@ -126,7 +136,11 @@ def _quiet_connect_attempts() -> Iterator[None]:
 
 
 async def open_broker_connection(
-    amqp_url: str, *, wait_s: float, stop: asyncio.Event | None = None
+    amqp_url: str,
+    *,
+    wait_s: float,
+    stop: asyncio.Event | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AbstractConnection | None:
     """A plain connection, retried every second while nothing answers, for up to wait_s
     (0: one attempt). Logs one line at the first failed attempt, not one per retry.
@@ -134,7 +148,7 @@ async def open_broker_connection(
     Raises StartupError (refused login: at once; no answer: after wait_s). Returns None if
     stop is set while it waits.
     """
-    return await _connect_with_retry(aio_pika.connect, amqp_url, wait_s, stop)
+    return await _connect_with_retry(aio_pika.connect, amqp_url, wait_s, stop, ssl_context)
 
 
 async def open_robust_connection(amqp_url: str) -> AbstractRobustConnection:
@@ -152,6 +166,7 @@ async def _connect_with_retry(
     amqp_url: str,
     wait_s: float,
     stop: asyncio.Event | None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ConnectionT | None:
     endpoint = broker_endpoint(amqp_url)
     loop = asyncio.get_running_loop()
@@ -161,7 +176,7 @@ async def _connect_with_retry(
         while True:
             timeout_s = max(0.5, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
             try:
-                return await connect(amqp_url, timeout=timeout_s)
+                return await connect(amqp_url, timeout=timeout_s, ssl_context=ssl_context)
             except (OSError, AMQPError) as exc:
                 failure = broker_failure(exc, endpoint)
                 if failure is not None:
