@@ -26,143 +26,133 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 KEDA_API = "keda.sh/v1alpha1"
 NOT_KUBERNETES = {"kustomize.config.k8s.io/v1beta1"}  # kustomization.yaml: checked below
 
-# KEDA 2.x CRDs, reduced to the fields its documentation lists for ScaledObject (spec,
-# scaleTargetRef, triggers) and TriggerAuthentication (secretTargetRef, env), with the RabbitMQ
-# scaler's trigger metadata. Unknown fields are refused, so a misspelt one fails here. Not the
-# CRDs' full OpenAPI schemas: fields outside this subset (fallback, advanced, vault, ...) are
-# refused too until added.
+# KEDA 2.x's ScaledObject and TriggerAuthentication (keda.sh/v1alpha1), reduced to the fields
+# its documentation lists (spec, scaleTargetRef, triggers; secretTargetRef, env), with the RabbitMQ
+# scaler's trigger metadata (a free string map in the CRD, so only this schema checks its keys).
+# Every object is closed: a misspelt field fails. A subset, not the CRDs' OpenAPI schemas: fields
+# outside it (fallback, advanced, vault, ...) are refused too until added here. The field names
+# follow KEDA's CRDs and its RabbitMQ scaler's metadata keys; KEDA's CRD files are not vendored.
+_STRING: dict[str, Any] = {"type": "string"}
+_NUMBER = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}
+_BOOLEAN = {"enum": ["true", "false"]}
 _NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 253}
-_METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": _NAME,
-        "namespace": _NAME,
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-    "additionalProperties": False,
-}
-_RABBITMQ_METADATA = {
-    "type": "object",
-    "required": ["queueName", "mode", "value"],
-    "properties": {
-        "host": {"type": "string"},
-        "hostFromEnv": {"type": "string"},
-        "protocol": {"enum": ["auto", "http", "amqp"]},
-        "mode": {"enum": ["QueueLength", "MessageRate"]},
-        "value": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-        "activationValue": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-        "queueName": {"type": "string", "minLength": 1},
-        "vhostName": {"type": "string"},
-        "useRegex": {"enum": ["true", "false"]},
-        "excludeUnacknowledged": {"enum": ["true", "false"]},
-        "timeout": {"type": "string"},
-        "unsafeSsl": {"enum": ["true", "false"]},
-    },
-    "additionalProperties": False,
-}
-SCALED_OBJECT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": KEDA_API},
-        "kind": {"const": "ScaledObject"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "name": _NAME,
-                        "envSourceContainerName": {"type": "string"},
-                    },
-                    "additionalProperties": False,
-                },
-                "pollingInterval": {"type": "integer", "minimum": 1},
-                "cooldownPeriod": {"type": "integer", "minimum": 0},
-                "initialCooldownPeriod": {"type": "integer", "minimum": 0},
-                "idleReplicaCount": {"type": "integer", "minimum": 0},
-                "minReplicaCount": {"type": "integer", "minimum": 0},
-                "maxReplicaCount": {"type": "integer", "minimum": 1},
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "properties": {
-                            "type": {"const": "rabbitmq"},
-                            "name": {"type": "string"},
-                            "metadata": _RABBITMQ_METADATA,
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {
-                                    "name": _NAME,
-                                    "kind": {
-                                        "enum": [
-                                            "TriggerAuthentication",
-                                            "ClusterTriggerAuthentication",
-                                        ]
-                                    },
-                                },
-                                "additionalProperties": False,
-                            },
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "useCachedMetrics": {"type": "boolean"},
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-            },
-            "additionalProperties": False,
+_COUNT = {"type": "integer", "minimum": 0}
+
+
+def _closed(properties: dict[str, Any], *required: str, **extra: Any) -> dict[str, Any]:
+    """A JSON Schema object with exactly these properties (these ones required)."""
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    return {**schema, "required": list(required), **extra}
+
+
+def _resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    labels = {"type": "object", "additionalProperties": _STRING}
+    metadata = _closed(
+        {"name": _NAME, "namespace": _NAME, "labels": labels, "annotations": labels}, "name"
+    )
+    return _closed(
+        {
+            "apiVersion": {"const": KEDA_API},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
         },
-    },
-    "additionalProperties": False,
-}
-_SECRET_TARGET = {
-    "type": "object",
-    "required": ["parameter", "name", "key"],
-    "properties": {"parameter": {"type": "string"}, "name": _NAME, "key": {"type": "string"}},
-    "additionalProperties": False,
-}
-TRIGGER_AUTHENTICATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": KEDA_API},
-        "kind": {"const": "TriggerAuthentication"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "properties": {
-                "secretTargetRef": {"type": "array", "minItems": 1, "items": _SECRET_TARGET},
-                "env": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["parameter", "name"],
-                        "properties": {
-                            "parameter": {"type": "string"},
-                            "name": {"type": "string"},
-                            "containerName": {"type": "string"},
-                        },
-                        "additionalProperties": False,
-                    },
-                },
+        "apiVersion",
+        "kind",
+        "metadata",
+        "spec",
+    )
+
+
+_RABBITMQ_TRIGGER = _closed(
+    {
+        "type": {"const": "rabbitmq"},
+        "name": _STRING,
+        "metadata": _closed(
+            {
+                "queueName": {"type": "string", "minLength": 1},
+                "mode": {"enum": ["QueueLength", "MessageRate"]},
+                "value": _NUMBER,
+                "activationValue": _NUMBER,
+                "host": _STRING,
+                "hostFromEnv": _STRING,
+                "protocol": {"enum": ["auto", "http", "amqp"]},
+                "vhostName": _STRING,
+                "useRegex": _BOOLEAN,
+                "excludeUnacknowledged": _BOOLEAN,
+                "pageSize": {"type": "string", "pattern": "^[0-9]+$"},
+                "operation": {"enum": ["sum", "max", "avg"]},
+                "timeout": _STRING,
+                "unsafeSsl": _BOOLEAN,
             },
-            "minProperties": 1,
-            "additionalProperties": False,
-        },
+            "queueName",
+            "mode",
+            "value",
+        ),
+        "authenticationRef": _closed(
+            {
+                "name": _NAME,
+                "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
+            },
+            "name",
+        ),
+        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+        "useCachedMetrics": {"type": "boolean"},
     },
-    "additionalProperties": False,
-}
+    "type",
+    "metadata",
+)
+SCALED_OBJECT_SCHEMA = _resource(
+    "ScaledObject",
+    _closed(
+        {
+            "scaleTargetRef": _closed(
+                {
+                    "apiVersion": _STRING,
+                    "kind": _STRING,
+                    "name": _NAME,
+                    "envSourceContainerName": _STRING,
+                },
+                "name",
+            ),
+            "pollingInterval": {"type": "integer", "minimum": 1},
+            "cooldownPeriod": _COUNT,
+            "initialCooldownPeriod": _COUNT,
+            "idleReplicaCount": _COUNT,
+            "minReplicaCount": _COUNT,
+            "maxReplicaCount": {"type": "integer", "minimum": 1},
+            "triggers": {"type": "array", "minItems": 1, "items": _RABBITMQ_TRIGGER},
+        },
+        "scaleTargetRef",
+        "triggers",
+    ),
+)
+TRIGGER_AUTHENTICATION_SCHEMA = _resource(
+    "TriggerAuthentication",
+    _closed(
+        {
+            "secretTargetRef": {
+                "type": "array",
+                "minItems": 1,
+                "items": _closed(
+                    {"parameter": _STRING, "name": _NAME, "key": _STRING},
+                    "parameter",
+                    "name",
+                    "key",
+                ),
+            },
+            "env": {
+                "type": "array",
+                "items": _closed(
+                    {"parameter": _STRING, "name": _STRING, "containerName": _STRING},
+                    "parameter",
+                    "name",
+                ),
+            },
+        },
+        minProperties=1,
+    ),
+)
 KEDA_SCHEMAS = {
     "ScaledObject": SCALED_OBJECT_SCHEMA,
     "TriggerAuthentication": TRIGGER_AUTHENTICATION_SCHEMA,
