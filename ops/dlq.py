@@ -661,6 +661,25 @@ _JOB_FIELDS: dict[str, _Rule] = {
         {"patient": _HIDDEN, "encounter": _HIDDEN, "practitioner": _HIDDEN, "documentType": _TOKEN}
     ),
 }
+_TRANSCRIPT_RULE = _Object(
+    {
+        "provider": _TOKEN,
+        "text": _HIDDEN,
+        "segments": _Items(
+            _Object(
+                {
+                    "start": _TOKEN,
+                    "end": _TOKEN,
+                    "text": _HIDDEN,
+                    "speaker": _HIDDEN,
+                    "role": _TOKEN,
+                }
+            )
+        ),
+        "durationS": _TOKEN,
+        "postProcessing": _Keyed(_POST_PROCESSING_OPTIONS, _HIDDEN),
+    }
+)
 # A stage message: the envelope (jobId, the whole job) and the stage's state. Its "summary"
 # is the Summary model; a job request's is SummaryOptions: one rule serves both.
 _BODY_RULE = _Object(
@@ -670,15 +689,15 @@ _BODY_RULE = _Object(
         "transcription": _Object(
             {"provider": _TOKEN, "handle": _TOKEN, "submittedAt": _TOKEN, "signature": _TOKEN}
         ),
-        "transcript": _Object(
+        "transcript": _TRANSCRIPT_RULE,
+        # A long recording's chunk (worker/chunk_flow.py): where it is, and the transcript so far.
+        "chunks": _Object(
             {
-                "provider": _TOKEN,
-                "text": _HIDDEN,
-                "segments": _Items(
-                    _Object({"start": _TOKEN, "end": _TOKEN, "text": _HIDDEN, "speaker": _HIDDEN})
-                ),
-                "durationS": _TOKEN,
-                "postProcessing": _Keyed(_POST_PROCESSING_OPTIONS, _HIDDEN),
+                "index": _TOKEN,
+                "count": _TOKEN,
+                "startS": _TOKEN,
+                "endS": _TOKEN,
+                "soFar": _TRANSCRIPT_RULE,
             }
         ),
         "summary": _Object(

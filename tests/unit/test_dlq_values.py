@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from ops import cli_dlq, dlq
-from schemas.jobs import JobRequest, NoteMessage, PollMessage, SummarizeMessage
+from schemas.jobs import ChunkMessage, JobRequest, NoteMessage, PollMessage, SummarizeMessage
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -281,7 +281,9 @@ def _field_bodies(model: type[BaseModel]) -> Iterator[tuple[str, Any]]:
                 yield f"{key}.{path}", {key: [body] if listed else body}
 
 
-@pytest.mark.parametrize("model", [JobRequest, PollMessage, SummarizeMessage, NoteMessage])
+@pytest.mark.parametrize(
+    "model", [JobRequest, PollMessage, SummarizeMessage, NoteMessage, ChunkMessage]
+)
 def test_every_field_of_the_wire_models_has_a_redaction_rule(model: type[BaseModel]) -> None:
     """A field added to schemas/jobs.py must be classified here (shown or hidden), or --redact
     counts it as unknown: this names it."""
