@@ -47,7 +47,7 @@ def role_permissions(prefix: str) -> dict[str, tuple[str, str, str, str]]:
     return {
         "scribe-worker": (f"^{p}\\.", f"^{p}\\.", f"^{p}\\.", ""),
         "scribe-submitter": ("^$", f"^{p}\\.jobs$", "^$", ""),
-        "scribe-operator": ("^$", f"^{p}\\.(jobs|dead)$", f"^{p}\\.", "monitoring"),
+        "scribe-operator": ("^$", f"^{p}\\.jobs$", f"^{p}\\.", "monitoring"),
     }
 
 
