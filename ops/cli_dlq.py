@@ -440,7 +440,9 @@ async def run(
     amqp_decoding.install()
     try:
         connection = await aio_pika.connect(
-            settings.amqp_url.value, client_properties={"connection_name": PROG}
+            settings.amqp_url.value,
+            client_properties={"connection_name": PROG},
+            ssl_context=settings.amqp_ssl_context(),
         )
     except (AMQPError, OSError) as exc:
         io.err(f"{PROG}: cannot connect to RabbitMQ ({type(exc).__name__})")

@@ -268,7 +268,7 @@ def build_job(args: argparse.Namespace) -> JobRequest:
 
 async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: float) -> int:
     names = Names(settings.prefix)
-    connection = await open_robust_connection(settings.amqp_url.value)
+    connection = await open_robust_connection(settings.amqp_url.value, settings.amqp_ssl_context())
     async with connection:
         channel = await connection.channel()
         await _declare(channel, names, settings)

@@ -151,10 +151,12 @@ async def open_broker_connection(
     return await _connect_with_retry(aio_pika.connect, amqp_url, wait_s, stop, ssl_context)
 
 
-async def open_robust_connection(amqp_url: str) -> AbstractRobustConnection:
+async def open_robust_connection(
+    amqp_url: str, ssl_context: ssl.SSLContext | None = None
+) -> AbstractRobustConnection:
     """One attempt at a robust connection (a CLI fails fast); StartupError if it fails."""
     connection: AbstractRobustConnection | None = await _connect_with_retry(
-        aio_pika.connect_robust, amqp_url, 0.0, None
+        aio_pika.connect_robust, amqp_url, 0.0, None, ssl_context
     )
     if connection is None:  # only a stop event ends the wait without a connection
         raise unreachable(broker_endpoint(amqp_url), 0.0, "stopped")

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -118,6 +119,15 @@ async def _ssl_flags(node: PrivateNode) -> list[str]:
     return out.decode().split()
 
 
+async def _cli(env: dict[str, str], module: str, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
 async def test_a_job_completes_over_amqps_with_a_client_certificate(
     tls_node: tuple[PrivateNode, int], certs: Path, tmp_path: Path
 ) -> None:
@@ -134,6 +144,14 @@ async def test_a_job_completes_over_amqps_with_a_client_certificate(
             job_id = await watcher.submit(make_job(audio))
             outcome = await watcher.outcome(job_id, timeout_s=60)
             flags = await _ssl_flags(node)
+            # scribe-submit and scribe-dlq read the same TLS settings.
+            submitted = str(uuid.uuid4())
+            code, text = await _cli(env, "ops.cli_submit", "--audio-file", str(audio),
+                                    "--job-id", submitted)  # fmt: skip
+            assert code == 0, text
+            assert (await watcher.outcome(submitted, timeout_s=60))["type"] == "job.completed"
+            code, text = await _cli(env, "ops.cli_dlq", "stats")
+            assert code == 0, text
     assert outcome["type"] == "job.completed", outcome
     assert "true" in flags, flags  # the worker's connection is TLS
     assert "false" in flags, flags  # the watcher's is not
