@@ -680,6 +680,20 @@ _TRANSCRIPT_RULE = _Object(
         "postProcessing": _Keyed(_POST_PROCESSING_OPTIONS, _HIDDEN),
     }
 )
+# Evidence (issue 16): offsets, segment ids, times and a flag; no text of the consultation.
+_EVIDENCE_RULE = _Items(
+    _Object(
+        {
+            "item": _TOKEN,
+            "textStart": _TOKEN,
+            "textEnd": _TOKEN,
+            "segmentIds": _Items(_TOKEN),
+            "start": _TOKEN,
+            "end": _TOKEN,
+            "supported": _TOKEN,
+        }
+    )
+)
 # A stage message: the envelope (jobId, the whole job) and the stage's state. Its "summary"
 # is the Summary model; a job request's is SummaryOptions: one rule serves both.
 _BODY_RULE = _Object(
@@ -707,8 +721,16 @@ _BODY_RULE = _Object(
                 "provider": _TOKEN,
                 "text": _HIDDEN,
                 "fields": _Items(
-                    _Object({"name": _LABEL, "description": _HIDDEN, "value": _HIDDEN})
+                    _Object(
+                        {
+                            "name": _LABEL,
+                            "description": _HIDDEN,
+                            "value": _HIDDEN,
+                            "evidence": _EVIDENCE_RULE,
+                        }
+                    )
                 ),
+                "evidence": _EVIDENCE_RULE,
             }
         ),
     }
