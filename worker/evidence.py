@@ -49,6 +49,10 @@ Span = tuple[int, int]
 
 _WORD_RE: Final = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 _SENTENCE_END_RE: Final = re.compile(r"(?<=[.?!])\s+")
+# Statements of an output text end like sentences, but not after a title ("Dr. Brooks").
+_STATEMENT_END_RE: Final = re.compile(
+    r"(?<![Dd]r\.)(?<![Mm]rs\.)(?<![Mm][rs]\.)(?<![Ss]t\.)(?<![Vv]s\.)(?<=[.?!])\s+"
+)
 _BULLET_RE: Final = re.compile(r"^\s*(?:[-*\u2022#]+|\d+[.)])\s+")
 _HEADER_RE: Final = re.compile(r"^[\s#*]*([A-Z][A-Z0-9 &/,()-]{1,58}|[^.?!]{1,58}:)[\s*]*$")
 # Words of note style that a transcript does not say ("the patient reports ...").
@@ -200,7 +204,7 @@ def statement_spans(text: str) -> list[Span]:
             bullet = _BULLET_RE.match(line)
             body_start = bullet.end() if bullet else 0
             position = body_start
-            for piece in _SENTENCE_END_RE.split(line[body_start:]):
+            for piece in _STATEMENT_END_RE.split(line[body_start:]):
                 start = line.index(piece, position) if piece else position
                 position = start + len(piece)
                 stripped = piece.strip()

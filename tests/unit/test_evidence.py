@@ -154,3 +154,11 @@ def test_note_fields_of_another_writer_are_aligned() -> None:
     assert side.evidence
     assert side.evidence[0].text_start is None
     assert empty.evidence == ()
+
+
+def test_a_title_does_not_end_a_statement() -> None:
+    text = "Dr. Brooks saw Mrs. Smith. She has knee pain."
+    assert [text[a:b] for a, b in statement_spans(text)] == [
+        "Dr. Brooks saw Mrs. Smith.",
+        "She has knee pain.",
+    ]
