@@ -34,8 +34,6 @@ from ops.rabbit_node import NodeError, PrivateNode, free_port
 NODES = 3
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "scribe-cluster"
 STATE_FILE = "cluster.json"
-CTL_TIMEOUT_S = 60.0
-MAX_CTL_OUTPUT_BYTES = 1_000_000
 
 
 @dataclass
@@ -71,31 +69,10 @@ class Cluster:
         )
 
 
-async def ctl_output(node: PrivateNode, *args: str) -> str | None:
-    """rabbitmqctl -n <node> args: its stdout, or None if it failed or timed out."""
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        "-n",
-        node.name,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), CTL_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return None
-    if process.returncode != 0:
-        return None
-    return out[:MAX_CTL_OUTPUT_BYTES].decode("utf-8", "replace")
-
-
 async def running_nodes(cluster: Cluster) -> list[str]:
     """The running members, as the first live node answering cluster_status sees them."""
     for node in cluster.nodes:
-        out = await ctl_output(node, "cluster_status", "--formatter", "json")
+        out = await node.ctl_output("cluster_status", "--formatter", "json")
         if out is None:
             continue
         try:

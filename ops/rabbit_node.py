@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_S = 90.0
+CTL_TIMEOUT_S = 120.0
+MAX_CTL_OUTPUT_BYTES = 1_000_000
 BROKER_USER = "rabbitmq"
 
 
@@ -94,15 +96,27 @@ class PrivateNode:
             raise NodeError(f"rabbitmqctl -n {self.name} {args[0]} failed")
 
     async def ctl_ok(self, *args: str) -> bool:
+        return await self.ctl_output(*args) is not None
+
+    async def ctl_output(self, *args: str) -> str | None:
+        """rabbitmqctl -n <node> args: its stdout (bounded), or None if it failed or timed out."""
         process = await asyncio.create_subprocess_exec(
             "rabbitmqctl",
             "-n",
             self.name,
             *args,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        return await process.wait() == 0
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), CTL_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return None
+        if process.returncode != 0:
+            return None
+        return out[:MAX_CTL_OUTPUT_BYTES].decode("utf-8", "replace")
 
     def _write_files(self) -> None:
         (self.base / "mnesia").mkdir(parents=True, exist_ok=True)

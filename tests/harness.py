@@ -16,6 +16,7 @@ import aiohttp
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from ops.procs import delete_prefix
+from ops.sandbox import SandboxConfig
 from ops.wav import write_wav as write_wav
 from schemas.jobs import JobRequest
 from worker.app import WorkerApp
@@ -64,6 +65,13 @@ SAMPLE_TEMPLATE: dict[str, Any] = {
         {"id": "f5", "name": "Medications", "description": "", "type": "array", "value": []},
     ],
 }
+
+
+def default_sandbox_config() -> SandboxConfig:
+    """The emulator as the tests use it: the harness's credentials, one poll before ready."""
+    return SandboxConfig(
+        intron_api_key=INTRON_KEY, invox_static_token=INVOX_TOKEN, polls_before_ready=1
+    )
 
 
 def unique_prefix() -> str:

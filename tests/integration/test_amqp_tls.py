@@ -19,10 +19,9 @@ import pytest
 import pytest_asyncio
 
 from ops.rabbit_node import BROKER_USER, PrivateNode, free_port, private_node
-from ops.sandbox import SandboxConfig, running_sandbox
+from ops.sandbox import running_sandbox
 from tests.harness import (
-    INTRON_KEY,
-    INVOX_TOKEN,
+    default_sandbox_config,
     make_job,
     running_worker,
     unique_prefix,
@@ -111,12 +110,7 @@ def _tls_env(certs: Path, ca: str, port: int) -> dict[str, str]:
 
 
 async def _ssl_flags(node: PrivateNode) -> list[str]:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-n", node.name, "list_connections", "ssl", "-q", "-s",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    out, _ = await process.communicate()
-    return out.decode().split()
+    return (await node.ctl_output("list_connections", "ssl", "-q", "-s") or "").split()
 
 
 async def _cli(env: dict[str, str], module: str, *args: str) -> tuple[int, str]:
@@ -134,10 +128,7 @@ async def test_a_job_completes_over_amqps_with_a_client_certificate(
     node, tls_port = tls_node
     prefix = unique_prefix()
     audio = write_wav(tmp_path / "consultation.wav", seconds=2.0)
-    config = SandboxConfig(
-        intron_api_key=INTRON_KEY, invox_static_token=INVOX_TOKEN, polls_before_ready=1
-    )
-    async with running_sandbox(config) as sandbox:
+    async with running_sandbox(default_sandbox_config()) as sandbox:
         env = worker_env(prefix, sandbox.base_url, tmp_path, **_tls_env(certs, "ca", tls_port))
         # The watcher uses the node's plain listener: only the worker speaks TLS.
         async with running_worker(env), watching(prefix, node.amqp_url) as watcher:

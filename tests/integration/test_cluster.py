@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.cluster import ctl_output, kill_node, running_cluster, running_nodes
+from ops.cluster import kill_node, running_cluster, running_nodes
 from ops.sandbox import RunningSandbox
 from tests.harness import make_job, running_worker, unique_prefix, watching, worker_env
 from worker.constants import STAGES
@@ -31,7 +31,7 @@ async def test_stage_queues_have_three_replicas_and_survive_a_killed_node(
             first = await watcher.submit(make_job(audio_file))
             assert (await watcher.outcome(first, timeout_s=60))["type"] == "job.completed"
 
-            out = await ctl_output(seed, "list_queues", "name", "type", "members", "-q", "-s")
+            out = await seed.ctl_output("list_queues", "name", "type", "members", "-q", "-s")
             assert out is not None
             rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
             for stage in STAGES:

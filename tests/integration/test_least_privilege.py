@@ -4,7 +4,6 @@ jobs but cannot read a stage queue or the dead letters; the worker runs a job as
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -18,10 +17,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import ChannelAccessRefused
 
 from ops.rabbit_node import PrivateNode, private_node
-from ops.sandbox import SandboxConfig, running_sandbox
+from ops.sandbox import running_sandbox
 from tests.harness import (
-    INTRON_KEY,
-    INVOX_TOKEN,
+    default_sandbox_config,
     make_job,
     running_worker,
     unique_prefix,
@@ -61,14 +59,6 @@ class Roles:
         return f"amqp://{user}:{self.passwords[user]}@127.0.0.1:{self.node.port}/"
 
 
-async def _ctl(node: PrivateNode, *args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-n", node.name, *args,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert await process.wait() == 0, args[0]
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def roles() -> AsyncIterator[Roles]:
     prefix = unique_prefix()
@@ -76,9 +66,9 @@ async def roles() -> AsyncIterator[Roles]:
         passwords = {}
         for user, (configure, write, read, tags) in role_permissions(prefix).items():
             passwords[user] = secrets.token_hex(12)
-            await _ctl(node, "add_user", user, passwords[user])
-            await _ctl(node, "set_permissions", "-p", "/", user, configure, write, read)
-            await _ctl(node, "set_user_tags", user, *([tags] if tags else []))
+            await node.ctl("add_user", user, passwords[user])
+            await node.ctl("set_permissions", "-p", "/", user, configure, write, read)
+            await node.ctl("set_user_tags", user, *([tags] if tags else []))
         # The topology, as an administrator would declare it before any role connects.
         settings = Settings.from_env(worker_env(prefix, "http://127.0.0.1:9", Path("/tmp")))
         connection = await aio_pika.connect(node.amqp_url)
@@ -120,10 +110,7 @@ async def test_the_submitter_publishes_jobs_but_reads_nothing(roles: Roles) -> N
 
 async def test_a_job_completes_with_the_worker_user(roles: Roles, tmp_path: Path) -> None:
     audio = write_wav(tmp_path / "consultation.wav", seconds=2.0)
-    config = SandboxConfig(
-        intron_api_key=INTRON_KEY, invox_static_token=INVOX_TOKEN, polls_before_ready=1
-    )
-    async with running_sandbox(config) as sandbox:
+    async with running_sandbox(default_sandbox_config()) as sandbox:
         env = worker_env(
             roles.prefix,
             sandbox.base_url,
