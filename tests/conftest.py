@@ -8,9 +8,8 @@ import redis.asyncio as aioredis
 
 from ops.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from tests.harness import (
-    INTRON_KEY,
-    INVOX_TOKEN,
     REDIS_URL,
+    default_sandbox_config,
     delete_topology,
     unique_prefix,
     write_wav,
@@ -48,9 +47,7 @@ async def redis_prefix(prefix: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 def sandbox_config() -> SandboxConfig:
-    return SandboxConfig(
-        intron_api_key=INTRON_KEY, invox_static_token=INVOX_TOKEN, polls_before_ready=1
-    )
+    return default_sandbox_config()
 
 
 @pytest.fixture
