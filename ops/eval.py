@@ -3,6 +3,7 @@
     scribe-eval [--data valid.csv] [--train train.csv]   # notes: ROUGE + grounding
     scribe-eval --asr [--recordings ops/recordings]   # local ASR per model (ops/eval_asr.py)
     scribe-eval --asr --audio ops/samples/consultation.wav   # one recording: WER + speed
+    scribe-eval --roles [--no-speech] [--recordings DIR]   # speaker roles (ops/eval_roles.py)
 
 Rows (all computed in the same run):
 - ours: LocalSummarizer's SUMMARY output (a sectioned note) for each dialogue;
@@ -399,10 +400,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--audio", type=Path, default=None, help="--asr: one recording only")
     parser.add_argument("--audio-text", type=Path, default=DEFAULT_AUDIO_TEXT)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--recordings", type=Path, default=None, help="a manifest dir")
+    parser.add_argument("--roles", action="store_true", help="speaker roles (ops/eval_roles.py)")
+    parser.add_argument("--no-speech", action="store_true", help="--roles: text only")
+    parser.add_argument(
+        "--recordings", type=Path, default=None, help="a folder with manifest.json (--roles)"
+    )
     eval_asr.add_arguments(parser)
     args = parser.parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    if args.roles:
+        from ops.eval_roles import run_roles
+
+        return run_roles(args.data, not args.no_speech, args.recordings, sys.stdout)
     if args.asr and args.audio is not None:
         run_asr(args.audio, args.audio_text, args.workers, sys.stdout)
         return 0

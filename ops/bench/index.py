@@ -34,6 +34,7 @@ from aiohttp import web
 from ops.bench.common import CLOCK_TICKS, percentile
 from ops.bench.context import Options, Result, fmt
 from ops.bench.sides import SideRun, run_side
+from schemas.errors import ErrorType
 from worker.jobindex import IndexEntry, IndexReader, IndexWriter, migrate, open_pool
 from worker.jobs_api import JobsApi
 
@@ -67,7 +68,9 @@ def _job_entries(job_id: str, start: datetime, failed: bool) -> list[IndexEntry]
         IndexEntry(job_id, "poll", "done", at[1], "intron", 1, duration_ms=5.0),
     ]
     if failed:
-        entries.append(IndexEntry(job_id, "summarize", "failed", at[2], "invox", 3, "rateLimited"))
+        entries.append(
+            IndexEntry(job_id, "summarize", "failed", at[2], "invox", 3, ErrorType.RATE_LIMITED)
+        )
     else:
         entries.append(IndexEntry(job_id, "summarize", "done", at[2], "invox", 1, None, 40.0))
         entries.append(IndexEntry(job_id, "note", "completed", at[3], "invox", 1, None, 41.0))

@@ -23,7 +23,14 @@ from worker.topology import (
 ROOT = Path(__file__).parents[2]
 VALUES = {error_type.value for error_type in ErrorType}
 # The emulator's fault knob named "forbidden" (which endpoints answer 403), not an errorType.
-NOT_ERROR_TYPES = {("ops/sandbox/config.py", "forbidden"), ("ops/sandbox/state.py", "forbidden")}
+# Values spelt like an errorType that are something else: the emulator's fault names, and the
+# status API's own error codes (schemas/status.py ApiError.error).
+NOT_ERROR_TYPES = {
+    ("ops/sandbox/config.py", "forbidden"),
+    ("ops/sandbox/state.py", "forbidden"),
+    ("worker/jobs_api.py", "unauthorized"),
+    ("worker/jobs_api.py", "badRequest"),
+}
 
 
 @pytest.mark.parametrize("stage", STAGES)
