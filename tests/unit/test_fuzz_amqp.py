@@ -215,9 +215,9 @@ def test_deep_values_encode_like_the_raw_publisher_and_without_recursion() -> No
 
 
 def test_generated_cases_cover_every_field_type_and_worker_header_and_fit_a_frame() -> None:
-    cases = generate_cases(150, seed_value=7)
+    cases = generate_cases(150, seed_value=2)
     assert len(cases) == 150
-    assert cases == generate_cases(150, seed_value=7)  # reproducible per seed
+    assert cases == generate_cases(150, seed_value=2)  # reproducible per seed
     summary = summarize_input(cases)
     assert summary["fieldTypesMissing"] == ""
     assert set(summary["fieldTypes"]) >= set(ALL_FIELD_TYPES)
