@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
 
+from ops.local_budget import (
+    HEAVY_TRANSCRIPT,
+    enum_field,
+    heavy_note,
+    job,
+    template,
+)
 from schemas.errors import ErrorType
-from schemas.jobs import JobRequest, Summary, Template, Transcript
+from schemas.jobs import Summary, Template, Transcript
 from tests.unit.test_local_summary import DIALOGUE
 from worker.constants import MAX_TRANSCRIPT_BYTES
 from worker.errors import PermanentError, SettingsError
@@ -24,94 +29,6 @@ from worker.providers.base import PreparedDocument
 from worker.providers.local_note import LocalNoteWriter, fill_template
 from worker.providers.local_summary import LocalSummarizer, summarize_text
 from worker.settings import Settings
-
-
-def job(output_format: str = "SUMMARY") -> JobRequest:
-    return JobRequest.model_validate(
-        {
-            "jobId": str(uuid.uuid4()),
-            "audio": {"path": "/x.wav"},
-            "summary": {"outputFormat": output_format, "outputLanguage": "en"},
-        }
-    )
-
-
-def template(*fields: dict[str, Any]) -> Template:
-    return Template.model_validate(
-        {"id": "t", "template_name": "T", "template_language": "en", "fields": list(fields)}
-    )
-
-
-def enum_field(index: int, options: list[str]) -> dict[str, Any]:
-    return {
-        "id": f"e{index}",
-        "name": f"Pain location {index}",
-        "type": "enum",
-        "enumerableOptions": options,
-        "value": "",
-    }
-
-
-def heavy_transcript() -> str:
-    """Just under the transcript cap, in long sentences: the most work the caps let through."""
-    words = [
-        "i",
-        "think",
-        "my",
-        "left",
-        "knee",
-        "pain",
-        "gets",
-        "worse",
-        "when",
-        "you",
-        "ask",
-        "me",
-        "to",
-        "walk",
-        "and",
-        "i",
-        "feel",
-        "it",
-    ]
-    line_words = [f"{w}{n}" if n % 3 else w for n, w in enumerate(words * 70)]
-    line = "[patient] " + " ".join(line_words) + " .\n"
-    # Model strings are capped at 5,000,000 characters, a little under the 5 MiB byte cap.
-    return line * (4_990_000 // len(line))
-
-
-def heavy_template() -> Template:
-    """200 fields at the caps: enum fields with every option the template may have, the others
-    with names of MAX_FIELD_KEYWORDS words and more, all of them found in the sources."""
-    enums = local_note.MAX_TEMPLATE_OPTIONS // local_note.MAX_ENUM_OPTIONS
-    types = ("string", "array", "number", "boolean")
-    return template(
-        *(
-            enum_field(
-                i, [f"knee{n} pain location {i}" for n in range(local_note.MAX_ENUM_OPTIONS)]
-            )
-            for i in range(enums)
-        ),
-        *(
-            {"id": f"f{i}", "name": " ".join(f"w{i}k{j}" for j in range(40)), "type": types[i % 4]}
-            for i in range(200 - enums)
-        ),
-    )
-
-
-def heavy_document() -> bytes:
-    sentences = (
-        f"Pain location knee{n % 200} pain location {n % 10} "
-        + " ".join(f"w{n % 190}k{j}" for j in range(40))
-        + f" day {n}."
-        for n in range(8_000)
-    )
-    return " ".join(sentences).encode()
-
-
-HEAVY_TRANSCRIPT = heavy_transcript()
-HEAVY_TEMPLATE = heavy_template()
-HEAVY_DOCUMENT = heavy_document()
 
 
 @pytest.fixture
@@ -138,14 +55,6 @@ async def writer() -> AsyncIterator[Callable[[float], LocalNoteWriter]]:
     yield make
     for provider in made:
         provider.close()
-
-
-async def heavy_note(provider: LocalNoteWriter) -> tuple[Any, ...]:
-    request = job()
-    document = PreparedDocument("TXT", "big.txt", "text/plain", HEAVY_DOCUMENT)
-    transcript = Transcript(provider="local", text=HEAVY_TRANSCRIPT)
-    summary = Summary(provider="invox", output_format="SUMMARY", text="Knee pain.")
-    return await provider.write_note(request, HEAVY_TEMPLATE, transcript, summary, [document])
 
 
 async def expect_error(call: Awaitable[object], error_type: str) -> None:
@@ -192,18 +101,6 @@ async def test_cancelled_note_stops_its_thread(
         await task
     await asyncio.sleep(0.2)  # one loop step of the algorithm, at most
     assert await cpu_seconds_while_idle() < 0.5
-
-
-@pytest.mark.slow
-async def test_worst_case_the_caps_allow_fits_the_default_budget() -> None:
-    """With every cap at its limit, the default budget (60 s) is not reached: the caps, not the
-    budget, bound a valid job (over it, write_note would raise noteTimedOut)."""
-    provider = LocalNoteWriter()
-    try:
-        fields = await heavy_note(provider)
-        assert len(fields) == len(HEAVY_TEMPLATE.fields)
-    finally:
-        provider.close()
 
 
 # --------------------------------------------------------------------------- (b) event loop
