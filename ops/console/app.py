@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -411,62 +412,82 @@ def _to_stage(values: Mapping[str, str]) -> Stage | None:
     return next((s for s in STAGES if s == chosen), None)
 
 
-async def plan(request: web.Request) -> web.Response:
-    """POST /dead-letters/{replay,purge}: the dry run, and the confirmation form."""
-    console = request.app[CONSOLE]
+@dataclass(frozen=True)
+class _ActionForm:
+    """A replay or purge form, checked: who sends it, what it asks, and its filters (with the
+    target stage, for a replay, among the filters shown and audited)."""
+
+    console: Console
+    session: Session
+    action: str
+    identities: frozenset[str]
+    filters: dlq.Filters
+    shown: dict[str, str]
+    to_stage: Stage | None
+
+
+async def _action_form(request: web.Request) -> _ActionForm:
+    """Raises BadFilter for a filter that is not valid; needs the operator permission."""
     session = _session_of(request)
     _require(session, "operator")
     action = request.match_info["action"]
-    values = _form_text(await request.post())
+    form = await request.post()
+    values = _form_text(form)
+    filters, shown = dead_letter_filters(values)
+    to_stage = _to_stage(values)
+    if action == "replay":
+        shown["toStage"] = to_stage or ""
+    identities = frozenset(v for v in form.getall("identity", []) if isinstance(v, str))
+    return _ActionForm(request.app[CONSOLE], session, action, identities, filters, shown, to_stage)
+
+
+async def plan(request: web.Request) -> web.Response:
+    """POST /dead-letters/{replay,purge}: the dry run, and the confirmation form."""
     try:
-        filters, shown = dead_letter_filters(values)
-        to_stage = _to_stage(values)
+        asked = await _action_form(request)
     except BadFilter as exc:
-        return _bad_filter(exc, _viewer(session))
-    view = await data.dead_letters(console.broker(), console.names, filters)
+        return _bad_filter(exc, _viewer(_session_of(request)))
+    console = asked.console
+    view = await data.dead_letters(console.broker(), console.names, asked.filters)
     planned = [
-        (letter, dlq.target_stage(letter, to_stage) if action == "replay" else None)
+        (letter, dlq.target_stage(letter, asked.to_stage) if asked.action == "replay" else None)
         for letter in view.letters
     ]
-    if action == "replay":
+    if asked.action == "replay":
         planned = [(letter, stage) for letter, stage in planned if stage is not None]
-        shown["toStage"] = to_stage or ""
-    return _html(pages.plan_page(action, planned, shown, _viewer(session)))
+    return _html(pages.plan_page(asked.action, planned, asked.shown, _viewer(asked.session)))
 
 
 async def confirm(request: web.Request) -> web.Response:
     """POST /dead-letters/{replay,purge}/confirm: audit first, then act on exactly the
     identities the dry run listed."""
-    console = request.app[CONSOLE]
-    session = _session_of(request)
-    _require(session, "operator")
-    action = request.match_info["action"]
-    form = await request.post()
-    identities = frozenset(v for v in form.getall("identity", []) if isinstance(v, str))
-    values = _form_text(form)
+    try:
+        asked = await _action_form(request)
+    except BadFilter as exc:
+        return _bad_filter(exc, _viewer(_session_of(request)))
+    console, session, action, identities = (
+        asked.console,
+        asked.session,
+        asked.action,
+        asked.identities,
+    )
     if not identities or not all(_IDENTITY_RE.fullmatch(i) for i in identities):
         return _html(
             pages.message_page("Not valid", "Nothing to act on.", _viewer(session)), status=400
         )
-    try:
-        _, shown = dead_letter_filters(values)
-        to_stage = _to_stage(values)
-    except BadFilter as exc:
-        return _bad_filter(exc, _viewer(session))
     if console.pool is None:
         text = "Replay and purge are audited: they need SCRIBE_DATABASE_URL."
         return _html(pages.message_page("Unavailable", text, _viewer(session)), status=503)
-    audit_filters = {**shown, "toStage": to_stage or ""} if action == "replay" else shown
     try:
         audit_id = await console.pool.fetchval(
-            _AUDIT_START, session.user, action, json.dumps(audit_filters), len(identities)
+            _AUDIT_START, session.user, action, json.dumps(asked.shown), len(identities)
         )
     except INDEX_ERRORS:
         text = "The audit table cannot be written; nothing was changed."
         return _html(pages.message_page("Unavailable", text, _viewer(session)), status=503)
     done, summary = 0, "failed"
     try:
-        done, summary = await _act(console, action, identities, to_stage)
+        done, summary = await _act(console, action, identities, asked.to_stage)
     finally:
         with contextlib.suppress(*INDEX_ERRORS):
             await console.pool.execute(
