@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from ops.console.app import Console, build_app
+from ops.console.app import CLOSE_STEP_TIMEOUT_S, Console, build_app
 from ops.console.auth import hash_password
 from ops.console.settings import ConsoleSettings
 from worker.jobindex import migrate
@@ -62,7 +62,9 @@ async def running_console(
     settings = ConsoleSettings.from_env(console_env)
     console = Console(settings)
     await console.start()
-    runner = web.AppRunner(build_app(console), access_log=None)
+    runner = web.AppRunner(
+        build_app(console), access_log=None, shutdown_timeout=CLOSE_STEP_TIMEOUT_S
+    )
     await runner.setup()
     # A socket bound here, so the port is known without reaching into aiohttp's server.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -25,6 +25,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractConnection
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from ops import dlq
 from ops.console import data, pages
@@ -39,6 +40,9 @@ from worker.topology import Names
 SESSION_COOKIE: Final = "scribe_console_session"
 LOGIN_COOKIE: Final = "scribe_console_login"
 MAX_FORM_BYTES: Final = 512 * 1024
+# How long a stop waits for each of the sampler, the index pool, Redis and the broker, and for
+# requests in flight (the HTTP runner's shutdown).
+CLOSE_STEP_TIMEOUT_S: Final = 5.0
 STATIC_DIR: Final = Path(__file__).parent / "static"
 _IDENTITY_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 _LOGIN_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -99,16 +103,23 @@ class Console:
         self._sampler = asyncio.create_task(self._sample(), name="console-sampler")
 
     async def close(self) -> None:
+        """Each step bounded (CLOSE_STEP_TIMEOUT_S): a stop never waits on a peer that stalls;
+        a pool that will not close gracefully is terminated."""
         if self._sampler is not None:
             self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._sampler, CLOSE_STEP_TIMEOUT_S)
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), CLOSE_STEP_TIMEOUT_S)
+            except TimeoutError:
+                self.pool.terminate()
         if self.redis is not None:
-            await self.redis.aclose()
+            with contextlib.suppress(TimeoutError, RedisError):
+                await asyncio.wait_for(self.redis.aclose(), CLOSE_STEP_TIMEOUT_S)
         if self.connection is not None:
-            await self.connection.close()
+            with contextlib.suppress(TimeoutError, *data.BROKER_ERRORS):
+                await asyncio.wait_for(self.connection.close(), CLOSE_STEP_TIMEOUT_S)
 
     def broker(self) -> AbstractConnection:
         if self.connection is None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
-from ops.console.app import Console, build_app
+from ops.console.app import CLOSE_STEP_TIMEOUT_S, Console, build_app
 from ops.console.auth import hash_password
 from ops.console.data import BROKER_ERRORS
 from ops.console.settings import ConsoleSettings
@@ -36,7 +36,9 @@ async def serve(settings: ConsoleSettings, stop: asyncio.Event) -> int:
     if console.pool is not None:
         async with console.pool.acquire() as connection:
             await migrate(connection)
-    runner = web.AppRunner(build_app(console), access_log=None)
+    runner = web.AppRunner(
+        build_app(console), access_log=None, shutdown_timeout=CLOSE_STEP_TIMEOUT_S
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
