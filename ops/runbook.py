@@ -147,6 +147,10 @@ RUNBOOK: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
         (ErrorType.LEDGER_UNAVAILABLE,),
         "Check Redis (`SCRIBE_REDIS_URL`). When it is back, replay with `--error-type ledgerUnavailable`.",
     ),
+    (
+        (ErrorType.PAYLOAD_UNDECRYPTABLE,),
+        "Add the key id the `x-payload-key-id` header names to `SCRIBE_PAYLOAD_KEYS` of the workers (and of `scribe-dlq`), restart, then replay with `--error-type payloadUndecryptable`. A tag failure with the right key means the body or its headers were altered: do not replay.",
+    ),
 )
 
 

@@ -53,6 +53,7 @@ class ErrorType(StrEnum):
     UPLOAD_OUTCOME_UNKNOWN = "uploadOutcomeUnknown"
     DELIVERY_LIMIT_EXCEEDED = "deliveryLimitExceeded"
     LEDGER_UNAVAILABLE = "ledgerUnavailable"
+    PAYLOAD_UNDECRYPTABLE = "payloadUndecryptable"
     INTERNAL_ERROR = "internalError"
 
 
@@ -138,6 +139,10 @@ ERROR_CATALOGUE: dict[ErrorType, str] = {
         "The broker dead-lettered a message redelivered too often (a crash loop)."
     ),
     ErrorType.LEDGER_UNAVAILABLE: "Redis (the job ledger) did not answer; the message waits.",
+    ErrorType.PAYLOAD_UNDECRYPTABLE: (
+        "An encrypted body whose key id is not configured (SCRIBE_PAYLOAD_KEYS), or that fails "
+        "its authentication tag (wrong key, altered body or headers)."
+    ),
     ErrorType.INTERNAL_ERROR: "A bug in the worker; the message is kept for replay.",
 }
 
