@@ -49,6 +49,7 @@ from worker.outcomes import (
     PollLater,
     ledger_key,
     stable_event_id,
+    stage_event_kind,
 )
 from worker.ports import Publishing, Settling
 from worker.settings import RetrySettings
@@ -585,7 +586,7 @@ class Delivery:
         if ctx.job_id is None or ctx.stage not in self._stage_events:
             return ()
         event = StageProgress(
-            event_id=stable_event_id(ctx.job_id, f"stage/{ctx.stage}"),
+            event_id=stable_event_id(ctx.job_id, stage_event_kind(ctx.stage, ctx.chunk)),
             job_id=_as_uuid(ctx.job_id),
             stage=ctx.stage,
             provider=provider,

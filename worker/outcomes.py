@@ -77,6 +77,13 @@ Handler = Callable[[bytes, DeliveryContext], Awaitable[Outcome]]
 _EVENT_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 
 
+def stage_event_kind(stage: str, chunk: int) -> str:
+    """The eventId kind of a job.stage.<stage> event: one per stage, and one per chunk of a long
+    recording (each chunk passes through transcribe and poll), so that a consumer dropping
+    repeated eventIds keeps every chunk's. The first chunk keeps the unsplit job's kind."""
+    return f"stage/{stage}" if chunk == 0 else f"stage/{stage}#{chunk}"
+
+
 def stable_event_id(job_id: str, kind: str) -> uuid.UUID:
     """uuid5(EVENT_NAMESPACE, "<jobId>/<kind>"), without uuid5's per-call import and bytes."""
     name = _EVENT_NAMESPACE_BYTES + f"{job_id}/{kind}".encode()

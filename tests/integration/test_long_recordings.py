@@ -131,6 +131,14 @@ async def test_a_long_recording_goes_in_chunks_within_the_limit_and_is_stitched(
     assert len(transcript["text"].splitlines()) == len(turns) * len(CHUNK_STARTS)
     assert list(work_dir.iterdir()) == []
 
+    # Each chunk's stage events are events of their own: a consumer that drops repeated
+    # eventIds must not take chunk 2's poll for a redelivery of chunk 1's.
+    events = watcher.events[job_id]
+    polls = [e for e in events if e["_routingKey"] == f"{c.EVENT_STAGE_PREFIX}poll"]
+    assert len(polls) == len(CHUNK_STARTS)
+    event_ids = [e["eventId"] for e in events]
+    assert len(set(event_ids)) == len(event_ids)
+
     # Redelivered as after a crash (the handles recorded, no stage done): the same chunks are
     # derived, each found paid for, none uploaded again.
     assert await forget_done_marks(redis_prefix) > 0
