@@ -58,6 +58,9 @@ HEADER_STAGE: Final = "x-stage"
 HEADER_JOB_ID: Final = "x-job-id"
 HEADER_TRACEPARENT: Final = "traceparent"
 HEADER_REPLAY_OF: Final = "x-replay-of"
+# A body sealed by worker/payload_crypto.py: the scheme (aes-256-gcm) and the key's id.
+HEADER_PAYLOAD_ENCRYPTION: Final = "x-payload-encryption"
+HEADER_PAYLOAD_KEY_ID: Final = "x-payload-key-id"
 # Headers the broker writes: read, never written, by the worker and the tools.
 BROKER_HEADER_DEATH: Final = "x-death"
 BROKER_HEADER_FIRST_DEATH_QUEUE: Final = "x-first-death-queue"

@@ -21,6 +21,7 @@ from worker.amqp_tls import AmqpTls, read_amqp_tls
 from worker.audio import DEMUXERS, TranscriberLimits
 from worker.constants import STAGES, Stage
 from worker.errors import SettingsError
+from worker.payload_crypto import PayloadKeys, read_payload_keys
 
 T = TypeVar("T")
 
@@ -198,6 +199,9 @@ class Settings:
     api_token: Secret | None = None
     # Index entries waiting to be written; past this, new ones are dropped (never an ack held).
     index_queue_max: int = c.DEFAULT_INDEX_QUEUE_MAX
+    # amqps: CA, optional client certificate, server name (worker/amqp_tls.py); None for amqp.
+    # Payload encryption in the broker (worker/payload_crypto.py): no keys, nothing sealed.
+    payload_keys: PayloadKeys | None = None
     # amqps: CA, optional client certificate, server name (worker/amqp_tls.py); None for amqp.
     amqp_tls: AmqpTls | None = None
 
@@ -453,6 +457,16 @@ class _Reader:
             parts = urlsplit(url.value)
             if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
                 raise SettingsError(
+            payload_keys=self._payload_keys(),
+        )
+
+    def _payload_keys(self) -> PayloadKeys | None:
+        """SCRIBE_PAYLOAD_KEYS (or _FILE), SCRIBE_PAYLOAD_KEY_ID, SCRIBE_ENCRYPT_EVENTS."""
+        keys = self.secret("SCRIBE_PAYLOAD_KEYS")
+        return read_payload_keys(
+            keys.value if keys is not None else None,
+            self.raw("SCRIBE_PAYLOAD_KEY_ID"),
+            self.on_off("SCRIBE_ENCRYPT_EVENTS", False),
                     "SCRIBE_DATABASE_URL", "expected a postgresql:// URL with a host"
                 )
         return url
