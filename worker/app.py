@@ -45,6 +45,7 @@ from worker.ledger import JobLedger, MemoryLedger, RedisLedger
 from worker.media import FetchPolicy, MediaFetcher, fetch_session
 from worker.metrics import Metrics
 from worker.outcomes import Handler
+from worker.payload_crypto import PayloadCipher
 from worker.providers.http import VendorHttp
 from worker.providers.registry import ProviderRegistry
 from worker.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -135,6 +136,7 @@ class WorkerApp:
             claim_ttl_s=settings.retry.stage_claim_ttl_s,
             stage_events=settings.stage_events,
             index=self.index,
+            cipher=PayloadCipher(settings.payload_keys),
         )
         policy = FetchPolicy(settings.url_allowlist, settings.storage_root, settings.http_timeout_s)
         self._fetch_session = fetch_session(policy)

@@ -28,6 +28,7 @@ from schemas.events import JobFailed, StageProgress
 from schemas.status import TransitionKind
 from worker import constants as c
 from worker.broker import (
+    Outgoing,
     Publication,
     bounded_count,
     build_message,
@@ -50,6 +51,12 @@ from worker.outcomes import (
     ledger_key,
     stable_event_id,
     stage_event_kind,
+)
+from worker.payload_crypto import (
+    STAGE_PURPOSE,
+    PayloadCipher,
+    PayloadUndecryptable,
+    seal_headers,
 )
 from worker.ports import Publishing, Settling
 from worker.settings import RetrySettings
@@ -112,6 +119,11 @@ class _Run:
     ctx: DeliveryContext
     log: MessageLog
     duration_ms: float = 0.0
+    # The body in clear (opened if it was sealed); None: sealed and not opened here, so what is
+    # passed on (a dead letter) is the bytes as consumed, with their seal and correlation_id.
+    plain: bytes | None = None
+    # Why a sealed body could not be opened (it is dead-lettered as such, unread).
+    unopened: PayloadUndecryptable | None = None
 
 
 Action = Callable[[_Run], Awaitable[None]]
@@ -171,8 +183,12 @@ class Delivery:
         claim_ttl_s: float = 300.0,
         stage_events: frozenset[Stage] = frozenset(STAGES),
         index: Indexing | None = None,
+        cipher: PayloadCipher | None = None,
     ) -> None:
         self._stage_events = stage_events
+        # Payload encryption (worker/payload_crypto.py): sealed bodies are opened before
+        # anything reads them; what the worker publishes is sealed when a key is current.
+        self._cipher = cipher or PayloadCipher(None)
         # The job index (SCRIBE_DATABASE_URL): told of a transition once the broker has
         # confirmed what it caused; record() never waits and never raises.
         self._index = index
@@ -215,6 +231,9 @@ class Delivery:
         try:
             if message.problem is not None:
                 await self._reject(run, InvalidMessage(message.problem))
+                return
+            if run.unopened is not None:
+                await self._reject(run, run.unopened)
                 return
             if job_id is None:
                 await self._run(handler, run)
@@ -293,7 +312,8 @@ class Delivery:
             headers = carried_headers(message.headers)
             key_stage, _ = parse_dead_letter_routing_key(message.routing_key)
             stage = broker_death_stage(message.headers or {}, self._names, key_stage)
-            job_id = job_id_of(message)
+            plain, _ = self._open(message)
+            job_id = job_id_of_body(plain) if plain is not None else None
             if stage is not None and job_id is not None:
                 key = ledger_key(job_id, headers.get(c.HEADER_CHUNK, 0))
                 if await self._ledger.done_mark(key, stage) is not None:
@@ -329,18 +349,35 @@ class Delivery:
         an advance, with no bookkeeping headers, so x-polls and attempts start afresh. Nothing
         is settled here: the copy still in the delay tier arrives later and is dropped as a
         duplicate once this one has advanced the job. Raises what a publish raises."""
-        headers = {c.HEADER_TRACEPARENT: traceparent}
-        message = build_message(body, correlation_id=job_id, headers=headers)
+        sealed, headers = self._seal(body, {c.HEADER_TRACEPARENT: traceparent}, job_id)
+        message = build_message(sealed, correlation_id=job_id, headers=headers)
         await self._publisher.publish(self._names.jobs_exchange, stage, message)
+
+    def _open(self, message: Settling) -> tuple[bytes | None, PayloadUndecryptable | None]:
+        """The body in clear (as it is when it carries no seal), or why its seal cannot be
+        opened. Bounded: the cipher refuses a sealed body over the codec's size limit."""
+        try:
+            plain = self._cipher.open(
+                message.body,
+                message.headers,
+                purpose=STAGE_PURPOSE,
+                binding=message.correlation_id,
+            )
+        except PayloadUndecryptable as exc:
+            return None, exc
+        return plain, None
 
     def _context(self, stage: Stage, message: Settling) -> _Run:
         headers = carried_headers(message.headers)
         traceparent = headers.get(c.HEADER_TRACEPARENT) or new_traceparent()
         headers[c.HEADER_TRACEPARENT] = traceparent
-        if stage == "transcribe":
-            job_id, fingerprint = job_identity(message.body)
+        plain, unopened = self._open(message)
+        if plain is None:
+            job_id, fingerprint = None, ""
+        elif stage == "transcribe":
+            job_id, fingerprint = job_identity(plain)
         else:
-            job_id, fingerprint = job_id_of(message), ""
+            job_id, fingerprint = job_id_of_body(plain), ""
         ctx = DeliveryContext(
             stage=stage,
             job_id=job_id,
@@ -359,7 +396,7 @@ class Delivery:
             attempt=ctx.attempts + 1,
             trace_id=traceparent[3:35],
         )
-        return _Run(message, headers, ctx, bound)
+        return _Run(message, headers, ctx, bound, plain=plain, unopened=unopened)
 
     async def _run(self, handler: Handler, run: _Run) -> None:
         """Handle the message, carry out the decision (all confirmed), then ack."""
@@ -367,7 +404,8 @@ class Delivery:
         metrics = self._metrics.stage(run.ctx.stage)
         metrics.in_flight += 1
         try:
-            action = await self._decide(handler, run.message.body, run.ctx)
+            body = run.plain if run.plain is not None else run.message.body
+            action = await self._decide(handler, body, run.ctx)
         finally:
             metrics.in_flight -= 1
         duration_s = time.monotonic() - started
@@ -502,7 +540,8 @@ class Delivery:
             exchange = self._names.delay_exchange
         else:
             exchange = self._names.jobs_exchange
-        next_message = build_message(outcome.body, correlation_id=ctx.job_id, headers=headers)
+        body, sealed = self._seal(outcome.body, headers, ctx.job_id)
+        next_message = build_message(body, correlation_id=ctx.job_id, headers=sealed)
         return Publication(exchange, outcome.next_stage, next_message)
 
     async def _poll_later(self, run: _Run) -> None:
@@ -514,9 +553,7 @@ class Delivery:
     async def _to_delay(self, run: _Run, tier_ms: int) -> None:
         message, headers, ctx = run.message, run.headers, run.ctx
         headers[c.HEADER_DELAY_TIER_MS] = str(tier_ms)
-        delayed = build_message(
-            message.body, correlation_id=ctx.job_id, headers=headers, message_id=message.message_id
-        )
+        delayed = self._passed_on(run, message_id=message.message_id)
         await self._publisher.publish(self._names.delay_exchange, ctx.stage, delayed)
 
     async def _dead_letter(self, run: _Run, error: ScribeError, attempts: int) -> None:
@@ -533,10 +570,8 @@ class Delivery:
         )
         if error.http_status is not None:
             headers[c.HEADER_HTTP_STATUS] = error.http_status
-        dead = build_message(
-            message.body,
-            correlation_id=ctx.job_id,
-            headers=headers,
+        dead = self._passed_on(
+            run,
             message_id=message.message_id,
             content_type=message.content_type or "application/json",
         )
@@ -547,6 +582,34 @@ class Delivery:
             return  # a conflicting job's jobId belongs to the job that is done: its outcome stands
         await self._publisher.publish_in_order(self._failed_event(ctx, error, attempts))
         self._record(ctx, "failed", attempts, error_type=error.error_type)
+
+    def _seal(
+        self, body: bytes, headers: dict[str, Any], job_id: str | None, purpose: str = STAGE_PURPOSE
+    ) -> tuple[bytes, dict[str, Any]]:
+        """body and headers as published: sealed under the current key (bound to the jobId,
+        which is the message's correlation_id), or as they are when no key is current."""
+        sealed, seal = self._cipher.seal(body, purpose=purpose, binding=job_id)
+        return sealed, {**headers, **seal} if seal else headers
+
+    def _passed_on(
+        self, run: _Run, *, message_id: str | None, content_type: str | None = None
+    ) -> Outgoing:
+        """The consumed message's body on its way to a delay tier or the dead letters. Read here:
+        sealed again under the current key. Sealed and not opened here: the bytes as consumed,
+        with their seal headers and correlation_id, so that a key configured later opens them."""
+        message = run.message
+        kept = seal_headers(message.headers) if run.plain is None else {}
+        if kept:
+            body, headers = message.body, {**run.headers, **kept}
+            correlation_id = message.correlation_id
+        else:
+            plain = run.plain if run.plain is not None else message.body
+            correlation_id = run.ctx.job_id
+            body, headers = self._seal(plain, run.headers, correlation_id)
+        extra = {"content_type": content_type} if content_type is not None else {}
+        return build_message(
+            body, correlation_id=correlation_id, headers=headers, message_id=message_id, **extra
+        )
 
     def _failed_event(self, ctx: DeliveryContext, error: ScribeError, attempts: int) -> Publication:
         assert ctx.job_id is not None
@@ -600,9 +663,10 @@ class Delivery:
         # No message_id: the client assigns a random one to every publish (eventId in the body
         # is stable per outcome), so a consumer can tell a broker redelivery (same message_id)
         # from a re-emission.
-        event = build_message(
-            body, correlation_id=ctx.job_id, headers={c.HEADER_TRACEPARENT: ctx.traceparent}
-        )
+        headers: dict[str, Any] = {c.HEADER_TRACEPARENT: ctx.traceparent}
+        if self._cipher.encrypt_events:  # SCRIBE_ENCRYPT_EVENTS: the consumers hold the keys
+            body, headers = self._seal(body, headers, ctx.job_id, purpose=routing_key)
+        event = build_message(body, correlation_id=ctx.job_id, headers=headers)
         return Publication(self._names.events_exchange, routing_key, event, mandatory=False)
 
     async def _advise(self, ledger_call: Awaitable[None], bound: MessageLog) -> None:
