@@ -12,10 +12,10 @@ from typing import Final
 
 from aiohttp import web
 
-from ops.sandbox import control, intron, invox
+from ops.sandbox import control, intron, invox, llm
 from ops.sandbox.config import SandboxConfig
 from ops.sandbox.faults import TRANSPORT_KINDS, FaultRule
-from ops.sandbox.guards import INTRON, INVOX, NO_AUTH, guard
+from ops.sandbox.guards import INTRON, INVOX, LLM, NO_AUTH, guard
 from ops.sandbox.replies import Abort, malformed, vendor_error
 from ops.sandbox.state import SandboxState
 
@@ -37,6 +37,7 @@ VENDOR_ROUTES: Final[tuple[tuple[str, str, str, str, Handler], ...]] = (
     ("POST", "/api/v1/generate-clinical-note-from-summary", "invox.note", INVOX, invox.note),
     ("POST", "/v1/generate-signed-urls-for-documents", "invox.documents", INVOX, invox.documents),
     ("PUT", "/_uploads/documents/{document_id}", "invox.document_put", NO_AUTH, invox.document_put),
+    ("POST", "/v1/chat/completions", "llm.chat", LLM, llm.chat),
 )
 CONTROL_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/_sandbox/faults", control.get_faults),

@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--invox-static-token", default=defaults.invox_static_token)
     p.add_argument("--invox-app-id", default=defaults.invox_app_id)
     p.add_argument("--invox-app-key", default=defaults.invox_app_key)
+    p.add_argument(
+        "--llm-api-key",
+        default=defaults.llm_api_key,
+        help="bearer key /v1/chat/completions requires (default: none required)",
+    )
     p.add_argument("--token-ttl-s", type=float, default=defaults.token_ttl_s)
     p.add_argument(
         "--intron-upload-rate",
@@ -70,6 +75,7 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
         invox_static_token=args.invox_static_token,
         invox_app_id=args.invox_app_id,
         invox_app_key=args.invox_app_key,
+        llm_api_key=args.llm_api_key,
         token_ttl_s=args.token_ttl_s,
         polls_before_ready=args.polls_before_ready,
         latency_ms=args.latency_ms,

@@ -22,6 +22,7 @@ ENDPOINTS: Final = (
     "invox.note",
     "invox.documents",
     "invox.document_put",
+    "llm.chat",
 )
 STATUS_KEYS: Final = ("transcriptionStatus", "processingStatus")
 API_VERSIONS: Final = frozenset({"2025-10-01", "2025-11-01", "2026-03-01"})
@@ -119,6 +120,8 @@ class SandboxConfig:
     invox_static_token: str | None = None
     invox_app_id: str = "sandbox-app"
     invox_app_key: str = "sandbox-app-key"
+    # The OpenAI-compatible endpoint's bearer key; None: it takes any request, with a key or not.
+    llm_api_key: str | None = None
     token_ttl_s: float = 7200.0
     polls_before_ready: int = 2
     latency_ms: int = 0

@@ -22,6 +22,12 @@ TRANSPORT_KINDS: Final = frozenset(
 STATUS_KINDS: Final = frozenset({"failed_status", "unknown_status"})
 STATUS_ENDPOINTS: Final = frozenset({"intron.status", "invox.transcription"})
 MALFORMED_BODIES: Final = ("truncated_json", "html")
+# What the OpenAI-compatible endpoint (ops/sandbox/llm.py) gets wrong in an answer that is
+# otherwise a 200 chat.completion.
+LLM_KINDS: Final = frozenset({"bad_citations", "bad_answer"})
+LLM_ENDPOINTS: Final = frozenset({"llm.chat"})
+CITATION_FAULTS: Final = ("out_of_range", "unsupported", "missing")
+ANSWER_FAULTS: Final = ("not_json", "wrong_shape", "no_choices")
 
 # The optional keys each kind uses; to_json shows only these.
 _KIND_KEYS: Final = {
@@ -32,6 +38,8 @@ _KIND_KEYS: Final = {
     "malformed": ("body",),
     "failed_status": ("statusValue", "message"),
     "unknown_status": ("statusValue",),
+    "bad_citations": ("citations",),
+    "bad_answer": ("answer",),
 }
 _KEYS: Final = frozenset(
     {
@@ -44,6 +52,8 @@ _KEYS: Final = frozenset(
         "delayS",
         "body",
         "statusValue",
+        "citations",
+        "answer",
         "times",
         "probability",
     }
@@ -55,6 +65,13 @@ def _number(rule: Mapping[str, Any], key: str, default: float, low: float, high:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise ValueError(f"{key} must be a number in [{low}, {high}]")
     return float(value)
+
+
+def _choice(rule: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = rule.get(key, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}")
+    return str(value)
 
 
 def _optional_str(rule: Mapping[str, Any], key: str) -> str | None:
@@ -77,6 +94,8 @@ class FaultRule:
     delay_s: float = 30.0
     body: str = "truncated_json"
     status_value: str | None = None
+    citations: str = CITATION_FAULTS[0]
+    answer: str = ANSWER_FAULTS[0]
     times: int | None = None
     probability: float | None = None
 
@@ -91,15 +110,14 @@ class FaultRule:
         endpoint, kind = rule.get("endpoint"), rule.get("kind")
         if endpoint != "*" and endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be '*' or one of {', '.join(ENDPOINTS)}")
-        if kind not in TRANSPORT_KINDS | STATUS_KINDS:
+        if kind not in TRANSPORT_KINDS | STATUS_KINDS | LLM_KINDS:
             raise ValueError(f"unknown fault kind: {kind!r}")
         if kind in STATUS_KINDS and endpoint not in STATUS_ENDPOINTS | {"*"}:
             raise ValueError(f"{kind} only applies to {sorted(STATUS_ENDPOINTS)}")
+        if kind in LLM_KINDS and endpoint not in LLM_ENDPOINTS | {"*"}:
+            raise ValueError(f"{kind} only applies to {sorted(LLM_ENDPOINTS)}")
         if kind == "http_error" and "status" not in rule:
             raise ValueError("http_error needs a status")
-        body = rule.get("body", "truncated_json")
-        if body not in MALFORMED_BODIES:
-            raise ValueError(f"body must be one of {', '.join(MALFORMED_BODIES)}")
         times = rule.get("times")
         if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
             raise ValueError("times must be an integer")
@@ -114,8 +132,10 @@ class FaultRule:
             message=_optional_str(rule, "message"),
             retry_after_s=int(_number(rule, "retryAfterS", 1, 0, 86400)),
             delay_s=_number(rule, "delayS", 30.0, 0, 3600),
-            body=str(body),
+            body=_choice(rule, "body", MALFORMED_BODIES),
             status_value=_optional_str(rule, "statusValue"),
+            citations=_choice(rule, "citations", CITATION_FAULTS),
+            answer=_choice(rule, "answer", ANSWER_FAULTS),
             times=times,
             probability=None if probability is None else _number(rule, "probability", 0, 0, 1),
         )
@@ -132,6 +152,8 @@ class FaultRule:
             "delayS": self.delay_s,
             "body": self.body,
             "statusValue": self.status_value,
+            "citations": self.citations,
+            "answer": self.answer,
             "times": self.times,
             "probability": self.probability,
         }

@@ -13,17 +13,24 @@ from schemas.errors import ErrorType
 
 INTRON: Final = "intron"
 INVOX: Final = "invox"
+LLM: Final = "llm"  # a bearer key only when the config sets llm_api_key
 NO_AUTH: Final = "none"
 VERSION_HEADER: Final = "X-Invox-Medical-Api-Version"
 
 
+def _valid(token: str, state: SandboxState, auth: str) -> bool:
+    if auth == INTRON:
+        return same_secret(token, state.config.intron_api_key)
+    if auth == LLM:
+        return state.config.llm_api_key is not None and same_secret(token, state.config.llm_api_key)
+    return state.token_valid(token)
+
+
 def _authenticate(request: web.Request, state: SandboxState, endpoint: str, auth: str) -> str:
     token = bearer(request)
-    if auth == INTRON:
-        valid = token is not None and same_secret(token, state.config.intron_api_key)
-    else:
-        valid = token is not None and state.token_valid(token)
-    if token is None or not valid:
+    if auth == LLM and state.config.llm_api_key is None:
+        return token or ""
+    if token is None or not _valid(token, state, auth):
         raise Abort(vendor_error(endpoint, 401, "Unauthorized"))
     return token
 

@@ -1,8 +1,9 @@
 """Vendor-shaped error bodies and request parsing shared by every handler.
 
 Each vendor spells errors its own way (Intron's status envelope, Invox's
-three-s `messsage`, bare text from the storage behind signed URLs); handlers
-name the endpoint and this module picks the shape.
+three-s `messsage`, bare text from the storage behind signed URLs, OpenAI's
+{"error": {"message", "type", "code"}} on the chat endpoint); handlers name the
+endpoint and this module picks the shape.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from aiohttp import web
 
 from schemas.errors import ErrorType
 
+INVALID_REQUEST = "invalid_request_error"
+
 
 class Abort(Exception):
     """Raised by a handler or guard to answer with `response` at once."""
@@ -25,9 +28,11 @@ class Abort(Exception):
 
 
 def style(endpoint: str) -> str:
-    """Which error dialect an endpoint speaks: intron, invox or storage."""
+    """Which error dialect an endpoint speaks: intron, invox, openai or storage."""
     if endpoint.startswith("intron."):
         return "intron"
+    if endpoint.startswith("llm."):
+        return "openai"
     return "storage" if endpoint.endswith("_put") else "invox"
 
 
@@ -55,7 +60,11 @@ def vendor_error(
     if dialect == "storage":
         return web.Response(status=status, text=text, headers=headers)
     body: dict[str, Any]
-    if dialect == "intron":
+    if dialect == "openai":
+        default = {429: "rate_limit_exceeded"}.get(status, INVALID_REQUEST)
+        kind = error_type or ("server_error" if status >= 500 else default)
+        body = {"error": {"message": text, "type": kind, "param": None, "code": None}}
+    elif dialect == "intron":
         body = {"data": {}, "message": text, "status": "Error"}
     else:
         # The documented 404 spells "message"; every other Invox error "messsage".

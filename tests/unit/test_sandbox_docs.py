@@ -10,7 +10,15 @@ from pathlib import Path
 from ops.sandbox.app import CONTROL_ROUTES, VENDOR_ROUTES
 from ops.sandbox.cli import _parser as sandbox_parser
 from ops.sandbox.config import ENDPOINTS, KNOB_PARSERS, SandboxConfig
-from ops.sandbox.faults import _KEYS, MALFORMED_BODIES, STATUS_KINDS, TRANSPORT_KINDS
+from ops.sandbox.faults import (
+    _KEYS,
+    ANSWER_FAULTS,
+    CITATION_FAULTS,
+    LLM_KINDS,
+    MALFORMED_BODIES,
+    STATUS_KINDS,
+    TRANSPORT_KINDS,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "sandbox.md").read_text(encoding="utf-8")
@@ -46,10 +54,10 @@ def test_every_knob_and_fault_rule_key_and_kind_is_explained() -> None:
         assert documented(knob), knob
     for key in _KEYS:
         assert documented(key), key
-    for kind in TRANSPORT_KINDS | STATUS_KINDS:
+    for kind in TRANSPORT_KINDS | STATUS_KINDS | LLM_KINDS:
         assert documented(kind), kind
-    for body in MALFORMED_BODIES:
-        assert documented(body), body
+    for value in (*MALFORMED_BODIES, *CITATION_FAULTS, *ANSWER_FAULTS):
+        assert documented(value), value
 
 
 def test_make_demo_vendors_runs_the_vendor_demo_from_the_venv() -> None:
