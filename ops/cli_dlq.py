@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import aio_pika
@@ -31,6 +31,7 @@ from worker import amqp_decoding
 from worker.broker import Publisher
 from worker.codec import canonical_uuid
 from worker.constants import STAGES, Stage
+from worker.payload_crypto import PayloadCipher
 from worker.errors import SettingsError
 from worker.settings import Settings
 from worker.topology import Names
@@ -70,6 +71,19 @@ def _error_type(text: str) -> str:
     )
 
 
+_AGE = re.compile(r"(\d{1,6})([smhdw])")
+_AGE_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _older_than(text: str) -> datetime:
+    """An age like 7d, 12h, 30m, 2w as the moment it reaches back to from now."""
+    found = _AGE.fullmatch(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"not an age like 7d, 12h, 30m or 2w: {text!r}")
+    seconds = int(found.group(1)) * _AGE_UNIT_S[found.group(2)]
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -99,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--job-id", action="append", default=[], metavar="UUID")
     group.add_argument(
         "--since", type=_since, metavar="ISO8601", help="last failure at or after (UTC if naive)"
+    )
+    group.add_argument(
+        "--older-than",
+        type=_older_than,
+        metavar="AGE",
+        help="dead-lettered longer ago than AGE (7d, 12h, 30m, 2w): retention, with purge",
     )
     parser = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -136,6 +156,7 @@ def filters_of(args: argparse.Namespace) -> dlq.Filters:
         stages=frozenset(args.stage),
         job_ids=_job_ids(args.job_id),
         since=args.since,
+        before=args.older_than,
     )
 
 
@@ -226,7 +247,7 @@ def show_record(letter: dlq.DeadLetter, redacted: bool) -> dict[str, Any]:
         "propertyProblem": letter.property_problem,
         "deliveryCount": letter.delivery_count,
         "headers": dlq.shown_headers(letter, redacted=redacted),
-        "body": dlq.decode_body(letter.body, redacted=redacted),
+        "body": dlq.shown_body(letter, redacted=redacted),
     }
 
 
@@ -306,7 +327,8 @@ async def _command(
     stop: asyncio.Event,
 ) -> int:
     names = Names(settings.prefix)
-    reader = await dlq.DeadLetterReader.open(connection, names)
+    cipher = PayloadCipher(settings.payload_keys)  # opens sealed bodies, seals replays
+    reader = await dlq.DeadLetterReader.open(connection, names, cipher)
     try:
         return await _dispatch(args, settings, connection, names, reader, io, stop)
     finally:
@@ -364,6 +386,7 @@ async def _replay(
         limit=args.limit,
         rate=args.rate,
         dry_run=args.dry_run,
+        cipher=PayloadCipher(settings.payload_keys),
     )
     ledger: dlq.ReplayLedger = dlq.NoReplayLedger()
     if settings.redis_url is not None and not args.dry_run:

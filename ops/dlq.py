@@ -74,6 +74,13 @@ from worker.broker import (
 )
 from worker.codec import MAX_BODY_BYTES, canonical_uuid, job_id_of_body
 from worker.constants import STAGES, Stage
+from worker.payload_crypto import (
+    STAGE_PURPOSE,
+    PayloadCipher,
+    PayloadUndecryptable,
+    is_sealed,
+    seal_headers,
+)
 from worker.topology import Names, broker_death_stage, parse_dead_letter_routing_key
 
 # What --error-type accepts: the catalogue, and "other" for any value outside it (a vendor's
@@ -300,6 +307,22 @@ def _broker_account(
     )
 
 
+def _open(
+    body: bytes, headers: Mapping[str, Any], correlation: object, cipher: PayloadCipher | None
+) -> tuple[bytes | None, str | None]:
+    """A sealed body opened with the configured keys (None and why not otherwise); (None,
+    None) for a body that is not sealed."""
+    if not is_sealed(headers):
+        return None, None
+    binding = correlation if isinstance(correlation, str) else None
+    try:
+        return (cipher or PayloadCipher(None)).open(
+            body, headers, purpose=STAGE_PURPOSE, binding=binding
+        ), None
+    except PayloadUndecryptable as exc:
+        return None, exc.message
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """What a dead letter says about itself; the body is kept as consumed.
@@ -327,22 +350,35 @@ class DeadLetter:
     property_problem: str | None
     headers: dict[str, Any]
     body: bytes
+    # Payload encryption (worker/payload_crypto.py): whether the body is sealed, the clear body
+    # when a configured key opened it, and why it could not be opened otherwise.
+    sealed: bool = False
+    opened: bytes | None = None
+    seal_problem: str | None = None
+
+    @property
+    def clear_body(self) -> bytes | None:
+        """The body in clear: as kept, or opened; None when it is sealed and no key here opens
+        it (seal_problem says why)."""
+        return self.opened if self.sealed else self.body
 
     @classmethod
-    def from_delivery(cls, delivery: DeliveredMessage, names: Names) -> DeadLetter:
+    def from_delivery(
+        cls, delivery: DeliveredMessage, names: Names, cipher: PayloadCipher | None = None
+    ) -> DeadLetter:
         properties = delivery.header.properties
         raw_headers: object = properties.headers
         headers: dict[str, Any] = dict(raw_headers) if isinstance(raw_headers, Mapping) else {}
         routing_key = _routing_key(delivery.routing_key)
         key_stage, key_error = parse_dead_letter_routing_key(routing_key)
         correlation = _property(properties.correlation_id)
+        opened, seal_problem = _open(delivery.body, headers, correlation, cipher)
+        body = opened if opened is not None else delivery.body
         by_broker = made_by_broker(headers)
         if by_broker:
-            account = _broker_account(
-                headers, names, key_stage, key_error, delivery.body, correlation
-            )
+            account = _broker_account(headers, names, key_stage, key_error, body, correlation)
         else:
-            account = _worker_account(headers, key_stage, key_error, delivery.body, correlation)
+            account = _worker_account(headers, key_stage, key_error, body, correlation)
         timestamp = _timestamp(properties)
         return cls(
             identity=dead_letter_identity(properties, routing_key, headers, delivery.body),
@@ -364,6 +400,9 @@ class DeadLetter:
             property_problem=property_problem(properties),
             headers=headers,
             body=delivery.body,
+            sealed=is_sealed(headers),
+            opened=opened,
+            seal_problem=seal_problem,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -392,6 +431,8 @@ class Filters:
     stages: frozenset[str] = frozenset()
     job_ids: frozenset[str] = frozenset()
     since: datetime | None = None
+    # Dead-lettered before this moment (scribe-dlq --older-than: retention by death time).
+    before: datetime | None = None
     # Exactly these dead letters (the console's confirmation replays and purges what its dry
     # run showed, never a letter that arrived since).
     identities: frozenset[str] = frozenset()
@@ -404,6 +445,10 @@ class Filters:
         if self.stages and letter.stage not in self.stages:
             return False
         if self.job_ids and letter.job_id not in self.job_ids:
+            return False
+        if self.before is not None and not (
+            letter.last_failure_at is not None and letter.last_failure_at < self.before
+        ):
             return False
         if self.since is not None:
             return letter.last_failure_at is not None and letter.last_failure_at >= self.since
@@ -448,23 +493,33 @@ class DeadLetterReader:
     """A dedicated channel on <prefix>.dead-letters. Everything taken and not acked is held and
     handed back (nack, requeue) by release(); if the process dies, the broker hands it back."""
 
-    def __init__(self, channel: AbstractChannel, names: Names, start_count: int) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        names: Names,
+        start_count: int,
+        cipher: PayloadCipher | None = None,
+    ) -> None:
         self._channel = channel
         self._names = names
+        self._cipher = cipher
         self.start_count = start_count
         self._held: list[Unsettled] = []
         # A dead letter taken reached the redelivery warning's count (in this run only).
         self.reached_redelivery_warning = False
 
     @classmethod
-    async def open(cls, connection: AbstractConnection, names: Names) -> DeadLetterReader:
+    async def open(
+        cls, connection: AbstractConnection, names: Names, cipher: PayloadCipher | None = None
+    ) -> DeadLetterReader:
+        """cipher: the keys that open sealed bodies (SCRIBE_PAYLOAD_KEYS) and seal replays."""
         channel = await connection.channel()
         try:
             queue = await channel.declare_queue(names.dead_letter_queue, passive=True)
         except ChannelClosed as exc:
             raise DeadLetterQueueMissing(names.dead_letter_queue) from exc
         result = queue.declaration_result
-        return cls(channel, names, int(result.message_count or 0))
+        return cls(channel, names, int(result.message_count or 0), cipher)
 
     async def _get(self) -> DeliveredMessage | None:
         channel = await self._channel.get_underlay_channel()
@@ -482,7 +537,7 @@ class DeadLetterReader:
             if delivery is None:
                 return
             message = Unsettled(delivery)
-            letter = DeadLetter.from_delivery(delivery, self._names)
+            letter = DeadLetter.from_delivery(delivery, self._names, self._cipher)
             if reaches_redelivery_warning(letter.delivery_count):
                 self.reached_redelivery_warning = True
             if letter.identity in seen:  # returned under us by another client: a full lap
@@ -825,6 +880,22 @@ def decode_body(body: bytes, *, redacted: bool) -> Any:
     return redact(decoded) if redacted else decoded
 
 
+def shown_body(letter: DeadLetter, *, redacted: bool) -> Any:
+    """The body as decode_body shows it, opened first when sealed; a sealed body no key here
+    opens is shown as such, with the reason (never its bytes)."""
+    clear = letter.clear_body
+    if clear is None:
+        key_id = letter.headers.get(c.HEADER_PAYLOAD_KEY_ID)
+        return {
+            "sealed": {
+                "keyId": key_id if isinstance(key_id, str) else None,
+                "readable": False,
+                "problem": letter.seal_problem,
+            }
+        }
+    return decode_body(clear, redacted=redacted)
+
+
 # The worker's own words on its own dead letters (worker/delivery.py), shown as they are.
 _WORKER_OWN_HEADERS = frozenset(
     {
@@ -845,6 +916,8 @@ _KNOWN_HEADERS = _WORKER_OWN_HEADERS | {
     c.HEADER_REPLAY_OF,
     c.HEADER_TRACEPARENT,
     c.HEADER_DELAY_TIER_MS,
+    c.HEADER_PAYLOAD_ENCRYPTION,
+    c.HEADER_PAYLOAD_KEY_ID,
     c.BROKER_HEADER_DEATH,
     *c.VOLATILE_BROKER_HEADERS,
 }
@@ -955,15 +1028,33 @@ def replay_headers(letter: DeadLetter) -> dict[str, Any]:
     return headers
 
 
-def replay_message(letter: DeadLetter) -> Outgoing:
+def _replayed_body(
+    letter: DeadLetter, cipher: PayloadCipher | None
+) -> tuple[bytes, dict[str, Any], str | None]:
+    """Body, seal headers and correlation_id of a replay. A body in clear (as kept, or opened
+    here) is sealed again under the current key, if any (a replay moves a dead letter to the
+    newest key). A sealed body no key here opens goes as it is, with its seal and its
+    correlation_id, for a worker that holds the key."""
+    clear = letter.clear_body
+    if clear is None:
+        correlation = letter.correlation_id
+        kept = correlation if isinstance(correlation, str) and correlation.isprintable() else None
+        return letter.body, seal_headers(letter.headers), kept
+    job_id = job_id_of_body(clear)
+    body, seal = (cipher or PayloadCipher(None)).seal(clear, purpose=STAGE_PURPOSE, binding=job_id)
+    return body, seal, job_id
+
+
+def replay_message(letter: DeadLetter, cipher: PayloadCipher | None = None) -> Outgoing:
     """The body as it was, with fresh properties: none of a dead letter's own (they may not
     even be text) is published again but a message_id that is printable text."""
     message_id = letter.message_id
     clean_id = isinstance(message_id, str) and message_id.isprintable()
+    body, seal, correlation_id = _replayed_body(letter, cipher)
     return build_message(
-        letter.body,
-        correlation_id=job_id_of_body(letter.body),
-        headers=replay_headers(letter),
+        body,
+        correlation_id=correlation_id,
+        headers={**replay_headers(letter), **seal},
         message_id=message_id if clean_id and isinstance(message_id, str) else None,
         content_type="application/json",
     )
@@ -985,6 +1076,8 @@ class ReplayOptions:
     limit: int | None = None
     rate: float | None = None
     dry_run: bool = False
+    # Seals what is replayed under the current key (None: replayed in clear, as kept).
+    cipher: PayloadCipher | None = None
 
 
 @dataclass
@@ -1056,7 +1149,10 @@ async def replay(
                 summary.would_replay += 1
                 summary.planned.append((letter, stage))
             else:
-                await _replay_one(item, stage, publisher, names, ledger, pacer, reader, summary)
+                message = replay_message(letter, options.cipher)
+                await _replay_one(
+                    item, (stage, message), publisher, names, ledger, pacer, reader, summary
+                )
                 published.add(letter.identity)
             if on_progress is not None:
                 on_progress(summary)
@@ -1073,7 +1169,7 @@ async def replay(
 
 async def _replay_one(
     item: Taken,
-    stage: Stage,
+    target: tuple[Stage, Outgoing],
     publisher: Publisher,
     names: Names,
     ledger: ReplayLedger,
@@ -1089,7 +1185,7 @@ async def _replay_one(
             summary.already_replayed += 1
             return
         await pacer.wait()
-        message = replay_message(letter)
+        stage, message = target
         await publisher.publish(names.jobs_exchange, stage, message)
     except BaseException:
         reader.hold(item.message)  # not replayed: it goes back to the queue

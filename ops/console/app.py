@@ -35,6 +35,7 @@ from schemas.status import ERROR_TYPE_PATTERN, JOB_OUTCOMES, PROVIDER_PATTERN
 from worker.broker import Publisher
 from worker.constants import STAGES, Stage
 from worker.jobindex import INDEX_ERRORS, IndexReader, JobFilter, open_pool
+from worker.payload_crypto import PayloadCipher
 from worker.topology import Names
 
 SESSION_COOKIE: Final = "scribe_console_session"
@@ -86,6 +87,8 @@ class Console:
         self.names = Names(settings.worker.prefix)
         self.sessions = Sessions(settings.users, settings.session_idle_s, settings.session_max_s)
         self.history = data.History()
+        # Opens sealed dead letters (SCRIBE_PAYLOAD_KEYS) and seals what a replay publishes.
+        self.cipher = PayloadCipher(settings.worker.payload_keys)
         self.connection: AbstractConnection | None = None
         self.redis: aioredis.Redis | None = None
         self.pool: asyncpg.Pool | None = None
@@ -270,7 +273,9 @@ async def overview(request: web.Request) -> web.Response:
     console.history.add(depths)
     dead: data.DeadLetterView | None = None
     with contextlib.suppress(*data.BROKER_ERRORS):
-        dead = await data.dead_letters(console.broker(), console.names, dlq.Filters())
+        dead = await data.dead_letters(
+            console.broker(), console.names, dlq.Filters(), console.cipher
+        )
     stage_queues = {console.names.stage_queue(stage): stage for stage in STAGES}
     page = pages.Overview(
         queues=depths,
@@ -389,7 +394,7 @@ async def dead_letters(request: web.Request) -> web.Response:
         filters, shown = dead_letter_filters(query)
     except BadFilter as exc:
         return _bad_filter(exc, viewer)
-    view = await data.dead_letters(console.broker(), console.names, filters)
+    view = await data.dead_letters(console.broker(), console.names, filters, console.cipher)
     return _html(pages.dead_letters_page(view, shown, viewer))
 
 
@@ -402,7 +407,10 @@ async def dead_letter(request: web.Request) -> web.Response:
             pages.message_page("Not valid", "That is not an identity.", viewer), status=400
         )
     view = await data.dead_letters(
-        console.broker(), console.names, dlq.Filters(identities=frozenset({identity}))
+        console.broker(),
+        console.names,
+        dlq.Filters(identities=frozenset({identity})),
+        console.cipher,
     )
     if not view.letters:
         return _html(pages.message_page("Not found", "No such dead letter.", viewer), status=404)
@@ -459,7 +467,7 @@ async def plan(request: web.Request) -> web.Response:
     except BadFilter as exc:
         return _bad_filter(exc, _viewer(_session_of(request)))
     console = asked.console
-    view = await data.dead_letters(console.broker(), console.names, asked.filters)
+    view = await data.dead_letters(console.broker(), console.names, asked.filters, console.cipher)
     planned = [
         (letter, dlq.target_stage(letter, asked.to_stage) if asked.action == "replay" else None)
         for letter in view.letters
@@ -510,7 +518,7 @@ async def confirm(request: web.Request) -> web.Response:
 async def _act(
     console: Console, action: str, identities: frozenset[str], to_stage: Stage | None
 ) -> tuple[int, str]:
-    reader = await dlq.DeadLetterReader.open(console.broker(), console.names)
+    reader = await dlq.DeadLetterReader.open(console.broker(), console.names, console.cipher)
     try:
         if action == "purge":
             purged = await dlq.purge(reader, set(identities))
@@ -532,7 +540,9 @@ async def _replay(
         ledger = await dlq.RedisReplayLedger.connect(worker.redis_url.value, worker.prefix)
     channel = await console.broker().channel(publisher_confirms=True, on_return_raises=True)
     publisher = Publisher(channel)
-    options = dlq.ReplayOptions(filters=dlq.Filters(identities=identities), to_stage=to_stage)
+    options = dlq.ReplayOptions(
+        filters=dlq.Filters(identities=identities), to_stage=to_stage, cipher=console.cipher
+    )
     try:
         summary = await dlq.replay(reader, publisher, console.names, options, ledger)
     finally:

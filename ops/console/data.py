@@ -25,6 +25,7 @@ from ops import dlq
 from worker import constants as c
 from worker.constants import STAGES, Stage
 from worker.jobindex import INDEX_ERRORS
+from worker.payload_crypto import PayloadCipher
 from worker.ratelimit import interval_s
 from worker.topology import Names
 
@@ -130,11 +131,15 @@ class DeadLetterView:
 
 
 async def dead_letters(
-    connection: AbstractConnection, names: Names, filters: dlq.Filters
+    connection: AbstractConnection,
+    names: Names,
+    filters: dlq.Filters,
+    cipher: PayloadCipher | None = None,
 ) -> DeadLetterView:
-    """Read (and hand back) the dead letters matching filters; an absent queue is empty."""
+    """Read (and hand back) the dead letters matching filters; an absent queue is empty.
+    cipher: the keys that open sealed bodies (unset: they are shown as sealed)."""
     try:
-        reader = await dlq.DeadLetterReader.open(connection, names)
+        reader = await dlq.DeadLetterReader.open(connection, names, cipher)
     except dlq.DeadLetterQueueMissing:
         return DeadLetterView([])
     try:

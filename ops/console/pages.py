@@ -397,7 +397,7 @@ def letter_page(letter: dlq.DeadLetter, viewer: Viewer) -> str:
     record = {
         **letter.summary(),
         "headers": dlq.shown_headers(letter, redacted=redacted),
-        "body": dlq.decode_body(letter.body, redacted=redacted),
+        "body": dlq.shown_body(letter, redacted=redacted),
     }
     note = (
         "<p>Patient text is redacted: seeing it needs the patientText permission.</p>"
