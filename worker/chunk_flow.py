@@ -42,9 +42,33 @@ from worker.metrics import Metrics
 from worker.outcomes import Advance, DeliveryContext
 from worker.providers.base import PreparedAudio, Transcribed, TranscriptionProvider
 from worker.providers.registry import ProviderRegistry
+from worker.roles import UNLABELLED, labelled_by_role, speaker_lines
 from worker.settings import RetrySettings
 
 log = structlog.get_logger("scribe.chunks")
+
+
+def roles_within_chunk(transcript: Transcript) -> Transcript:
+    """A vendor chunk's speakers relabelled by role within the chunk (SPEAKER_00 the clinician,
+    SPEAKER_01 the patient, ...), with their roles set, and its text rewritten in those labels.
+
+    A diarizer numbers the speakers of each upload on its own: Intron's SPEAKER_00 of one chunk
+    may be the patient and of the next the clinician. Stitched as they come, the two would be
+    one speaker and get one role for the whole recording. The local engine labels its chunks
+    this way already (its segments arrive with roles set): those are left alone. Pure CPU work:
+    run it off the event loop."""
+    segments = transcript.segments
+    labelled = [s for s in segments if s.speaker]
+    if not labelled or all(s.role is not None for s in segments):
+        return transcript
+    renamed = labelled_by_role([(s.speaker or UNLABELLED, s.text) for s in segments])
+    relabelled = tuple(
+        s.model_copy(update={"speaker": label, "role": s.role or role})
+        for s, (label, role) in zip(segments, renamed, strict=True)
+    )
+    return transcript.model_copy(
+        update={"segments": relabelled, "text": speaker_lines(relabelled) or transcript.text}
+    )
 
 
 def chunk_handle_key(job_id: str, index: int) -> str:

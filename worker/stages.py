@@ -22,7 +22,7 @@ from schemas.jobs import (
     TranscriptionHandle,
 )
 from worker.callbacks import CallbackTicket
-from worker.chunk_flow import ChunkedTranscription, Step, check_chunk
+from worker.chunk_flow import ChunkedTranscription, Step, check_chunk, roles_within_chunk
 from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.errors import PermanentError
@@ -220,6 +220,7 @@ class Stages:
                 )
             return PollLater(provider.name)
         if message.state.chunks is not None:
+            transcript = await asyncio.to_thread(roles_within_chunk, transcript)
             step = self._chunked().transcribed(job, message.state.chunks, transcript, provider.name)
             return await self._after_chunk(step)
         transcript = await with_roles_in_thread(spoken(transcript))

@@ -16,7 +16,7 @@ from ops.wav import write_long_recording, write_wav
 from schemas.errors import ErrorType
 from schemas.jobs import ChunkProgress, Transcript, TranscriptSegment
 from worker.audio import TranscriberLimits
-from worker.chunk_flow import check_chunk, chunk_handle_key
+from worker.chunk_flow import check_chunk, chunk_handle_key, roles_within_chunk
 from worker.chunking import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -33,6 +33,7 @@ from worker.chunking import (
 from worker.errors import PermanentError
 from worker.outcomes import ledger_key
 from worker.providers.base import PreparedAudio
+from worker.roles import with_roles
 
 
 def assert_tiles(spans: tuple[ChunkSpan, ...], total: int, max_samples: int) -> None:
@@ -280,3 +281,44 @@ def test_a_silent_recording_still_splits(tmp_path: Path) -> None:
         decoded.samples,
         limit.max_samples(),
     )
+
+
+CLINICIAN_WORDS = "hi i'm doctor lee. what brings you in today? let me examine your knee now."
+PATIENT_WORDS = "my knee has been hurting for two weeks and i can't sleep at night."
+
+
+def diarized_chunk(first: str, second: str) -> Transcript:
+    """A chunk as Intron's diarized transcript gives it: untimed segments with its own labels."""
+    turns = ((first, CLINICIAN_WORDS), (second, PATIENT_WORDS)) * 2
+    return Transcript(
+        provider="intron",
+        text="\n".join(f"{label}: {words}" for label, words in turns),
+        segments=tuple(
+            TranscriptSegment(start=0.0, end=0.0, text=words, speaker=label)
+            for label, words in turns
+        ),
+    )
+
+
+def test_a_chunks_own_speaker_numbers_do_not_decide_roles_across_chunks() -> None:
+    """Intron numbers each upload's speakers on its own: in the second chunk the clinician is
+    SPEAKER_01. Relabelled within each chunk, the stitched transcript names the clinician
+    SPEAKER_00 in both, and the roles of all four turns of each chunk are right."""
+    first = roles_within_chunk(diarized_chunk("SPEAKER_00", "SPEAKER_01"))
+    second = roles_within_chunk(diarized_chunk("SPEAKER_01", "SPEAKER_00"))
+    whole = with_roles(stitch(stitch(None, first, 0.0, 600.0), second, 600.0, 1200.0))
+    assert [s.role for s in whole.segments] == ["clinician", "patient"] * 4
+    assert [s.speaker for s in whole.segments] == ["SPEAKER_00", "SPEAKER_01"] * 4
+    assert whole.text.splitlines()[2].startswith("SPEAKER_00: hi i'm doctor lee")
+
+
+def test_a_chunk_with_roles_set_or_no_speakers_is_left_as_it_is() -> None:
+    plain = Transcript(provider="intron", text="words", segments=())
+    assert roles_within_chunk(plain) is plain
+    labelled = diarized_chunk("SPEAKER_00", "SPEAKER_01")
+    local = labelled.model_copy(
+        update={
+            "segments": tuple(s.model_copy(update={"role": "other"}) for s in labelled.segments)
+        }
+    )
+    assert roles_within_chunk(local) is local
