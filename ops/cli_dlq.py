@@ -31,8 +31,8 @@ from worker import amqp_decoding
 from worker.broker import Publisher
 from worker.codec import canonical_uuid
 from worker.constants import STAGES, Stage
-from worker.payload_crypto import PayloadCipher
 from worker.errors import SettingsError
+from worker.payload_crypto import PayloadCipher
 from worker.settings import Settings
 from worker.topology import Names
 

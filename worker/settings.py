@@ -199,7 +199,6 @@ class Settings:
     api_token: Secret | None = None
     # Index entries waiting to be written; past this, new ones are dropped (never an ack held).
     index_queue_max: int = c.DEFAULT_INDEX_QUEUE_MAX
-    # amqps: CA, optional client certificate, server name (worker/amqp_tls.py); None for amqp.
     # Payload encryption in the broker (worker/payload_crypto.py): no keys, nothing sealed.
     payload_keys: PayloadKeys | None = None
     # amqps: CA, optional client certificate, server name (worker/amqp_tls.py); None for amqp.
@@ -448,15 +447,6 @@ class _Reader:
             index_queue_max=self.integer(
                 "SCRIBE_INDEX_QUEUE_MAX", c.DEFAULT_INDEX_QUEUE_MAX, 1, 10_000_000
             ),
-        )
-
-    def _database_url(self) -> Secret | None:
-        """SCRIBE_DATABASE_URL (or SCRIBE_DATABASE_URL_FILE: it may hold a password)."""
-        url = self.secret("SCRIBE_DATABASE_URL")
-        if url is not None:
-            parts = urlsplit(url.value)
-            if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-                raise SettingsError(
             payload_keys=self._payload_keys(),
         )
 
@@ -467,6 +457,15 @@ class _Reader:
             keys.value if keys is not None else None,
             self.raw("SCRIBE_PAYLOAD_KEY_ID"),
             self.on_off("SCRIBE_ENCRYPT_EVENTS", False),
+        )
+
+    def _database_url(self) -> Secret | None:
+        """SCRIBE_DATABASE_URL (or SCRIBE_DATABASE_URL_FILE: it may hold a password)."""
+        url = self.secret("SCRIBE_DATABASE_URL")
+        if url is not None:
+            parts = urlsplit(url.value)
+            if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+                raise SettingsError(
                     "SCRIBE_DATABASE_URL", "expected a postgresql:// URL with a host"
                 )
         return url
