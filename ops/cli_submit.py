@@ -38,6 +38,7 @@ from schemas.jobs import (
 from worker import constants as c
 from worker.broker import Publisher, build_message
 from worker.errors import SettingsError
+from worker.payload_crypto import STAGE_PURPOSE, PayloadCipher, PayloadUndecryptable
 from worker.settings import Settings
 from worker.startup import (
     EXIT_TOPOLOGY,
@@ -282,6 +283,7 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
             return EXIT_NO_CONSUMER
         outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         job_id = str(job.job_id)
+        cipher = PayloadCipher(settings.payload_keys)
         if wait:
             queue = await channel.declare_queue(exclusive=True, auto_delete=True)
             events = await channel.get_exchange(names.events_exchange)
@@ -291,17 +293,19 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
             async def on_event(message: AbstractIncomingMessage) -> None:
                 async with message.process():
                     if message.correlation_id == job_id and not outcome.done():
-                        outcome.set_result(json.loads(message.body))
+                        outcome.set_result(_event_body(cipher, message))
 
             await queue.consume(on_event)
         publisher = await Publisher.open(connection)
+        # Sealed under SCRIBE_PAYLOAD_KEY_ID when it is set (worker/payload_crypto.py).
+        body, seal = cipher.seal(job.to_wire(), purpose=STAGE_PURPOSE, binding=job_id)
         await publisher.publish(
             names.jobs_exchange,
             "transcribe",
             build_message(
-                job.to_wire(),
+                body,
                 correlation_id=job_id,
-                headers={c.HEADER_TRACEPARENT: new_traceparent()},
+                headers={c.HEADER_TRACEPARENT: new_traceparent(), **seal},
             ),
         )
         if not wait:
@@ -313,6 +317,22 @@ async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: flo
             return _print_outcome(timed_out, EXIT_USAGE)
         completed = event.get("type") == c.EVENT_COMPLETED
         return _print_outcome(event, EXIT_COMPLETED if completed else EXIT_DEAD_LETTERED)
+
+
+def _event_body(cipher: PayloadCipher, message: AbstractIncomingMessage) -> dict[str, Any]:
+    """An event as JSON, opened first when SCRIBE_ENCRYPT_EVENTS sealed it; one this process
+    holds no key for is reported as such."""
+    try:
+        body = cipher.open(
+            message.body,
+            message.headers,
+            purpose=message.routing_key or "",
+            binding=message.correlation_id,
+        )
+    except PayloadUndecryptable as exc:
+        return {"jobId": message.correlation_id, "outcome": "undecryptable", "problem": exc.message}
+    decoded: dict[str, Any] = json.loads(body)
+    return decoded
 
 
 async def _declare(channel: AbstractChannel, names: Names, settings: Settings) -> None:

@@ -1,7 +1,7 @@
 """scribe-eval --asr: offline speech recognition over the recording set (ops/recordings/).
 
     scribe-eval --asr [--recordings ops/recordings] [--asr-configs base:5:none:vad,...]
-                      [--asr-only ID,...] [--asr-chunked] [--asr-notes]
+                      [--asr-only ID,...] [--asr-chunked] [--asr-notes] [--asr-keep DIR]
 
 Per configuration (model:beam:prompt:vad; `tiny.en:1:none:novad` is what the worker ran before
 the model setting existed), over every recording of the manifest:
@@ -18,6 +18,9 @@ the model setting existed), over every recording of the manifest:
 --asr-notes: the local note (LocalSummarizer's SUMMARY, as ops/eval.py scores it) written from
   each recording's ASR transcript and from its dialogue's text, ROUGE-1 of each against the
   ACI-Bench human note.
+--asr-keep DIR: each transcript saved under DIR, and reused when it is there (the note and the
+  roles scored again after a change to them, without running the model; RTF is then the saving
+  run's).
 
 The last line is always `asr <config> wer=..% rtf=.. cpu_rtf=..` for the last configuration.
 """
@@ -182,19 +185,75 @@ async def _submit(transcriber: Any, path: Path, duration_s: float) -> Transcript
     return transcript
 
 
-async def transcribe_all(config: AsrConfig, recordings: Sequence[Recording]) -> Totals:
-    transcriber = _transcriber(config)
+def _kept_path(keep: Path, config: AsrConfig, recording: Recording) -> Path:
+    return keep / config.name.replace(":", "_") / f"{recording.id}.json"
+
+
+def save_heard(keep: Path, config: AsrConfig, heard: Heard) -> None:
+    """One recording's transcript and timing, so that --asr-notes and the role figures can be
+    computed again (after a change to the note or the roles) without running the model."""
+    path = _kept_path(keep, config, heard.recording)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    transcript = json.loads(heard.transcript.to_wire())
+    record = {"wallS": heard.wall_s, "cpuS": heard.cpu_s, "transcript": transcript}
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def load_heard(keep: Path, config: AsrConfig, recording: Recording) -> Heard | None:
+    """A transcript saved by save_heard for this configuration and recording, or None."""
+    path = _kept_path(keep, config, recording)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    transcript = _roles_again(Transcript.model_validate(record["transcript"]))
+    return Heard(recording, transcript, float(record["wallS"]), float(record["cpuS"]))
+
+
+def _roles_again(transcript: Transcript) -> Transcript:
+    """A kept transcript's roles given again by today's worker.roles, as the local transcriber
+    gives them (labelled_by_role over the diarizer's speakers; renaming keeps the speakers
+    apart, so the grouping is the diarizer's): a change to the roles shows without the model.
+    A change to the diarizer (worker/providers/diarize.py) needs a new transcription."""
+    from worker.roles import labelled_by_role, speaker_lines
+
+    segments = transcript.segments
+    if not any(s.speaker for s in segments):
+        return transcript
+    labels = labelled_by_role([(s.speaker or "", s.text) for s in segments])
+    again = tuple(
+        s.model_copy(update={"speaker": label, "role": role})
+        for s, (label, role) in zip(segments, labels, strict=True)
+    )
+    return transcript.model_copy(
+        update={"segments": again, "text": speaker_lines(again) or transcript.text}
+    )
+
+
+async def transcribe_all(
+    config: AsrConfig, recordings: Sequence[Recording], keep: Path | None = None
+) -> Totals:
+    """Every recording through the configuration; with `keep`, transcripts saved there are
+    reused (their timing is the run that made them) and new ones saved."""
     totals = Totals()
-    try:
-        await transcriber.transcribe_file(recordings[0].path, "en")  # loads the model
-        for recording in recordings:
-            wall, cpu = time.perf_counter(), time.process_time()
-            transcript = await _submit(transcriber, recording.path, recording.duration_s)
-            totals.heard.append(
-                Heard(recording, transcript, time.perf_counter() - wall, time.process_time() - cpu)
-            )
-    finally:
-        transcriber.close()
+    kept = {r.id: load_heard(keep, config, r) if keep else None for r in recordings}
+    missing = [r for r in recordings if kept[r.id] is None]
+    heard = {r.id: h for r, h in ((r, kept[r.id]) for r in recordings) if h is not None}
+    if missing:
+        transcriber = _transcriber(config)
+        try:
+            await transcriber.transcribe_file(missing[0].path, "en")  # loads the model
+            for recording in missing:
+                wall, cpu = time.perf_counter(), time.process_time()
+                transcript = await _submit(transcriber, recording.path, recording.duration_s)
+                done = Heard(
+                    recording, transcript, time.perf_counter() - wall, time.process_time() - cpu
+                )
+                if keep is not None:
+                    save_heard(keep, config, done)
+                heard[recording.id] = done
+        finally:
+            transcriber.close()
+    totals.heard.extend(heard[r.id] for r in recordings)
     return totals
 
 
@@ -325,6 +384,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asr-only", default="", help="--asr: recording ids, comma-separated")
     parser.add_argument("--asr-chunked", action="store_true", help="--asr: chunked vs single")
     parser.add_argument("--asr-notes", action="store_true", help="--asr: note ROUGE from audio")
+    parser.add_argument(
+        "--asr-keep",
+        type=Path,
+        default=None,
+        help="--asr: folder where transcripts are saved and, when there, reused (no model run)",
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -341,7 +406,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         flush=True,
     )
     for config in args.asr_configs:
-        totals = asyncio.run(transcribe_all(config, recordings))
+        totals = asyncio.run(transcribe_all(config, recordings, args.asr_keep))
         if args.asr_chunked:
             run_chunked(config, totals, chunk_s, out)
         if args.asr_notes:

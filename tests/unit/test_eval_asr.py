@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+from pathlib import Path
 
 import pytest
 
 from ops import eval_asr
+from schemas.jobs import Transcript, TranscriptSegment
 
 pytest.importorskip("jiwer", reason="needs the 'local' extra")
 
@@ -41,3 +44,23 @@ def test_wer_is_over_normalised_words_of_the_whole_set() -> None:
     assert eval_asr.wer([reference, "patient: yes"], ["hello ms brooks i do know", "yes"]) == (
         pytest.approx(1 / 7)
     )
+
+
+def test_kept_transcripts_are_reused_without_the_model(tmp_path: Path) -> None:
+    """--asr-keep: a saved transcript comes back as it was saved, and transcribe_all does not
+    load a model when every recording's transcript is kept."""
+    recording = eval_asr.read_manifest(eval_asr.DEFAULT_RECORDINGS)[0]
+    config = eval_asr.parse_configs("base:5:none:vad")[0]
+    words = "what brings you in today? let me examine your knee."
+    segment = TranscriptSegment(
+        start=1.0, end=2.5, text=words, speaker="SPEAKER_00", role="clinician"
+    )
+    transcript = Transcript(provider="local", text=f"SPEAKER_00: {words}", segments=(segment,))
+    eval_asr.save_heard(tmp_path, config, eval_asr.Heard(recording, transcript, 3.0, 1.5))
+    assert (
+        eval_asr.load_heard(tmp_path, eval_asr.parse_configs("tiny.en:1:none:novad")[0], recording)
+        is None
+    )
+    totals = asyncio.run(eval_asr.transcribe_all(config, [recording], tmp_path))
+    (heard,) = totals.heard
+    assert (heard.transcript, heard.wall_s, heard.cpu_s) == (transcript, 3.0, 1.5)
