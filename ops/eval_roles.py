@@ -3,7 +3,11 @@
     scribe-eval --roles [--data valid.csv] [--no-speech] [--recordings ops/recordings]
 
 Text (ACI-Bench valid, never seen by the model, which is trained on train only):
-- per turn: each `[doctor]` / `[patient]` turn classified alone, as an unlabelled segment is;
+- per turn, each alone: each `[doctor]` / `[patient]` turn classified by its own score (the
+  model by itself);
+- without speaker labels: each dialogue's turns in order as unlabelled segments, and the same
+  cut into sentences (what a transcriber that gives no speakers might pass on), through
+  worker.roles.assign_roles (sequence_roles), scored per segment against the tags;
 - per speaker: each dialogue's tags replaced by anonymous labels (SPEAKER_00, SPEAKER_01, ..),
   roles assigned per speaker by worker.roles.assign_roles, scored per turn against the tags
   (`patient_guest` = other); run twice, the patient as SPEAKER_00 and the clinician as
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from ops.train_roles import sentences as split_sentences
 from schemas.jobs import SpeakerRole, Transcript, TranscriptSegment
 from worker.roles import assign_roles, load_model, with_roles
 
@@ -103,6 +108,33 @@ def per_turn_accuracy(data: dict[str, list[tuple[str, str]]]) -> tuple[float, in
             if tag in ("doctor", "patient") and score is not None:
                 total += 1
                 right += (score > 0) == (tag == "doctor")
+    return right / max(1, total), total
+
+
+def segments_of(turns: Sequence[tuple[str, str]], sentences: bool) -> list[tuple[str, str]]:
+    """(tag, text) per segment: the turns themselves, or each turn cut after every sentence end
+    (ops.train_roles.sentences), as a transcriber that gives no speakers might cut it."""
+    if not sentences:
+        return list(turns)
+    return [(tag, piece) for tag, text in turns for piece in split_sentences(text)]
+
+
+def unlabelled_accuracy(
+    data: dict[str, list[tuple[str, str]]], sentences: bool, skip: frozenset[str]
+) -> tuple[float, int]:
+    """Each dialogue's segments in order without speaker labels, through assign_roles as the
+    worker gets an unlabelled transcript; scored on the `[doctor]` / `[patient]` segments (an
+    unknown role counts wrong)."""
+    right = total = 0
+    for encounter, turns in sorted(data.items()):
+        if encounter in skip:
+            continue
+        segments = segments_of(turns, sentences)
+        roles = assign_roles([(None, text) for _, text in segments])
+        for (tag, _), role in zip(segments, roles, strict=True):
+            if tag in ("doctor", "patient"):
+                total += 1
+                right += role == TAG_ROLES[tag]
     return right / max(1, total), total
 
 
@@ -281,7 +313,16 @@ def run_recordings(folder: Path, engine: WhisperEngine, out: TextIO) -> None:
 def run_roles(data_path: Path, speech: bool, recordings: Path | None, out: TextIO) -> int:
     data = dialogues(data_path)
     accuracy, turns = per_turn_accuracy(data)
-    print(f"text per turn (no speaker labels): {100 * accuracy:.1f} % of {turns} turns", file=out)
+    print(f"text per turn, each alone: {100 * accuracy:.1f} % of {turns} turns", file=out)
+    for sentences, unit in ((False, "turns"), (True, "sentences")):
+        accuracy, turns = unlabelled_accuracy(data, sentences, frozenset())
+        clean, clean_turns = unlabelled_accuracy(data, sentences, SWAPPED_IN_SOURCE)
+        print(
+            f"text without speaker labels, {unit} in order: {100 * accuracy:.1f} % of {turns} "
+            f"{unit}; without {', '.join(sorted(SWAPPED_IN_SOURCE))}: {100 * clean:.1f} % of "
+            f"{clean_turns}",
+            file=out,
+        )
     for patient_first in (True, False):
         first = "patient" if patient_first else "clinician"
         accuracy, turns, misses = per_speaker_accuracy(data, patient_first, frozenset())

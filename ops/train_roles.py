@@ -4,8 +4,9 @@
 
 A logistic regression over what a turn says (lower-cased words, word bigrams and a few shape
 tokens: a question mark, a number, a short turn), fitted on the `[doctor]` / `[patient]` turns of
-ACI-Bench's train split only (`[patient_guest]` and unlabelled lines are left out); valid is kept
-for `scribe-eval --roles`. Positive means clinician. The fit is deterministic: binary features
+ACI-Bench's train split only (`[patient_guest]` and unlabelled lines are left out), each turn and,
+for a turn of several sentences, each of its sentences as well; valid is kept for
+`scribe-eval --roles`. Positive means clinician. The fit is deterministic: binary features
 kept when seen in at least MIN_COUNT train turns, full-batch Adam from zero weights for a fixed
 number of steps with L2, weights rounded to 4 decimals and those under PRUNE_BELOW dropped, keys
 sorted. Inference (worker/roles.py) is plain Python over the JSON, so every transcriber can use
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -38,6 +40,7 @@ LEARNING_RATE: Final = 0.05
 L2: Final = 2e-3
 PRUNE_BELOW: Final = 0.02
 LABELS: Final = {"doctor": 1.0, "patient": 0.0}
+SENTENCE_END_RE: Final = re.compile(r"(?<=\s[.?!])\s+")
 
 
 def labelled_turns(path: Path) -> list[tuple[str, str]]:
@@ -55,8 +58,26 @@ def labelled_turns(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def sentences(text: str) -> list[str]:
+    """text cut after every sentence end; ACI-Bench writes " . " / " ? " with spaces, so
+    "dr. baker" stays whole. Pieces without a letter or digit are dropped."""
+    return [p for p in SENTENCE_END_RE.split(text) if any(ch.isalnum() for ch in p)]
+
+
+def examples_of(turns: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each turn, and each sentence of a turn of several: a transcriber that gives no speakers
+    may cut a turn anywhere, and short pieces are where the whole-turn model was weakest."""
+    out: list[tuple[str, str]] = []
+    for tag, text in turns:
+        pieces = sentences(text)
+        out.append((tag, text))
+        if len(pieces) > 1:
+            out += [(tag, piece) for piece in pieces]
+    return out
+
+
 def fit(turns: Iterable[tuple[str, str]]) -> dict[str, object]:
-    examples = [(features(text), LABELS[tag]) for tag, text in turns if tag in LABELS]
+    examples = [(features(text), LABELS[tag]) for tag, text in examples_of(turns) if tag in LABELS]
     counts: Counter[str] = Counter()
     for feats, _ in examples:
         counts.update(set(feats))

@@ -11,7 +11,9 @@ Assignment (`assign_roles`), never from who spoke first:
   are scored as one); the most clinician-like speaker is
   the clinician, the most patient-like of the others the patient, any further speaker other; a
   lone speaker is clinician or patient by the sign of its score;
-- segments without one (Invox's, an undiarized transcript): each is classified alone, by sign;
+- segments without one (Invox's, an undiarized transcript), in order: a two-state chain over
+  them (`sequence_roles`), its chance of a speaker change between neighbours fitted to the
+  transcript, so a short "okay ." takes its role from its neighbours;
 - a segment with no words: unknown.
 
 A segment the provider left without a speaker gets the label UNLABELLED; a role the provider set
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,14 @@ MODEL_PATH: Final = Path(__file__).resolve().parent / "roles_model.json"
 UNLABELLED: Final = "UNLABELLED"
 CLIP: Final = 4.0
 INTRO_LOG_ODDS: Final = 3.0
+# Unlabelled segments (sequence_roles): scores clipped to +-SEQUENCE_CLIP; the chance of a
+# speaker change between neighbours starts at SWITCH_PRIOR, worth SWITCH_PRIOR_COUNT
+# neighbours, is fitted in SWITCH_ITERATIONS EM steps and kept off 0 and 1 by SWITCH_MIN.
+SEQUENCE_CLIP: Final = 8.0
+SWITCH_ITERATIONS: Final = 8
+SWITCH_MIN: Final = 0.02
+SWITCH_PRIOR: Final = 0.8
+SWITCH_PRIOR_COUNT: Final = 5.0
 _WORD_RE: Final = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+")
 # A clinician introducing themself ("i'm dr. baker", "my name is nurse ..."): rare in ACI-Bench
 # train (5 turns), so a fixed rule (INTRO_LOG_ODDS added to the score), not a learned weight.
@@ -86,8 +97,12 @@ def load_model(path: Path = MODEL_PATH) -> RoleModel:
     return RoleModel(float(bias), {str(k): float(v) for k, v in weights.items()})
 
 
+def _clip_to(value: float, bound: float) -> float:
+    return max(-bound, min(bound, value))
+
+
 def _clip(value: float) -> float:
-    return max(-CLIP, min(CLIP, value))
+    return _clip_to(value, CLIP)
 
 
 def _speaker_roles(scores: Mapping[str, list[float]]) -> dict[str, SpeakerRole]:
@@ -131,6 +146,69 @@ def _run_scores(
     return scores
 
 
+def _forward(odds: Sequence[float], switch: float) -> list[float]:
+    """P(clinician | segments 0..k) for each k, normalised at every step (no underflow)."""
+    out: list[float] = []
+    previous = 0.5
+    for value in odds:
+        clinician = 1.0 / (1.0 + math.exp(-value))
+        prior = previous * (1.0 - switch) + (1.0 - previous) * switch
+        joint = prior * clinician
+        previous = joint / (joint + (1.0 - prior) * (1.0 - clinician))
+        out.append(previous)
+    return out
+
+
+def _backward(odds: Sequence[float], switch: float) -> list[tuple[float, float]]:
+    """Per segment k, P(segments k+1.. | clinician at k) and (.. | patient at k), summing to 1."""
+    out = [(0.5, 0.5)] * len(odds)
+    for k in range(len(odds) - 2, -1, -1):
+        clinician = 1.0 / (1.0 + math.exp(-odds[k + 1]))
+        after_c = clinician * out[k + 1][0]
+        after_p = (1.0 - clinician) * out[k + 1][1]
+        from_c = (1.0 - switch) * after_c + switch * after_p
+        from_p = switch * after_c + (1.0 - switch) * after_p
+        out[k] = (from_c / (from_c + from_p), from_p / (from_c + from_p))
+    return out
+
+
+def _posteriors(odds: Sequence[float], switch: float) -> tuple[list[float], float]:
+    """P(clinician) per segment given them all, and the expected share of speaker changes
+    between neighbours (forward-backward of a two-state chain)."""
+    forward = _forward(odds, switch)
+    backward = _backward(odds, switch)
+    posterior = [
+        f * b[0] / (f * b[0] + (1.0 - f) * b[1]) for f, b in zip(forward, backward, strict=True)
+    ]
+    changes = SWITCH_PRIOR_COUNT * SWITCH_PRIOR
+    for k in range(len(odds) - 1):
+        clinician = 1.0 / (1.0 + math.exp(-odds[k + 1]))
+        next_c = clinician * backward[k + 1][0]
+        next_p = (1.0 - clinician) * backward[k + 1][1]
+        stay = forward[k] * next_c + (1.0 - forward[k]) * next_p
+        move = forward[k] * next_p + (1.0 - forward[k]) * next_c
+        changes += switch * move / (switch * move + (1.0 - switch) * stay)
+    return posterior, changes / (len(odds) - 1 + SWITCH_PRIOR_COUNT)
+
+
+def sequence_roles(scores: Sequence[float]) -> list[bool]:
+    """Whether each of a run of unlabelled segments, in order, is the clinician's: a two-state
+    chain whose chance of a speaker change between neighbours is fitted to this transcript by
+    EM (SWITCH_ITERATIONS steps from SWITCH_PRIOR, which also weighs in as SWITCH_PRIOR_COUNT
+    pseudo-neighbours, kept within [SWITCH_MIN, 1 - SWITCH_MIN]): whole turns alternate,
+    sentences cut from turns less so (ACI-Bench train, 5-fold by dialogue, chose the start and
+    weight). A score is the model's log-odds, used as the segment's evidence; a lone segment is
+    its sign. Posterior decoding (each segment's likelier role). Symmetric in time and in the
+    two roles: who spoke first decides nothing. Linear in the segments."""
+    odds = [_clip_to(s, SEQUENCE_CLIP) for s in scores]
+    switch = SWITCH_PRIOR
+    for _ in range(SWITCH_ITERATIONS if len(odds) > 1 else 0):
+        _, expected = _posteriors(odds, switch)
+        switch = min(1.0 - SWITCH_MIN, max(SWITCH_MIN, expected))
+    posterior, _ = _posteriors(odds, switch)
+    return [p > 0.5 for p in posterior]
+
+
 def assign_roles(
     turns: Sequence[tuple[str | None, str]], model: RoleModel | None = None
 ) -> list[SpeakerRole]:
@@ -138,6 +216,12 @@ def assign_roles(
     model = model or load_model()
     raw = [model.score(text) for _, text in turns]
     by_speaker = _speaker_roles(_run_scores(turns, model))
+    unlabelled = [
+        value
+        for (speaker, _), value in zip(turns, raw, strict=True)
+        if speaker is None and value is not None
+    ]
+    in_order = iter(sequence_roles(unlabelled))
     out: list[SpeakerRole] = []
     for (speaker, _), value in zip(turns, raw, strict=True):
         if value is None:
@@ -145,7 +229,7 @@ def assign_roles(
         elif speaker is not None:
             out.append(by_speaker[speaker])
         else:
-            out.append("clinician" if value > 0 else "patient")
+            out.append("clinician" if next(in_order) else "patient")
     return out
 
 

@@ -18,11 +18,12 @@ from worker.roles import (
     assign_roles,
     labelled_by_role,
     load_model,
+    sequence_roles,
     speaker_lines,
     with_roles,
 )
 
-MODEL_SHA256 = "3a04212e09b75585bfc219c9a7e46adae6c712cafe4a52d86c10031c9467fb27"
+MODEL_SHA256 = "6d4563af75aa6f36d77d478e32c5049e80aec2fd9d113f52e13ed7aa842edb37"
 TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "aci-bench" / "train.csv"
 
 CLINICIAN = [
@@ -137,8 +138,8 @@ def test_intron_speaker_lines_get_roles_from_what_each_speaker_says() -> None:
     assert transcript.text == intron_transcript(PATIENT_FIRST).text  # the text is untouched
 
 
-def test_unlabelled_segments_are_classified_one_by_one() -> None:
-    """Invox's segments carry no speaker: each gets UNLABELLED and its own role."""
+def test_unlabelled_segments_get_the_unlabelled_speaker_and_a_role_each() -> None:
+    """Invox's segments carry no speaker: each gets UNLABELLED and a role."""
     segments = (
         TranscriptSegment(start=0, end=2, text=CLINICIAN[1]),
         TranscriptSegment(start=2, end=4, text=PATIENT[0]),
@@ -147,6 +148,46 @@ def test_unlabelled_segments_are_classified_one_by_one() -> None:
     transcript = with_roles(Transcript(provider="invox", text="x", segments=segments))
     assert [s.speaker for s in transcript.segments] == [UNLABELLED] * 3
     assert [s.role for s in transcript.segments] == ["clinician", "patient", "unknown"]
+
+
+# Unlabelled turns in order; the patient's closing "okay ." alone reads as the clinician's.
+UNLABELLED_TURNS = [
+    "what brings you in today ?",
+    "i've had this pain in my lower back for about two weeks .",
+    "does it hurt when you bend over ?",
+    "yes , it does .",
+    "i want you to take ibuprofen twice a day and we'll see you back in two weeks .",
+    "okay .",
+]
+
+
+def test_unlabelled_turns_in_order_are_read_as_a_conversation() -> None:
+    """A short turn says little alone; its neighbours say who is talking."""
+    score = load_model().score(UNLABELLED_TURNS[-1])
+    assert score is not None
+    assert score > 0  # alone: the clinician
+    roles = assign_roles([(None, text) for text in UNLABELLED_TURNS])
+    assert roles == ["clinician", "patient"] * 3
+
+
+def test_the_chance_of_a_speaker_change_is_fitted_to_the_transcript() -> None:
+    """Runs of eight segments per speaker (a transcriber cutting each turn into sentences), one
+    weakly wrong segment in each: the fitted chain puts it with its run; alone, or under the
+    alternation the chain starts from, it would not be."""
+    run = [3.0, 2.0, 3.0, -0.3, 3.0, 2.0, 3.0, 3.0]
+    scores = (run + [-v for v in run]) * 3
+    truth = ([True] * 8 + [False] * 8) * 3
+    assert [v > 0 for v in scores] != truth
+    assert sequence_roles(scores) == truth
+
+
+def test_sequence_roles_reads_both_ways_alike_and_one_segment_by_its_sign() -> None:
+    scores = [2.0, -1.5, 0.4, 0.6, -2.0, 1.0, -0.2]
+    assert sequence_roles(scores[::-1]) == sequence_roles(scores)[::-1]
+    assert sequence_roles([-0.4]) == [False]
+    assert sequence_roles([0.4]) == [True]
+    assert sequence_roles([]) == []
+    assert sequence_roles([-v for v in scores]) == [not r for r in sequence_roles(scores)]
 
 
 def test_a_role_the_provider_set_is_kept() -> None:
