@@ -9,7 +9,7 @@ from worker.providers.localnlp.numbers import digits_for_numbers
 
 def clean(text: str) -> str:
     """Spoken text -> written text: no fillers, repeats, false starts or assistant commands."""
-    out = text.replace("…", "...").replace("\u2019", "'")
+    out = punctuate(text.replace("…", "...").replace("\u2019", "'"))
     out = rules.SPOKEN_POINT_RE.sub(r"\1 point \2", out)
     out = rules.SPACE_BEFORE_MARK_RE.sub(r"\1", out)  # ACI-Bench spaces out punctuation
     out = rules.SPACED_APOSTROPHE_RE.sub(r"\1'\2", out)
@@ -19,6 +19,7 @@ def clean(text: str) -> str:
     out = rules.TAG_QUESTION_RE.sub(".", out)
     out = rules.ASSISTANT_RE.sub(" ", out)
     out = rules.FALSE_START_RE.sub(" ", out)
+    out = rules.DANGLING_HYPHEN_RE.sub("", out)
     out = rules.FILLER_RE.sub(" ", out)
     out = rules.PHRASE_FILLER_RE.sub(" ", out)
     out = rules.FINAL_ELLIPSIS_RE.sub(".", out)
@@ -30,6 +31,32 @@ def clean(text: str) -> str:
     out = rules.COMMA_BEFORE_MARK_RE.sub("", out)
     out = rules.LEADING_MARKS_RE.sub("", out)
     return rules.SPACE_RE.sub(" ", out).strip()
+
+
+def punctuate(text: str) -> str:
+    """Unpunctuated speech cut into clauses (rules.CLAUSE_BOUNDARY_RE), each ended with "." or,
+    when it opens like a question, "?"; punctuated text is returned as it is."""
+    if rules.SENTENCE_END_RE.search(text) or not text.strip():
+        return text
+    clauses: list[str] = []
+    for part in rules.CLAUSE_BOUNDARY_RE.split(text.strip()):
+        if clauses and _unfinished(clauses[-1]):
+            clauses[-1] += " " + part
+        else:
+            clauses.append(part)
+    if len(clauses) > 1 and len(clauses[-1].split()) < rules.MIN_CLAUSE_WORDS:
+        last = clauses.pop()
+        clauses[-1] += " " + last
+    return " ".join(
+        clause + ("?" if rules.QUESTION_OPENING_RE.match(clause) else ".") for clause in clauses
+    )
+
+
+def _unfinished(clause: str) -> bool:
+    """Too short to stand as a clause, or ending in a question word ("how long")."""
+    return len(clause.split()) < rules.MIN_CLAUSE_WORDS or bool(
+        rules.OPEN_QUESTION_END_RE.search(clause)
+    )
 
 
 def split_sentences(text: str) -> list[str]:

@@ -29,6 +29,13 @@ def _conjugate(word: str) -> str:
     return word + "s"
 
 
+def _adverb(word: str) -> bool:
+    """'I immediately had' keeps its verb's place: an adverb, listed or in -ly, is skipped."""
+    return word in rules.ADVERBS or (
+        word.endswith("ly") and len(word) > 4 and word not in rules.LY_VERBS
+    )
+
+
 def _pronouns(gender: Gender) -> tuple[str, str, str]:
     if gender == "male":
         return "he", "his", "him"
@@ -93,7 +100,7 @@ def to_third_person(sentence: str, person: Literal["i", "you"], gender: Gender) 
             return f"{subject} {verb}{tail}"
         assert word is not None
         lower = word.lower()
-        if lower in rules.ADVERBS and following:
+        if _adverb(lower) and following:
             return f"{subject} {word} {_conjugate(following)}"
         if lower in rules.NOT_VERBS:
             tail = f" {following}" if following else ""

@@ -112,7 +112,10 @@ ASSISTANT_RE: Final = re.compile(
     r"(?:\s*(?:show me|order|finalize|please|go ahead)[^.?!]*)?",
     re.IGNORECASE,
 )
-FALSE_START_RE: Final = re.compile(r"\b(\w+)-(?=\s|$)")
+# A false start: a cut-off word of one or two letters ("f- felt") or a word the next one
+# repeats ("t- taking"). A longer word cut off at a turn's end ("the past-") is kept, unhyphenated.
+FALSE_START_RE: Final = re.compile(r"\b(?:(\w+)-(?=\s+\1)|\w{1,2}-(?=[\s,.?!]|$))")
+DANGLING_HYPHEN_RE: Final = re.compile(r"(?<=\w)-(?=[\s,.?!]|$)")
 REPEAT_RE: Final = re.compile(r"\b(\w+(?:'\w+)?)((?:\s*,)?\s+\1\b)+", re.IGNORECASE)
 REPEAT2_RE: Final = re.compile(
     r"\b(\w+\s+\w+)((?:\s*,)?\s+\1\b)+", re.IGNORECASE
@@ -133,6 +136,37 @@ NUMBER_WORD_ALT: Final = (
 
 
 SENTENCE_RE: Final = re.compile(r"[^.?!]+(?:[.?!]+|$)")
+
+# Unpunctuated speech (half of ACI-Bench's dialogues, some ASR output): a turn without a
+# sentence end is cut into clauses before a discourse marker or a question's opening words,
+# each clause at least MIN_CLAUSE_WORDS long and never cut after a question word ("how long |
+# has it been"); a clause that opens like a question ends with "?" (and so reads as a
+# question, not a fact), any other with ".".
+MIN_CLAUSE_WORDS: Final = 3
+OPEN_QUESTION_END_RE: Final = re.compile(
+    r"\b(?:how|what|why|where|when|which|who|long|much|often|many|kind|type|sort|bad|far|"
+    r"old)$",
+    re.IGNORECASE,
+)
+SENTENCE_END_RE: Final = re.compile(r"[.?!]")
+_QUESTION_OPENING: Final = (
+    r"(?:do|does|did|are|is|have|has|can|could|would|were|was|will)\s+(?:you|your|it|there|"
+    r"that|they|he|she|we|the|any)\b|"
+    r"how\s+(?:long|much|often|many|are|is|did|do|does|have|has|about|bad|far|old)\b|"
+    r"what\s+(?:is|are|do|does|did|have|has|kind|about|type|sort|medications?|brings)\b|"
+    r"when\s+(?:did|does|do|was|is)\b|where\s+(?:is|does|do|did|was)\b|"
+    r"any\s+(?:other\s+)?\w+"
+)
+CLAUSE_BOUNDARY_RE: Final = re.compile(
+    r"\s+(?=(?:okay|ok|alright|all right|so|now|and then|anyway|um|uh)\b|"
+    + _QUESTION_OPENING
+    + ")",
+    re.IGNORECASE,
+)
+QUESTION_OPENING_RE: Final = re.compile(
+    r"^(?:(?:okay|ok|alright|all right|so|now|and|um|uh)\s+)*(?:" + _QUESTION_OPENING + ")",
+    re.IGNORECASE,
+)
 
 
 SPOKEN_POINT_RE: Final = re.compile(  # "two . five" (ACI-Bench) -> "two point five"
@@ -184,11 +218,13 @@ NO_CHANGE: Final = COMMON_ADVERBS | wordset(
 ADVERBS: Final = COMMON_ADVERBS | wordset(
     "actually mostly generally normally typically often certainly"
 )
+# Words in -ly that are verbs, not adverbs ("I apply", "I rely").
+LY_VERBS: Final = wordset("apply reply rely supply comply multiply fly ally bully")
 
 
 IRREGULAR_PAST: Final = wordset(
     "fell felt went came got took saw broke made said told gave ran began thought knew found "
-    "left kept put set cut hit quit slept woke ate drank drove rode wore sat stood lost "
+    "left kept put set cut hit hurt quit slept woke ate drank drove rode wore sat stood lost "
     "brought bought caught taught heard meant read spent sent threw tore bent"
 )
 
@@ -230,7 +266,7 @@ NOT_VERBS: Final = frozenset(
 SUBJECT_CONTEXT: Final = wordset(
     "and but so if when because that since as while before after until where how what why "
     "whether though although once then or maybe like which who think thought guess know "
-    "believe hope mean say said suspect worry worried glad see saw sure seems sounds looks "
+    "believe hope mean say said suspect worry worried glad sure seems sounds looks remember "
     "unless whenever where"
 )
 

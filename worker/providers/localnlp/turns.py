@@ -26,6 +26,7 @@ def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
         return _named_role(name) or speakers.get(name, "patient")
 
     offset = 0
+    named: list[tuple[str, str]] = []  # (role name, text) of the turns a label names the role of
     for raw in text.splitlines(keepends=True):
         deadline.check()
         start, offset = offset, offset + len(raw)
@@ -35,11 +36,27 @@ def parse_turns(text: str, deadline: Deadline = NO_DEADLINE) -> list[Turn]:
         match = rules.TAG_LINE_RE.match(line) or rules.SPEAKER_LINE_RE.match(line)
         if match:
             turns.append(Turn(role_of(match.group(1)), match.group(2), start + match.start(2)))
+            if _named_role(match.group(1).strip().lower()):
+                named.append((turns[-1].role, match.group(2)))
         elif turns and continues:
             turns.append(Turn(turns[-1].role, line, start))
         else:
             turns.append(Turn("doctor", line, start))
+    if _labels_swapped(named):
+        swap: dict[Role, Role] = {"doctor": "patient", "patient": "doctor"}
+        turns = [Turn(swap[t.role], t.text, t.start) for t in turns]
     return turns
+
+
+def _labels_swapped(named: list[tuple[str, str]]) -> bool:
+    """Whether the "doctor" and "patient" labels are the wrong way round: by what each says
+    (worker.roles), the "doctor" is the patient and the "patient" the clinician. Transcripts
+    carry such swaps (ACI-Bench has a few: the "doctor" reporting "my pcp told me ..."), and a
+    swapped note puts the clinician's exam in the history."""
+    if {role for role, _ in named} != {"doctor", "patient"}:
+        return False
+    roles = dict(zip((role for role, _ in named), assign_roles(named), strict=True))
+    return roles["doctor"] == "patient" and roles["patient"] == "clinician"
 
 
 def _named_role(name: str) -> Role | None:

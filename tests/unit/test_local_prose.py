@@ -1,0 +1,107 @@
+# ruff: noqa: E501 - the test dialogues keep one turn per line
+"""The local note's prose and sections (issue 16): unpunctuated speech cut into clauses, swapped
+speaker labels, false starts and adverbs in the third-person rewrite."""
+
+from __future__ import annotations
+
+from worker.providers.localnlp.cleaning import clean, punctuate, split_sentences
+from worker.providers.localnlp.note import build_note
+from worker.providers.localnlp.person import to_third_person
+from worker.providers.localnlp.rules import EXAM, HPI, ROS
+from worker.providers.localnlp.turns import parse_turns
+
+
+def test_unpunctuated_speech_is_cut_into_clauses_and_questions() -> None:
+    text = "okay so how long has the knee been hurting okay it started two weeks ago after i fell"
+    assert punctuate(text) == (
+        "okay so how long has the knee been hurting? okay it started two weeks ago after i fell."
+    )
+    assert split_sentences(clean(text)) == [
+        "okay so how long has the knee been hurting?",
+        "okay it started two weeks ago after i fell.",
+    ]
+
+
+def test_punctuated_text_is_left_as_it_is_and_a_short_turn_is_one_clause() -> None:
+    assert punctuate("it hurts. okay so how long has it been going on") == (
+        "it hurts. okay so how long has it been going on"
+    )
+    assert punctuate("okay so it hurts") == "okay so it hurts."
+    assert punctuate("any fever") == "any fever?"
+
+
+def test_a_clause_is_never_shorter_than_three_words() -> None:
+    assert punctuate("so okay so the pain is in my left knee okay now") == (
+        "so okay so the pain is in my left knee okay now."
+    )
+
+
+UNPUNCTUATED = "".join(
+    line + "\n"
+    for line in (
+        "[doctor] hi there how are you doing today",
+        "[patient] i'm okay but my left knee has been really swollen for about two weeks now",
+        "[doctor] okay any fever or chills",
+        "[patient] no",
+        "[doctor] alright so let's go ahead and do a quick physical exam on exam of your left knee there is an effusion and tenderness along the medial joint line",
+    )
+)
+
+
+def test_an_unpunctuated_dialogue_gets_history_review_and_exam() -> None:
+    note = build_note(UNPUNCTUATED)
+    assert any("swollen" in s for s in note.sections[HPI])
+    assert note.sections[ROS] == ["Denies fever or chills."]
+    assert any("effusion" in s for s in note.sections[EXAM])
+    assert not any("effusion" in s for s in note.sections[HPI])
+
+
+SWAPPED = "".join(
+    line + "\n"
+    for line in (
+        "[patient] hi , how are you doing today ? what brings you in ?",
+        "[doctor] my knee has been hurting me for two weeks and i can't sleep .",
+        "[patient] okay . any fever ?",
+        "[doctor] no .",
+        "[patient] let me examine your knee . on exam , there is tenderness over the medial joint line .",
+        "[patient] my assessment is a medial meniscus tear . i'm going to order an mri of your knee and refer you to physical therapy .",
+        "[doctor] okay , thank you .",
+    )
+)
+
+
+def test_swapped_doctor_and_patient_labels_are_read_by_what_each_says() -> None:
+    turns = parse_turns(SWAPPED)
+    assert [t.role for t in turns] == [
+        "doctor",
+        "patient",
+        "doctor",
+        "patient",
+        "doctor",
+        "doctor",
+        "patient",
+    ]
+    note = build_note(SWAPPED)
+    assert any("tenderness" in s for s in note.sections[EXAM])
+
+
+def test_labels_the_right_way_round_are_kept() -> None:
+    fixed = SWAPPED.replace("[patient]", "[tmp]").replace("[doctor]", "[patient]")
+    turns = parse_turns(fixed.replace("[tmp]", "[doctor]"))
+    assert [t.role for t in turns[:2]] == ["doctor", "patient"]
+
+
+def test_false_starts_go_and_a_cut_off_word_keeps_its_word() -> None:
+    assert clean("i f- felt the pop , t- taking my pills .") == "i felt the pop, taking my pills."
+    assert clean("which we've heard in the past- .") == "which we've heard in the past."
+
+
+def test_adverbs_in_ly_keep_the_verb_after_them() -> None:
+    assert to_third_person("i immediately had to sit down", "i", "male") == (
+        "he immediately had to sit down"
+    )
+    assert to_third_person("i hurt my back", "i", "female") == "she hurt her back"
+    assert to_third_person("i want to see you again", "you", "male") == ("i want to see him again")
+    assert to_third_person("i remember you have a sweet tooth", "you", "male") == (
+        "i remember he has a sweet tooth"
+    )
