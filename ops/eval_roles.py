@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from ops.train_roles import sentences as split_sentences
 from schemas.jobs import SpeakerRole, Transcript, TranscriptSegment
-from worker.roles import assign_roles, load_model, with_roles
+from worker.roles import RoleModel, assign_roles, load_model, with_roles
 
 if TYPE_CHECKING:
     from worker.providers.local_asr import WhisperEngine
@@ -99,8 +99,10 @@ def dialogues(path: Path) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def per_turn_accuracy(data: dict[str, list[tuple[str, str]]]) -> tuple[float, int]:
-    model = load_model()
+def per_turn_accuracy(
+    data: dict[str, list[tuple[str, str]]], model: RoleModel | None = None
+) -> tuple[float, int]:
+    model = model or load_model()
     right = total = 0
     for turns in data.values():
         for tag, text in turns:
@@ -120,7 +122,10 @@ def segments_of(turns: Sequence[tuple[str, str]], sentences: bool) -> list[tuple
 
 
 def unlabelled_accuracy(
-    data: dict[str, list[tuple[str, str]]], sentences: bool, skip: frozenset[str]
+    data: dict[str, list[tuple[str, str]]],
+    sentences: bool,
+    skip: frozenset[str],
+    model: RoleModel | None = None,
 ) -> tuple[float, int]:
     """Each dialogue's segments in order without speaker labels, through assign_roles as the
     worker gets an unlabelled transcript; scored on the `[doctor]` / `[patient]` segments (an
@@ -130,7 +135,7 @@ def unlabelled_accuracy(
         if encounter in skip:
             continue
         segments = segments_of(turns, sentences)
-        roles = assign_roles([(None, text) for _, text in segments])
+        roles = assign_roles([(None, text) for _, text in segments], model)
         for (tag, _), role in zip(segments, roles, strict=True):
             if tag in ("doctor", "patient"):
                 total += 1
@@ -348,3 +353,56 @@ def run_roles(data_path: Path, speech: bool, recordings: Path | None, out: TextI
         if (folder / "manifest.json").is_file():
             run_recordings(folder, engine, out)
     return 0
+
+
+def cross_validate(train_path: Path, folds: int, out: TextIO) -> None:
+    """The text figures of run_roles on ACI-Bench train, each fold of dialogues (every folds-th
+    one) scored by a model fitted on the others with ops.train_roles: what tuning is measured
+    on, so that valid stays unseen."""
+    from ops.train_roles import fit
+
+    data = dialogues(train_path)
+    keys = sorted(data)
+    right: dict[str, float] = defaultdict(float)
+    seen: dict[str, int] = defaultdict(int)
+    for fold in range(folds):
+        held = {k: data[k] for k in keys[fold::folds]}
+        raw = fit(t for k in keys if k not in held for t in data[k])
+        bias, weights = raw["bias"], raw["weights"]
+        assert isinstance(bias, float)
+        assert isinstance(weights, dict)
+        model = RoleModel(bias, weights)
+        for name, (accuracy, count) in (
+            ("per turn, each alone", per_turn_accuracy(held, model)),
+            ("without labels, turns", unlabelled_accuracy(held, False, frozenset(), model)),
+            ("without labels, sentences", unlabelled_accuracy(held, True, frozenset(), model)),
+        ):
+            right[name] += accuracy * count
+            seen[name] += count
+    for name, count in seen.items():
+        print(f"train {folds}-fold {name}: {100 * right[name] / max(1, count):.2f} %", file=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m ops.eval_roles --cv K [--train train.csv]: cross_validate (the rest of the
+    figures are scribe-eval --roles)."""
+    import argparse
+    import sys
+
+    from ops.train_roles import DEFAULT_TRAIN
+
+    parser = argparse.ArgumentParser(prog="eval_roles", description=cross_validate.__doc__)
+    parser.add_argument("--cv", type=int, default=5, metavar="K")
+    parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN)
+    args = parser.parse_args(argv)
+    if args.cv < 2 or not args.train.is_file():
+        print(
+            "eval_roles: --cv needs at least 2 folds and --train an existing file", file=sys.stderr
+        )
+        return 2
+    cross_validate(args.train, args.cv, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -224,3 +224,33 @@ def test_diarized_labels_are_renamed_by_role() -> None:
     assert [role for _, role in renamed] == assign_roles(turns)
     assert {label for label, role in renamed if role == "clinician"} == {"SPEAKER_00"}
     assert {label for label, role in renamed if role == "patient"} == {"SPEAKER_01"}
+
+
+def test_cross_validation_fits_on_the_other_folds_and_prints_each_figure(tmp_path: Path) -> None:
+    """python -m ops.eval_roles --cv K: the tuning figures, from train only."""
+    pytest.importorskip("numpy")
+    import csv
+    import io
+    from contextlib import redirect_stdout
+
+    from ops.eval_roles import main
+
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["encounter_id", "dialogue"])
+        for n in range(4):
+            lines = [
+                f"[doctor] {c}\n[patient] {p}" for c, p in zip(CLINICIAN[:4], PATIENT, strict=True)
+            ]
+            writer.writerow([f"D{n}", "\n".join(lines)])
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["--cv", "2", "--train", str(data)]) == 0
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "train 2-fold per turn, each alone",
+        "train 2-fold without labels, turns",
+        "train 2-fold without labels, sentences",
+    ]
+    assert main(["--cv", "1", "--train", str(data)]) == 2
