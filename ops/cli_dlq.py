@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
-import aio_pika
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import AMQPError
 from redis.exceptions import RedisError
@@ -34,6 +33,7 @@ from worker.constants import STAGES, Stage
 from worker.errors import SettingsError
 from worker.payload_crypto import PayloadCipher
 from worker.settings import Settings
+from worker.startup import StartupError, open_broker_connection
 from worker.topology import Names
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -462,13 +462,16 @@ async def run(
     # not take the connection down (worker/amqp_decoding.py).
     amqp_decoding.install()
     try:
-        connection = await aio_pika.connect(
-            settings.amqp_url.value,
-            client_properties={"connection_name": PROG},
-            ssl_context=settings.amqp_ssl_context(),
+        # The first node of SCRIBE_AMQP_URL that answers. A plain connection: if that node dies
+        # mid-command, the command stops with the unacked messages still queued, and a rerun
+        # connects to a live node (a replay's ledger skips what was already republished).
+        connection = await open_broker_connection(
+            settings.broker_urls(), wait_s=0.0, ssl_context=settings.amqp_ssl_context(), name=PROG
         )
-    except (AMQPError, OSError) as exc:
-        io.err(f"{PROG}: cannot connect to RabbitMQ ({type(exc).__name__})")
+    except StartupError as exc:
+        io.err(f"{PROG}: cannot connect to RabbitMQ: {exc.message}")
+        return EXIT_FAILED
+    if connection is None:  # only a stop event ends the wait without a connection
         return EXIT_FAILED
     try:
         async with connection:

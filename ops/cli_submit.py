@@ -38,12 +38,12 @@ from schemas.jobs import (
 from worker import constants as c
 from worker.broker import Publisher, build_message
 from worker.errors import SettingsError
+from worker.failover import endpoints
 from worker.payload_crypto import STAGE_PURPOSE, PayloadCipher, PayloadUndecryptable
 from worker.settings import Settings
 from worker.startup import (
     EXIT_TOPOLOGY,
     StartupError,
-    broker_endpoint,
     open_robust_connection,
     topology_failure,
 )
@@ -269,7 +269,7 @@ def build_job(args: argparse.Namespace) -> JobRequest:
 
 async def submit(settings: Settings, job: JobRequest, wait: bool, timeout_s: float) -> int:
     names = Names(settings.prefix)
-    connection = await open_robust_connection(settings.amqp_url.value, settings.amqp_ssl_context())
+    connection = await open_robust_connection(settings.broker_urls(), settings.amqp_ssl_context())
     async with connection:
         channel = await connection.channel()
         await _declare(channel, names, settings)
@@ -342,7 +342,7 @@ async def _declare(channel: AbstractChannel, names: Names, settings: Settings) -
     except TopologyMismatch as exc:
         raise StartupError(EXIT_TOPOLOGY, str(exc)) from None
     except AMQPError as exc:
-        failure = topology_failure(exc, broker_endpoint(settings.amqp_url.value))
+        failure = topology_failure(exc, endpoints(settings.broker_urls()))
         if failure is None:
             raise
         raise failure from None

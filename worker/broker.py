@@ -6,24 +6,24 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
+    AbstractRobustChannel,
     AbstractRobustConnection,
     ConsumerTag,
     HeadersType,
 )
 from aio_pika.exceptions import AMQPError
 from aio_pika.robust_channel import RobustChannel
-from aio_pika.robust_connection import RobustConnection
 from aio_pika.robust_queue import RobustQueue
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
@@ -38,9 +38,16 @@ from worker import amqp_decoding
 from worker import constants as c
 from worker.amqp_decoding import UNDECODABLE_PROPERTIES_HEADER
 from worker.amqp_tls import tls_error
+from worker.failover import FailoverConnection, connect_failover
 from worker.tracing import valid_traceparent
 
 PUBLISH_TIMEOUT_S = 30.0
+# How long a publish lost with its connection waits for the connection to come back (on any
+# node), and the pause before each new attempt.
+PUBLISH_RETRY_S = 60.0
+PUBLISH_RETRY_PAUSE_S = 0.2
+# One attempt to open a connection (TCP, TLS, AMQP handshake) to one node, then the next.
+CONNECT_ATTEMPT_TIMEOUT_S = 10.0
 
 log = structlog.get_logger("scribe.broker")
 
@@ -94,13 +101,17 @@ class Publisher:
     but CPU on the hot path.
     """
 
-    def __init__(self, channel: AbstractChannel) -> None:
+    def __init__(
+        self, channel: AbstractChannel, connection: AbstractConnection | None = None
+    ) -> None:
         self._channel = channel
+        # Set (by open()): a publish lost with its connection is retried once it is restored.
+        self._connection = connection
 
     @classmethod
     async def open(cls, connection: AbstractRobustConnection) -> Publisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return cls(channel)
+        return cls(channel, connection)
 
     async def publish(
         self,
@@ -114,6 +125,38 @@ class Publisher:
 
     async def publish_in_order(self, *publications: Publication) -> None:
         """Writes the messages to the channel in the order given, then waits for all confirms.
+
+        A publish whose connection is lost before every confirm came (its node died) is
+        written again once the robust channel is restored, on whichever node the connection
+        moved to (worker/failover.py), for up to PUBLISH_RETRY_S. The broker may have routed
+        some before the loss, so a message may arrive twice: delivery is at-least-once, and the
+        consuming stage drops the copy by its jobId's done-mark (DESIGN.md, "Delivery rules").
+        A nack (a full queue rejects publishes) or a return (unroutable) is not retried here:
+        the caller decides, as before.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_RETRY_S
+        while True:
+            try:
+                await self._publish_once(publications)
+                return
+            except (ConnectionError, ChannelInvalidStateError) as exc:
+                if not self._may_retry() or loop.time() >= deadline:
+                    raise
+                log.warning("broker.publish_retried", error=type(exc).__name__)
+                await asyncio.sleep(PUBLISH_RETRY_PAUSE_S)
+                await asyncio.wait_for(self._restored(), max(0.0, deadline - loop.time()))
+
+    def _may_retry(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.is_closed
+
+    async def _restored(self) -> None:
+        if isinstance(self._channel, AbstractRobustChannel):
+            await self._channel.ready()
+
+    async def _publish_once(self, publications: tuple[Publication, ...]) -> None:
+        """One attempt: write every publication, then wait for all of their confirms.
 
         One wait instead of one per message. The order holds because each publish runs as a
         task started in this order, and until its frames are queued for the socket it waits
@@ -323,17 +366,18 @@ class _StageChannel(RobustChannel):
     QUEUE_CLASS = StageQueue
 
 
-class _WorkerConnection(RobustConnection):
+class _WorkerConnection(FailoverConnection):
     CHANNEL_CLASS = _StageChannel
 
 
 async def connect(
-    amqp_url: str,
+    amqp_urls: str | Sequence[str],
     name: str,
     give_up_after_s: float = 60.0,
     ssl_context: ssl.SSLContext | None = None,
-) -> AbstractRobustConnection:
-    """A robust connection: it reconnects and restores channels, queues and consumers.
+) -> FailoverConnection:
+    """A robust connection to the first live node of amqp_urls: it reconnects, to another node
+    when its own is gone (worker/failover.py), and restores channels, queues and consumers.
 
     Installs tolerant frame decoding first (worker/amqp_decoding.py): a message whose
     properties the client library cannot decode must not take the connection down.
@@ -345,10 +389,11 @@ async def connect(
     failures = 0
     while True:
         try:
-            return await aio_pika.connect_robust(
-                amqp_url,
+            return await connect_failover(
+                amqp_urls,
+                _WorkerConnection,
+                timeout_s=CONNECT_ATTEMPT_TIMEOUT_S,
                 client_properties={"connection_name": name},
-                connection_class=_WorkerConnection,
                 ssl_context=ssl_context,
             )
         except (ProbableAuthenticationError, AuthenticationError):

@@ -20,13 +20,13 @@ from aiormq.exceptions import AMQPError
 
 from worker.app import RegistryFactory, WorkerApp
 from worker.errors import SettingsError
+from worker.failover import endpoints
 from worker.logs import configure_logging
 from worker.providers.factory import build_registry
 from worker.settings import Settings
 from worker.startup import (
     EXIT_TOPOLOGY,
     StartupError,
-    broker_endpoint,
     broker_failure,
     http_listen_failure,
     open_broker_connection,
@@ -66,7 +66,7 @@ async def serve(
     # Waits (one log line, not one per retry) for a broker that does not answer yet, and fails
     # at once on a refused login, before the app opens anything that would need closing.
     probe = await open_broker_connection(
-        settings.amqp_url.value,
+        settings.broker_urls(),
         wait_s=settings.broker_start_timeout_s,
         stop=stop,
         ssl_context=settings.amqp_ssl_context(),
@@ -107,7 +107,7 @@ def _start_failure(exc: OSError | AMQPError, settings: Settings) -> StartupError
         listen = http_listen_failure(exc, settings.http_host, settings.http_port)
         if listen is not None:
             return listen
-    endpoint = broker_endpoint(settings.amqp_url.value)
+    endpoint = endpoints(settings.broker_urls())
     topology = topology_failure(exc, endpoint)
     if topology is not None:
         return topology

@@ -110,6 +110,8 @@ MAX_HEADER_COUNT: Final = 1_000_000
 
 # Defaults for settings (worker/settings.py reads the SCRIBE_* overrides).
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
+# SCRIBE_AMQP_URL lists at most this many node URLs (a cluster is a handful of nodes).
+MAX_AMQP_NODES: Final = 16
 DEFAULT_PREFIX: Final = "scribe"
 DEFAULT_INTRON_BASE_URL: Final = "https://infer.intron.health"
 DEFAULT_INTRON_UPLOAD_PATH: Final = "/file/v1/upload"

@@ -154,6 +154,7 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class Settings:
+    # The first node of SCRIBE_AMQP_URL; amqp_urls holds every node, in the order given.
     amqp_url: Secret
     prefix: str
     intron: IntronSettings
@@ -203,6 +204,13 @@ class Settings:
     payload_keys: PayloadKeys | None = None
     # amqps: CA, optional client certificate, server name (worker/amqp_tls.py); None for amqp.
     amqp_tls: AmqpTls | None = None
+    # SCRIBE_AMQP_URL's nodes (a comma-separated list, one per cluster node): connections go to
+    # the first live one and move to another when it dies (worker/failover.py). Empty: amqp_url.
+    amqp_urls: tuple[Secret, ...] = ()
+
+    def broker_urls(self) -> tuple[str, ...]:
+        """Every node's URL, in the order given (one for a single broker)."""
+        return tuple(url.value for url in self.amqp_urls) or (self.amqp_url.value,)
 
     def amqp_ssl_context(self) -> ssl.SSLContext | None:
         return self.amqp_tls.context() if self.amqp_tls is not None else None
@@ -373,10 +381,11 @@ class _Reader:
             raise SettingsError("SCRIBE_STORAGE_ROOT", "not a readable directory")
         stages = self.stage_list("SCRIBE_STAGES")
         default_prefetch = self.integer("SCRIBE_PREFETCH", c.DEFAULT_PREFETCH, minimum=1)
-        amqp_url = self.url("SCRIBE_AMQP_URL", c.DEFAULT_AMQP_URL, ("amqp", "amqps")) or ""
+        amqp_urls = self.amqp_urls()
         return Settings(
-            amqp_url=Secret(amqp_url),
-            amqp_tls=read_amqp_tls(self._env, urlsplit(amqp_url).scheme),
+            amqp_url=amqp_urls[0],
+            amqp_urls=amqp_urls,
+            amqp_tls=read_amqp_tls(self._env, urlsplit(amqp_urls[0].value).scheme),
             prefix=prefix,
             intron=IntronSettings(
                 base_url=self.url(
@@ -458,6 +467,34 @@ class _Reader:
             self.raw("SCRIBE_PAYLOAD_KEY_ID"),
             self.on_off("SCRIBE_ENCRYPT_EVENTS", False),
         )
+
+    def amqp_urls(self) -> tuple[Secret, ...]:
+        """SCRIBE_AMQP_URL: one URL, or several separated by commas (the nodes of a cluster).
+        Each is checked; all use one scheme, as one TLS setting (worker/amqp_tls.py) serves
+        every node. Messages name an item by its position, never its text (it holds the
+        password)."""
+        name = "SCRIBE_AMQP_URL"
+        items = [item.strip() for item in (self.raw(name) or c.DEFAULT_AMQP_URL).split(",")]
+        if len(items) > c.MAX_AMQP_NODES:
+            raise SettingsError(name, f"at most {c.MAX_AMQP_NODES} node URLs")
+        urls: list[Secret] = []
+        endpoints: set[tuple[str, int | None]] = set()
+        for position, item in enumerate(items, start=1):
+            parts = urlsplit(item)
+            where = f"URL {position} of {len(items)}: " if len(items) > 1 else ""
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise SettingsError(name, f"{where}expected an amqp/amqps URL with a host")
+            try:
+                port = parts.port
+            except ValueError:
+                raise SettingsError(name, f"{where}the port is not within 0..65535") from None
+            if parts.scheme != urlsplit(items[0]).scheme:
+                raise SettingsError(name, f"{where}every node URL must use the same scheme")
+            if (parts.hostname, port) in endpoints:
+                raise SettingsError(name, f"{where}the same host and port as an earlier one")
+            endpoints.add((parts.hostname, port))
+            urls.append(Secret(item.rstrip("/")))
+        return tuple(urls)
 
     def _database_url(self) -> Secret | None:
         """SCRIBE_DATABASE_URL (or SCRIBE_DATABASE_URL_FILE: it may hold a password)."""

@@ -13,10 +13,9 @@ import asyncio
 import errno
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import aio_pika
 import structlog
@@ -30,6 +29,14 @@ from aiormq.exceptions import (
 )
 
 from worker.amqp_tls import describe_tls_error, tls_error
+from worker.failover import (
+    FailoverConnection,
+    broker_endpoint,
+    connect_failover,
+    endpoints,
+    host_port,
+    node_list,
+)
 
 log = structlog.get_logger("scribe.startup")
 
@@ -52,21 +59,6 @@ class StartupError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
         self.message = message
-
-
-def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def broker_endpoint(amqp_url: str) -> str:
-    """host:port of an AMQP URL: what an operator needs to see, without the credentials."""
-    parts = urlsplit(amqp_url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default_port = 5671 if parts.scheme == "amqps" else 5672
-    return host_port(parts.hostname or "?", port or default_port)
 
 
 def _reason(exc: BaseException) -> str:
@@ -136,58 +128,92 @@ def _quiet_connect_attempts() -> Iterator[None]:
 
 
 async def open_broker_connection(
-    amqp_url: str,
+    amqp_urls: str | Sequence[str],
     *,
     wait_s: float,
     stop: asyncio.Event | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    name: str | None = None,
 ) -> AbstractConnection | None:
-    """A plain connection, retried every second while nothing answers, for up to wait_s
-    (0: one attempt). Logs one line at the first failed attempt, not one per retry.
+    """A plain connection to the first node of amqp_urls that answers, all of them retried
+    every second while none does, for up to wait_s (0: one round). Logs one line at the first
+    failed round, not one per retry.
 
     Raises StartupError (refused login: at once; no answer: after wait_s). Returns None if
     stop is set while it waits.
     """
-    return await _connect_with_retry(aio_pika.connect, amqp_url, wait_s, stop, ssl_context)
+
+    async def plain(url: str, timeout_s: float) -> AbstractConnection:
+        if name is None:
+            return await aio_pika.connect(url, timeout=timeout_s, ssl_context=ssl_context)
+        return await aio_pika.connect(
+            url,
+            timeout=timeout_s,
+            ssl_context=ssl_context,
+            client_properties={"connection_name": name},
+        )
+
+    return await _connect_with_retry(plain, node_list(amqp_urls), wait_s, stop)
 
 
 async def open_robust_connection(
-    amqp_url: str, ssl_context: ssl.SSLContext | None = None
+    amqp_urls: str | Sequence[str], ssl_context: ssl.SSLContext | None = None
 ) -> AbstractRobustConnection:
-    """One attempt at a robust connection (a CLI fails fast); StartupError if it fails."""
-    connection: AbstractRobustConnection | None = await _connect_with_retry(
-        aio_pika.connect_robust, amqp_url, 0.0, None, ssl_context
-    )
+    """One round over the nodes (a CLI fails fast); StartupError if none connects. The
+    connection moves to another node if its own dies (worker/failover.py)."""
+
+    urls = node_list(amqp_urls)
+
+    async def robust(url: str, timeout_s: float) -> FailoverConnection:
+        return await connect_failover(
+            urls, first=urls.index(url), timeout_s=timeout_s, ssl_context=ssl_context
+        )
+
+    connection = await _connect_with_retry(robust, urls, 0.0, None)
     if connection is None:  # only a stop event ends the wait without a connection
-        raise unreachable(broker_endpoint(amqp_url), 0.0, "stopped")
+        raise unreachable(endpoints(amqp_urls), 0.0, "stopped")
     return connection
 
 
+async def _first_answering(
+    connect: Callable[[str, float], Awaitable[ConnectionT]],
+    amqp_urls: Sequence[str],
+    timeout_s: float,
+) -> ConnectionT | str:
+    """A connection to the first node that answers, or the reason the last one did not;
+    StartupError for a node that answered and refused (every node has the same users)."""
+    reason = "no node"
+    for url in amqp_urls:
+        try:
+            return await connect(url, timeout_s)
+        except (OSError, AMQPError) as exc:
+            failure = broker_failure(exc, broker_endpoint(url))
+            if failure is not None:
+                raise failure from None
+            reason = _reason(exc)
+    return reason
+
+
 async def _connect_with_retry(
-    connect: Callable[..., Awaitable[ConnectionT]],
-    amqp_url: str,
+    connect: Callable[[str, float], Awaitable[ConnectionT]],
+    amqp_urls: Sequence[str],
     wait_s: float,
     stop: asyncio.Event | None,
-    ssl_context: ssl.SSLContext | None = None,
 ) -> ConnectionT | None:
-    endpoint = broker_endpoint(amqp_url)
+    where = endpoints(amqp_urls)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     warned = False
     with _quiet_connect_attempts():
         while True:
             timeout_s = max(0.5, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
-            try:
-                return await connect(amqp_url, timeout=timeout_s, ssl_context=ssl_context)
-            except (OSError, AMQPError) as exc:
-                failure = broker_failure(exc, endpoint)
-                if failure is not None:
-                    raise failure from None
-                reason = _reason(exc)
+            result = await _first_answering(connect, amqp_urls, timeout_s)
+            if not isinstance(result, str):
+                return result
             if loop.time() >= deadline:
-                raise unreachable(endpoint, wait_s, reason)
+                raise unreachable(where, wait_s, result)
             if not warned:
-                log.warning("broker.unreachable", broker=endpoint, reason=reason, wait_s=wait_s)
+                log.warning("broker.unreachable", broker=where, reason=result, wait_s=wait_s)
                 warned = True
             if stop is None:
                 await asyncio.sleep(RETRY_EVERY_S)
