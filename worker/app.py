@@ -6,6 +6,7 @@ Nothing happens at import; every resource is created in start() and released in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from worker.chunk_flow import ChunkedTranscription
 from worker.chunking import ChunkMaker, chunk_limits, sweep_stale
 from worker.codec import StageCodec
 from worker.constants import Stage
+from worker.dead_letter_age import DeadLetterAge
 from worker.delivery import Delivery
 from worker.handles import HandleSigner
 from worker.jobindex import (
@@ -90,6 +92,8 @@ class WorkerApp:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.reconnects = 0
         self._broker_dead_letters: tuple[AbstractChannel, AbstractQueue, str] | None = None
+        # scribe_dead_letters and the oldest one's age (worker/dead_letter_age.py).
+        self._dead_letter_age: tuple[DeadLetterAge, asyncio.Task[None]] | None = None
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self.http_address: tuple[Any, ...] | None = None
@@ -167,6 +171,8 @@ class WorkerApp:
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._consume_broker_dead_letters(delivery)
+        age = DeadLetterAge(self._connection, self.names.dead_letter_queue, self.metrics)
+        self._dead_letter_age = (age, asyncio.create_task(age.run(), name="dead-letter-age"))
         self._callbacks = self._callback_receiver(delivery, signer)
         await self._start_http()
         log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
@@ -344,6 +350,13 @@ class WorkerApp:
         log.info("worker.stopped")
 
     async def _stop_consuming(self) -> None:
+        if self._dead_letter_age is not None:
+            age, task = self._dead_letter_age
+            self._dead_letter_age = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await age.close()
         if self._broker_dead_letters is not None:
             channel, queue, tag = self._broker_dead_letters
             self._broker_dead_letters = None

@@ -194,6 +194,15 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        # worker/dead_letter_age.py: retention of the dead letters (alert ScribeOldDeadLetters).
+        self.dead_letters = Gauge(
+            "scribe_dead_letters", "Messages in <prefix>.dead-letters.", registry=r
+        )
+        self.oldest_dead_letter_age = Gauge(
+            "scribe_oldest_dead_letter_age_seconds",
+            "Age of the oldest dead letter (at the head of <prefix>.dead-letters); 0 when none.",
+            registry=r,
+        )
 
     def stage(self, stage: str) -> StageMetrics:
         found = self._stages.get(stage)
