@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         help="floor: both pipelines publish a progress event per stage (ours by default does)",
     )
     p.add_argument(
+        "--encryption",
+        action="store_true",
+        help="floor: also run ours with payload encryption on (AES-256-GCM), same runs",
+    )
+    p.add_argument(
         "--worker-env",
         action="append",
         default=[],
@@ -179,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker_env=dict(item.split("=", 1) for item in args.worker_env),
         database_url=args.database_url,
         index_jobs=args.index_jobs,
+        encryption=args.encryption,
     )
     started = time.monotonic()
     try:

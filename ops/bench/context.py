@@ -65,6 +65,8 @@ class Options:
     index_jobs: int = 100_000
     # long-recording: the consultation's length in seconds.
     recording_s: float = 2400.0
+    # floor: a fourth side, ours with payload encryption on (SCRIBE_PAYLOAD_KEY_ID set).
+    encryption: bool = False
 
 
 @dataclass

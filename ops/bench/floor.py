@@ -2,7 +2,9 @@
 
 The floor has the worker's topology (direct, topic and headers exchanges, the stage queues'
 arguments) with no worker code; the raw floor is a plain aio-pika pipeline on the default
-exchange. ours / floor is what our code costs; floor / raw floor is what the topology costs."""
+exchange. ours / floor is what our code costs; floor / raw floor is what the topology costs.
+With --encryption, ours-sealed (ours with payload encryption on) runs in the same rounds, right
+after ours: ours-sealed / ours is what AES-256-GCM on every stage message costs."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def _paired(base: list[SideRun], ours: list[SideRun]) -> list[float]:
 def _figures(results: dict[Side, list[SideRun]]) -> dict[str, Any]:
     """Per side: jobs/s, worker and broker CPU per job of each run (JSON names as before)."""
     data: dict[str, Any] = {}
-    for side in SIDES:
+    for side in results:
         name = side.replace("-", "_")
         data[f"{name}_jobs_s"] = [run.jobs_s for run in results[side]]
         data[f"{name}_cpu_ms_per_job"] = [run.cpu_ms_per_job for run in results[side]]
@@ -36,10 +38,11 @@ def _figures(results: dict[Side, list[SideRun]]) -> dict[str, Any]:
 
 async def floor(options: Options) -> Result:
     count, runs, prefetch = options.jobs or 2000, options.runs or 3, options.prefetch or 16
-    results = await alternate(options, SIDES, count, runs, prefetch, None)
+    sides = (*SIDES, "ours-sealed") if options.encryption else SIDES
+    results = await alternate(options, sides, count, runs, prefetch, None)
     rows = []
     for index in range(runs):
-        for side in SIDES:
+        for side in sides:
             run = results[side][index]
             rows.append((str(index + 1), side, str(run.completed), fmt(run.elapsed_s, 2),
                          fmt(run.jobs_s), fmt(run.cpu_ms_per_job, 2),
@@ -89,5 +92,22 @@ async def floor(options: Options) -> Result:
         f"floor_jobs_s={floor_s:.1f} ours_jobs_s={ours_s:.1f} ratio={ratio:.3f} "
         f"raw_floor_jobs_s={raw_s:.1f} ratio_raw={ratio_raw:.3f}"
     )
+    if options.encryption:
+        sealed_s = _median(results["ours-sealed"])
+        sealed = _paired(results["ours"], results["ours-sealed"])
+        sealed_ratio = sealed_s / ours_s if ours_s else 0.0
+        data.update(
+            ours_sealed_median_jobs_s=sealed_s,
+            encryption_ratio=sealed_ratio,
+            paired_encryption_ratios=sealed,
+            encryption_target_ratio=0.90,
+            encryption_met=sealed_ratio >= 0.90,
+        )
+        notes.append(
+            "ours-sealed: ours with SCRIBE_PAYLOAD_KEY_ID set (jobs published in clear; the "
+            "worker seals poll, summarize and note messages and opens them); ratio of each pair "
+            "(ours-sealed / the ours just before it): " + " ".join(f"{v:.3f}" for v in sealed)
+        )
+        line += f" ours_sealed_jobs_s={sealed_s:.1f} encryption_ratio={sealed_ratio:.3f}"
     header = ("run", "pipeline", "jobs", "seconds", "jobs/s", "cpu ms/job", "broker cpu ms/job")
     return Result("floor", header, rows, data, line, notes)

@@ -4,7 +4,9 @@ providers), each a subprocess in its own BenchRun, alternated run by run."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -16,8 +18,21 @@ from ops.bench.context import EVENT_KEYS, BenchRun, Options, bench_run, our_job
 from ops.bench.floor_worker import raw_queue
 from worker.constants import STAGES
 
-Side = Literal["raw-floor", "floor", "ours"]
+Side = Literal["raw-floor", "floor", "ours", "ours-sealed"]
 HOPS = STAGES  # transcribe, poll, summarize, note: the hop that ends at each stage
+
+
+def is_ours(side: Side) -> bool:
+    """Our worker, with payload encryption (ours-sealed) or without."""
+    return side in ("ours", "ours-sealed")
+
+
+def sealing_env() -> dict[str, str]:
+    """Payload encryption on for ours-sealed: a fresh key, current. The jobs are published in
+    clear (as an upstream system without the keys would): the worker seals and opens the
+    poll, summarize and note messages, and seals what it sends to a delay tier."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    return {"SCRIBE_PAYLOAD_KEYS": f"bench:{key}", "SCRIBE_PAYLOAD_KEY_ID": "bench"}
 
 
 def _messages(side: Side, count: int, run: BenchRun) -> list[tuple[str, bytes, str]]:
@@ -28,7 +43,7 @@ def _messages(side: Side, count: int, run: BenchRun) -> list[tuple[str, bytes, s
         job = our_job(run.audio)
         body = job.to_wire()
         job_id = str(job.job_id)
-        if side != "ours":
+        if not is_ours(side):
             floor = {"jobId": job_id, "stage": "transcribe", "t": {}, "pad": ""}
             floor["pad"] = "x" * max(0, len(body) - len(json.dumps(floor)))
             body = json.dumps(floor).encode()
@@ -43,7 +58,7 @@ async def _start(run: BenchRun, side: Side, prefetch: int, stage_events: bool) -
     does; the latency scenario needs them, the floor scenario compares like with like; the raw
     floor has none)."""
     options = run.options
-    if side != "ours":
+    if not is_ours(side):
         args = ["--amqp-url", options.amqp_url, "--prefix", run.prefix, "--prefetch", str(prefetch)]
         if side == "raw-floor":
             args.append("--raw")
@@ -62,6 +77,7 @@ async def _start(run: BenchRun, side: Side, prefetch: int, stage_events: bool) -
         # The instant provider's handles name "local": no vendor credentials to derive a key from.
         "SCRIBE_HANDLE_KEY": secrets.token_hex(32),
         **({} if stage_events else {"SCRIBE_STAGE_EVENTS": "none"}),
+        **(sealing_env() if side == "ours-sealed" else {}),
         **options.worker_env,
     }
     return (await run.child("ops.bench.instant_worker", [], env)).pid
@@ -97,7 +113,7 @@ async def _collect(run: BenchRun, side: Side, rate: float | None) -> Collector:
         return await run.collect(
             keep_bodies=True, completed_queue=raw_queue(run.prefix, "completed")
         )
-    keys = EVENT_KEYS + (("job.stage.#",) if rate is not None and side == "ours" else ())
+    keys = EVENT_KEYS + (("job.stage.#",) if rate is not None and is_ours(side) else ())
     return await run.collect(keys, keep_bodies=side == "floor")
 
 
@@ -109,7 +125,7 @@ async def run_side(
     async with bench_run(options, prefix_name) as run:
         messages = _messages(side, count, run)
         # latency times ours from its job.stage events, the floor from stamps in its messages
-        events = options.stage_events or (rate is not None and side == "ours")
+        events = options.stage_events or (rate is not None and is_ours(side))
         pid = await _start(run, side, prefetch, events)
         collector = await _collect(run, side, rate)
         sent_at: dict[str, float] = {}
@@ -152,7 +168,7 @@ def _hops(
         submitted = sent_at.get(job_id)
         if submitted is None or submitted < measured_from:
             continue
-        if side == "ours":
+        if is_ours(side):
             stamps = collector.stage_times.get(job_id, {})
         else:
             stamps = collector.bodies[job_id]["t"]
