@@ -18,7 +18,6 @@ import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractQueue,
-    AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError
 from aiohttp import web
@@ -34,6 +33,7 @@ from worker.codec import StageCodec
 from worker.constants import Stage
 from worker.dead_letter_age import DeadLetterAge
 from worker.delivery import Delivery
+from worker.failover import FailoverConnection
 from worker.handles import HandleSigner
 from worker.jobindex import (
     INDEX_STOP_FLUSH_S,
@@ -81,7 +81,7 @@ class WorkerApp:
         self.names = Names(settings.prefix)
         self.metrics = Metrics()
         self._registry_factory = registry_factory
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: FailoverConnection | None = None
         self._publisher: Publisher | None = None
         self._session: aiohttp.ClientSession | None = None
         self._fetch_session: aiohttp.ClientSession | None = None
@@ -120,7 +120,7 @@ class WorkerApp:
             else MemoryRateLimiter()
         )
         self._connection = await connect(
-            settings.amqp_url.value,
+            settings.broker_urls(),
             f"scribe-worker {settings.prefix}",
             give_up_after_s=settings.broker_start_timeout_s,
             ssl_context=settings.amqp_ssl_context(),
@@ -237,12 +237,17 @@ class WorkerApp:
             self.settings.http_timeout_s,
         )
 
+    @property
+    def broker_endpoint(self) -> str | None:
+        """host:port of the broker node in use (of SCRIBE_AMQP_URL's list); None before start."""
+        return self._connection.endpoint if self._connection is not None else None
+
     def _on_reconnect(self, *_args: object) -> None:
         """Counted: a reconnect raises the delivery count of every unacked message, so a
         message must never be what causes one (tests/integration/test_hostile_frames.py)."""
         self.reconnects += 1
         self.metrics.broker_reconnects.inc()
-        log.warning("broker.reconnected", reconnects=self.reconnects)
+        log.warning("broker.reconnected", reconnects=self.reconnects, broker=self.broker_endpoint)
 
     def _vendor_http(self, session: aiohttp.ClientSession) -> VendorHttp:
         return VendorHttp(
