@@ -7,7 +7,7 @@ from __future__ import annotations
 from worker.providers.localnlp.cleaning import clean, punctuate, split_sentences
 from worker.providers.localnlp.note import build_note
 from worker.providers.localnlp.person import to_third_person
-from worker.providers.localnlp.rules import EXAM, HPI, ROS
+from worker.providers.localnlp.rules import CC, EXAM, HPI, ROS
 from worker.providers.localnlp.turns import parse_turns
 
 
@@ -105,3 +105,36 @@ def test_adverbs_in_ly_keep_the_verb_after_them() -> None:
     assert to_third_person("i remember you have a sweet tooth", "you", "male") == (
         "i remember he has a sweet tooth"
     )
+
+
+def test_a_spoken_decimal_is_no_sentence_end() -> None:
+    assert split_sentences(clean("it was four . four centimeters okay how are you feeling")) == [
+        "it was four point four centimeters.",
+        "okay how are you feeling?",
+    ]
+
+
+INTRODUCED = "".join(
+    line + "\n"
+    for line in (
+        "[doctor] so beverly is a 53-year-old female with a recent diagnosis of lung cancer who presents for follow-up .",
+        "[doctor] so let me take a look here at my notes .",
+        "[patient] i have had a minimal cough and a sore throat since my treatment .",
+        "[doctor] okay . on exam , your lungs have some crackles bilaterally .",
+    )
+)
+
+
+def test_an_introduction_and_a_look_at_the_notes_keep_the_visit_in_the_history() -> None:
+    note = build_note(INTRODUCED)
+    assert note.sections[CC] == ["Follow-up."]
+    assert any("sore throat" in s for s in note.sections[HPI])
+    assert any("crackles" in s for s in note.sections[EXAM])
+
+
+def test_the_reason_a_referral_gives_is_the_chief_complaint() -> None:
+    note = build_note(
+        "[doctor] ms. cooper is a new patient who was referred by diane nelson for a long-standing iron deficiency anemia .\n"
+        "[patient] i get tired all the time .\n"
+    )
+    assert note.sections[CC] == ["Long-standing iron deficiency anemia."]

@@ -9,8 +9,8 @@ from worker.providers.localnlp.numbers import digits_for_numbers
 
 def clean(text: str) -> str:
     """Spoken text -> written text: no fillers, repeats, false starts or assistant commands."""
-    out = punctuate(text.replace("…", "...").replace("\u2019", "'"))
-    out = rules.SPOKEN_POINT_RE.sub(r"\1 point \2", out)
+    out = text.replace("…", "...").replace("\u2019", "'")
+    out = punctuate(rules.SPOKEN_POINT_RE.sub(r"\1 point \2", out))
     out = rules.SPACE_BEFORE_MARK_RE.sub(r"\1", out)  # ACI-Bench spaces out punctuation
     out = rules.SPACED_APOSTROPHE_RE.sub(r"\1'\2", out)
     for pattern, replacement in rules.CONTRACTION_RES:

@@ -41,7 +41,8 @@ def _sentences(turns: list[Turn], deadline: Deadline = NO_DEADLINE) -> list[Sent
 
 def _zone(turn: Turn, text: str, zone: str) -> str:
     """Where the visit is after this sentence: the clinician moves it to the exam, then the plan."""
-    if turn.role == "doctor":
+    if turn.role == "doctor" and not rules.INTRO_RE.search(text):
+        # An introduction ("a 53-year-old with a recent diagnosis of ...") is history.
         if rules.PLAN_START.search(text) and zone != "plan":
             return "plan"
         if rules.EXAM_START.search(text) and zone != "exam":

@@ -51,13 +51,17 @@ def _sub_subjects(
     obj: str,
 ) -> str:
     """Rewrite a pronoun as a subject only where a subject can stand (sentence or clause start);
-    after a verb or preposition ("sent you", "for you") it is an object."""
+    after a verb or preposition ("sent you", "for you") it is an object. "I" is always a
+    subject ("yeah i did" is "he did"): the object is "me"."""
     pieces: list[str] = []
     last = 0
     for match in pattern.finditer(sentence):
         before, previous = _word_before(sentence, match.start())
         is_subject = (
-            not before or before[-1] in ",;:.?!" or previous.strip(",;") in rules.SUBJECT_CONTEXT
+            match.group(0)[:1] in "iI"
+            or not before
+            or before[-1] in ",;:.?!"
+            or previous.strip(",;") in rules.SUBJECT_CONTEXT
         )
         pieces.append(sentence[last : match.start()])
         if is_subject or match.group(1):

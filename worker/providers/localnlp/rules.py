@@ -148,7 +148,7 @@ OPEN_QUESTION_END_RE: Final = re.compile(
     r"old)$",
     re.IGNORECASE,
 )
-SENTENCE_END_RE: Final = re.compile(r"[.?!]")
+SENTENCE_END_RE: Final = re.compile(r"[?!]|(?<!\bdr)(?<!\bmr)(?<!\bms)(?<!\bmrs)\.(?=\s|$)")
 _QUESTION_OPENING: Final = (
     r"(?:do|does|did|are|is|have|has|can|could|would|were|was|will)\s+(?:you|your|it|there|"
     r"that|they|he|she|we|the|any)\b|"
@@ -157,9 +157,19 @@ _QUESTION_OPENING: Final = (
     r"when\s+(?:did|does|do|was|is)\b|where\s+(?:is|does|do|did|was)\b|"
     r"any\s+(?:other\s+)?\w+"
 )
+# A new main clause of the speaker's own ("... the rice protocol and i'm going to give ..."),
+# not one a subordinating word leads ("because i", "that i", "when i").
+_OWN_CLAUSE: Final = (
+    r"(?:(?:and|but)\s+)?(?:i|we)(?:'m|'ll|'d|'ve|'re|\s+(?:am|are|will|would|want|think|"
+    r"do|did|have|had|was|were|just|also|don't|can|could|need|feel|felt|know|see|got))\b"
+)
 CLAUSE_BOUNDARY_RE: Final = re.compile(
+    r"(?<!\bbecause)(?<!\bthat)(?<!\bwhen)(?<!\bif)(?<!\bwhere)(?<!\bbefore)(?<!\bafter)"
+    r"(?<!\bsince)(?<!\bwhich)(?<!\buntil)(?<!\bwhat)(?<!\bhow)(?<!\bwhy)(?<!\bwho)"
     r"\s+(?=(?:okay|ok|alright|all right|so|now|and then|anyway|um|uh)\b|"
     + _QUESTION_OPENING
+    + "|"
+    + _OWN_CLAUSE
     + ")",
     re.IGNORECASE,
 )
@@ -292,7 +302,8 @@ GENDER_CUES: Final = (
     ),
 )
 EXAM_START: Final = re.compile(
-    r"physical exam|examin|on exam|take a look|listen to your (?:heart|lungs)|"
+    r"physical exam|examin|on exam|take a look(?! (?:here )?at (?:my|the|your) (?:notes|chart))|"
+    r"listen to your (?:heart|lungs)|"
     r"vital signs|your vitals|feel your|press (?:on|here)|check (?:you|your) (?:out|heart|lungs)|"
     r"i'm going to look|lie back|let me look|lay back|hop up|\b(?:your|this|the|an?) exam\b|"
     r"examine you|take a (?:quick )?look at (?:you|your)",
@@ -504,7 +515,8 @@ REASON_RE: Final = re.compile(
     r"\b(?:here (?:today )?for|presents? (?:today )?(?:for|with)|"
     r"here (?:today )?(?:to|with)|coming in (?:today )?for|in (?:today )?for|"
     r"referred (?:to me )?for|(?:called|came|come) (?:in )?for|chief complaint (?:is|of)|"
-    r"here (?:today )?because of)\s+(?:an? |the |his |her |their )?(.+)$",
+    r"here (?:today )?because of|referred by [\w. ]{1,40}? for)\s+"
+    r"(?:an? |the |his |her |their |your |my |some |a little bit of )?(.+)$",
     re.I,
 )
 
