@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import aio_pika
 import aiohttp
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.exceptions import DeliveryError
 from redis.exceptions import RedisError
 
 from ops.procs import delete_prefix, sandbox_process, stop, worker_argv
@@ -76,6 +78,12 @@ class Options:
     intron_redelivery: str = c.INTRON_REDELIVERY_POLICIES[0]
     # The node rabbitmqctl restarts and lists (-n NAME): the run's private node by default.
     rabbit_node: str | None = None
+    # Each worker's SCRIBE_AMQP_URL, worker i taking worker_urls[i % len]; amqp_url if empty.
+    worker_urls: tuple[str, ...] = ()
+    # Where the topology is declared (a quorum queue's leader is the declaring client's node).
+    topology_url: str = ""
+    # A worker is killed only once it has run this long (0: any worker).
+    worker_min_age_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class Ledger:
     kills: int = 0
     restarts: int = 0
     revived: int = 0
+    nacked_submissions: int = 0  # job publishes the broker nacked (published again)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def settled(self) -> int:
@@ -128,6 +137,7 @@ def fault_rules(rate: float) -> list[dict[str, Any]]:
 
 
 def worker_env(options: Options, prefix: str, base_url: str, root: Path) -> dict[str, str]:
+    """The environment every worker shares; worker_envs adds each one's broker URL."""
     return {
         "SCRIBE_AMQP_URL": options.amqp_url,
         "SCRIBE_PREFIX": prefix,
@@ -149,6 +159,11 @@ def worker_env(options: Options, prefix: str, base_url: str, root: Path) -> dict
         "SCRIBE_LOG_LEVEL": "warning",
         "SCRIBE_INTRON_REDELIVERY": options.intron_redelivery,
     }
+
+
+def worker_envs(options: Options, shared: dict[str, str]) -> list[dict[str, str]]:
+    urls = options.worker_urls or (options.amqp_url,)
+    return [{**shared, "SCRIBE_AMQP_URL": url} for url in urls]
 
 
 def make_jobs(count: int, root: Path, rng: random.Random) -> list[JobRequest]:
@@ -222,12 +237,26 @@ class Observer:
             self._ledger.dead[job_id].append(error_type)
 
 
+SUBMIT_NACK_RETRY_S = 60.0
+
+
 async def submit_all(connection: AbstractRobustConnection, names: Names, jobs: list[JobRequest],
                      ledger: Ledger) -> None:  # fmt: skip
+    """Each job published and confirmed; a nacked one (a quorum queue without a leader, its
+    node just killed) is published again a second later, as any publisher must."""
     publisher = await Publisher.open(connection)
     for job in jobs:
-        message = build_message(job.to_wire(), correlation_id=str(job.job_id))
-        await publisher.publish(names.jobs_exchange, "transcribe", message)
+        deadline = time.monotonic() + SUBMIT_NACK_RETRY_S
+        while True:
+            message = build_message(job.to_wire(), correlation_id=str(job.job_id))
+            try:
+                await publisher.publish(names.jobs_exchange, "transcribe", message)
+                break
+            except DeliveryError:
+                if time.monotonic() > deadline:
+                    raise
+                ledger.nacked_submissions += 1
+                await asyncio.sleep(1.0)
         ledger.submitted.add(str(job.job_id))
     await publisher.close()
 
@@ -257,38 +286,54 @@ async def restart_broker(ledger: Ledger, node: str | None) -> None:
 
 
 class Workers:
-    def __init__(self, env: dict[str, str], count: int) -> None:
-        self._env = env
+    """Worker processes; the one in slot i always gets envs[i % len(envs)], a replacement too."""
+
+    def __init__(self, envs: list[dict[str, str]], count: int) -> None:
+        self._envs = envs
         self._count = count
         self.processes: list[asyncio.subprocess.Process] = []
+        self._born: list[float] = []  # time.monotonic() each slot's process was started
 
     async def start(self) -> None:
-        for _ in range(self._count):
-            self.processes.append(await self._spawn())
+        for index in range(self._count):
+            self.processes.append(await self._spawn(index))
+            self._born.append(time.monotonic())
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _replace(self, index: int) -> None:
+        self.processes[index] = await self._spawn(index)
+        self._born[index] = time.monotonic()
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             *worker_argv(),
-            env={**os.environ, **self._env},
+            env={**os.environ, **self._envs[index % len(self._envs)]},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
 
-    async def kill_one(self, rng: random.Random, ledger: Ledger) -> None:
-        index = rng.randrange(len(self.processes))
+    async def kill_one(self, rng: random.Random, ledger: Ledger, min_age_s: float = 0.0) -> bool:
+        """SIGKILL a random worker started at least min_age_s ago (on a loaded machine a worker
+        takes tens of seconds to start: killing younger ones would only ever kill starters);
+        False if none is that old."""
+        now = time.monotonic()
+        old = [i for i, born in enumerate(self._born) if now - born >= min_age_s]
+        if not old:
+            return False
+        index = rng.choice(old)
         victim = self.processes[index]
         if victim.returncode is None:
             ledger.kill_times.append(time.time())
             victim.kill()  # SIGKILL: no graceful anything
         await victim.wait()
-        self.processes[index] = await self._spawn()
+        await self._replace(index)
+        return True
 
     async def revive(self) -> int:
         """Restart workers that exited by themselves (a supervisor's job); returns how many."""
         revived = 0
         for index, process in enumerate(self.processes):
             if process.returncode is not None:
-                self.processes[index] = await self._spawn()
+                await self._replace(index)
                 revived += 1
         return revived
 
@@ -300,18 +345,20 @@ async def chaos_loop(options: Options, workers: Workers, ledger: Ledger, rng: ra
                      deadline: float) -> None:  # fmt: skip
     """Kill a worker every ~kill_interval_s; restart the broker at evenly spread progress points."""
     restart_at = [
-        (i + 1) * len(ledger.submitted) // (options.broker_restarts + 1)
+        (i + 1) * options.jobs // (options.broker_restarts + 1)
         for i in range(options.broker_restarts)
     ]
     next_kill = time.monotonic() + options.kill_interval_s * rng.uniform(0.5, 1.5)
-    while ledger.settled() < len(ledger.submitted) and time.monotonic() < deadline:
+    # Every job, not every one submitted so far: a cluster run submits them in waves.
+    while ledger.settled() < options.jobs and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         ledger.revived += await workers.revive()
         if restart_at and ledger.settled() >= restart_at[0]:
             restart_at.pop(0)
             await restart_broker(ledger, options.rabbit_node)
         if options.kill_interval_s > 0 and time.monotonic() >= next_kill:
-            await workers.kill_one(rng, ledger)
+            if not await workers.kill_one(rng, ledger, options.worker_min_age_s):
+                continue  # every worker is younger: try again at the next turn
             ledger.kills += 1
             next_kill = time.monotonic() + options.kill_interval_s * rng.uniform(0.5, 1.5)
     for _ in restart_at:  # too few jobs settled to reach the planned points: restart anyway
@@ -498,7 +545,10 @@ def billing(ledger: Ledger, stats: dict[str, Any]) -> Billing:
 
 
 def report(ledger: Ledger, stats: dict[str, Any], elapsed_s: float, drained: Drain,
-           cleanup: list[str]) -> tuple[str, bool]:  # fmt: skip
+           cleanup: list[str], broker: Sequence[str] = (),
+           broker_problems: Sequence[str] = ()) -> tuple[str, bool]:  # fmt: skip
+    """broker: lines about what was done to the broker (a cluster run's node kills); any of
+    broker_problems (a node that did not come back, say) fails the run."""
     counts, bills = tally(ledger), billing(ledger, stats)
     completed_jobs = {job for job, outs in ledger.outcomes.items()
                       if any(kind == c.EVENT_COMPLETED for kind, _, _ in outs)}  # fmt: skip
@@ -509,6 +559,10 @@ def report(ledger: Ledger, stats: dict[str, Any], elapsed_s: float, drained: Dra
         f"chaos: {elapsed_s:.0f} s, {ledger.kills} worker kills, "
         f"{ledger.restarts} broker restarts, "
         f"{ledger.revived} workers restarted after exiting by themselves",
+        *broker,
+        f"chaos: job publishes nacked by the broker and published again: "
+        f"{ledger.nacked_submissions}",
+        *(f"chaos: BROKER PROBLEM: {problem}" for problem in broker_problems),
         f"chaos: vendor calls per job {calls / max(jobs, 1):.2f}",
         f"chaos: paid transcription submissions per job {dict(sorted(bills.per_job.items()))}",
         *bills.lines,
@@ -531,7 +585,7 @@ def report(ledger: Ledger, stats: dict[str, Any], elapsed_s: float, drained: Dra
     ]
     clean = (
         not counts.lost and not counts.duplicated and not invox and intron <= bills.explained
-        and not spurious and drained.drained and not cleanup
+        and not spurious and drained.drained and not cleanup and not broker_problems
     )  # fmt: skip
     # A message left in a queue after the workers stopped, once every job has its one outcome,
     # is a stale copy (a duplicate a kill left, back from a delay tier or at-least-once
@@ -552,7 +606,43 @@ def drain_line(drained: Drain) -> str:
     )
 
 
-async def run(options: Options) -> int:
+@dataclass
+class Stage:
+    """What a drive (the part of a run that submits the jobs and makes the chaos) works with."""
+
+    options: Options
+    connection: AbstractRobustConnection
+    names: Names
+    jobs: list[JobRequest]
+    ledger: Ledger
+    workers: Workers
+    rng: random.Random
+    deadline: float  # time.monotonic()
+
+    async def submit(self, jobs: list[JobRequest]) -> None:
+        await submit_all(self.connection, self.names, jobs, self.ledger)
+
+    async def kill_workers(self) -> None:
+        await chaos_loop(self.options, self.workers, self.ledger, self.rng, self.deadline)
+
+
+async def single_node_drive(stage: Stage) -> None:
+    """Every job at once, then worker kills and the broker restarts until all are settled."""
+    await stage.submit(stage.jobs)
+    await stage.kill_workers()
+
+
+@dataclass
+class Drive:
+    """How a run submits its jobs and disrupts the broker, and what it has to say about it."""
+
+    run: Callable[[Stage], Awaitable[None]] = single_node_drive
+    lines: Callable[[], list[str]] = list
+    problems: Callable[[], list[str]] = list
+
+
+async def run(options: Options, drive: Drive | None = None) -> int:
+    drive = drive or Drive()
     rng = random.Random(options.seed)
     prefix = f"chaos-{uuid.uuid4().hex[:8]}"
     names = Names(prefix)
@@ -570,18 +660,19 @@ async def run(options: Options) -> int:
     drained = Drain()
     try:
         async with sandbox_process(*flags) as base_url:
-            setup = await connection.channel()
-            await declare_topology(setup, names, settings.retry)
+            await declare_on(options.topology_url or options.amqp_url, names, settings)
             await observer.start()
             async with aiohttp.ClientSession() as session:
                 rules = fault_rules(options.fault_rate)
                 await session.post(f"{base_url}/_sandbox/faults", json=rules)
-            workers = Workers(worker_env(options, prefix, base_url, root), options.workers)
+            shared = worker_env(options, prefix, base_url, root)
+            workers = Workers(worker_envs(options, shared), options.workers)
             await workers.start()
+            deadline = started + options.timeout_s
             try:
-                await submit_all(connection, names, jobs, ledger)
-                await chaos_loop(options, workers, ledger, rng, started + options.timeout_s)
-                await wait_settled(ledger, started + options.timeout_s)
+                await drive.run(Stage(options, connection, names, jobs, ledger, workers, rng,
+                                      deadline))  # fmt: skip
+                await wait_settled(ledger, deadline)
                 drained = await drain(names, options.rabbit_node)
             finally:
                 await workers.stop()
@@ -596,9 +687,18 @@ async def run(options: Options) -> int:
         await connection.close()
         cleanup = await clean_up(options, names, (observer.queue_name,))
         shutil.rmtree(root, ignore_errors=True)
-    text, clean = report(ledger, stats, time.monotonic() - started, drained, cleanup)
+    elapsed_s = time.monotonic() - started
+    text, clean = report(ledger, stats, elapsed_s, drained, cleanup, drive.lines(),
+                         drive.problems())  # fmt: skip
     print(text)
     return 0 if clean else 1
+
+
+async def declare_on(amqp_url: str, names: Names, settings: Settings) -> None:
+    """The topology, declared through a connection of its own to that node."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        await declare_topology(await connection.channel(), names, settings.retry)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -628,7 +728,35 @@ def main(argv: list[str] | None = None) -> int:
         default=c.INTRON_REDELIVERY_POLICIES[0],
         help="the workers' SCRIBE_INTRON_REDELIVERY",
     )
+    parser.add_argument(
+        "--worker-min-age-s",
+        type=float,
+        default=0.0,
+        help="kill only workers started at least this long ago (a loaded machine's start-up)",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on a three-node cluster of its own: node 1's VM SIGKILLed and started again, "
+        "node 2 restarted gracefully, workers given all node URLs (ops/chaos_cluster.py)",
+    )
+    parser.add_argument(
+        "--node-down-s", type=float, default=5.0, help="--cluster: node 1's downtime"
+    )
+    parser.add_argument(
+        "--cluster-state",
+        type=Path,
+        default=None,
+        help="--cluster: on the cluster `scribe-cluster --state-dir DIR start` made (kept)",
+    )
+    parser.add_argument(
+        "--one-url-per-worker",
+        action="store_true",
+        help="--cluster: each worker gets one node's URL (for workers without failover)",
+    )
     args = parser.parse_args(argv)
+    if args.cluster and args.amqp_url is not None:
+        parser.error("--cluster starts a cluster of its own: no --amqp-url")
     if not 1 <= args.jobs <= 10_000 or not 1 <= args.workers <= 16:
         parser.error("--jobs must be 1..10000 and --workers 1..16")
     if not 0 <= args.fault_rate <= 0.8:
@@ -647,7 +775,14 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         intron_redelivery=args.intron_redelivery,
         rabbit_node=args.rabbit_node,
+        worker_min_age_s=args.worker_min_age_s,
     )
+    if args.cluster:
+        from ops.chaos_cluster import run_in_cluster  # it builds on this module
+
+        return asyncio.run(
+            run_in_cluster(options, args.node_down_s, args.one_url_per_worker, args.cluster_state)
+        )
     return asyncio.run(run_on_a_broker(options))
 
 
