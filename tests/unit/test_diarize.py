@@ -18,7 +18,8 @@ from worker.roles import with_roles
 RATE = 16_000
 SAMPLE = Path(__file__).resolve().parents[2] / "ops" / "samples" / "consultation.wav"
 # (pitch Hz, formant Hz, formant Hz)
-VOICES = {"a": (115.0, 700.0, 1150.0), "b": (215.0, 420.0, 2600.0)}
+# "c" is "a" saying other things: a's pitch, other formants.
+VOICES = {"a": (115.0, 700.0, 1150.0), "b": (215.0, 420.0, 2600.0), "c": (115.0, 350.0, 2300.0)}
 TURNS = [("a", 1.6), ("b", 0.9), ("a", 2.4), ("b", 1.8), ("a", 0.8), ("b", 2.2), ("a", 1.2)]
 PAUSE_S = 0.35
 
@@ -82,6 +83,23 @@ def test_a_segment_whose_words_change_voice_is_split_there() -> None:
     ]
     assert found[0].end == pytest.approx(a_end)
     assert found[1].start == pytest.approx(b_start)
+
+
+def test_a_speaker_whose_timbre_follows_what_they_say_is_still_one_speaker() -> None:
+    """Mean cepstra follow the words as well as the voice: one speaker's stretches with other
+    formants ("c") lie farther from the rest of their speech than the other voice does, and
+    without the pitch the clusters were "c" against everything else (ACI-Bench valid D2N069 on
+    the recording set did this)."""
+    turns = [("a", 2.0), ("b", 0.8), ("c", 2.0), ("b", 0.9), ("a", 1.8), ("b", 0.7), ("c", 2.2)]
+    audio, truth = dialogue(turns)
+    found = speaker_segments(audio, [Piece(s, e, f"turn {i}") for i, (_, s, e) in enumerate(truth)])
+    assert len(found) == len(truth)
+    speaker = {name: {s.speaker for s, (n, _, _) in zip(found, truth, strict=True) if n == name}
+               for name in "abc"}  # fmt: skip
+    assert speaker["a"] == speaker["c"]
+    assert len(speaker["a"]) == 1
+    assert len(speaker["b"]) == 1
+    assert speaker["a"] != speaker["b"]
 
 
 def test_one_voice_stays_one_speaker() -> None:
