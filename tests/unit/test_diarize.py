@@ -152,3 +152,31 @@ async def test_local_transcripts_carry_speakers_and_then_roles() -> None:
     assert roles == {"patient"}
     roles = {s.role for s in transcript.segments if "what happened" in s.text.lower()}
     assert roles == {"clinician"}
+
+
+def test_eval_diarize_scores_windows_and_each_voice_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """python -m ops.eval_diarize on a one-recording manifest of the synthetic dialogue."""
+    pytest.importorskip("faster_whisper", reason="needs the 'local' extra")
+    import json
+    import wave
+
+    from ops.eval_diarize import main, window_purity
+
+    assert window_purity([0, 0, 1, 1], ["x", "x", "y", ""]) == 1.0
+    assert window_purity([0, 1, 0, 1], ["x", "x", "y", "y"]) == 0.5
+    audio, truth = dialogue(TURNS)
+    with wave.open(str(tmp_path / "d.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes((audio * 32767).astype(np.int16).tobytes())
+    tags = {"a": "doctor", "b": "patient"}
+    turns = [{"speaker": tags[n], "start_s": s, "end_s": e} for n, s, e in truth]
+    manifest = {"recordings": [{"id": "synthetic", "file": "d.wav", "turns": turns}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert main(["--recordings", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "window purity 100.0 %" in lines[0]
+    assert lines[-1] == "diarize one voice alone: one speaker found in 2 of 2"

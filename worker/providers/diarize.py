@@ -258,16 +258,23 @@ def _units(piece: Piece) -> tuple[Word, ...]:
     return piece.words or (Word(piece.start, piece.end, piece.text),)
 
 
+def window_voices(
+    audio: npt.NDArray[np.floating],
+) -> tuple[list[tuple[int, int]], npt.NDArray[np.int_]]:
+    """The speech windows ([start, end) frames) and the voice (0 or 1) of each."""
+    ceps, energy = frame_features(audio)
+    windows = speech_windows(energy)
+    if not windows:
+        return [], np.zeros(0, dtype=int)
+    return windows, two_clusters(*_embeddings(ceps, frame_pitch(audio), windows))
+
+
 def speaker_segments(
     audio: npt.NDArray[np.floating], pieces: Sequence[Piece]
 ) -> list[SpeakerSegment]:
     """The recognised pieces with a speaker each; a piece whose words change voice is split
     where they do."""
-    ceps, energy = frame_features(audio)
-    windows = speech_windows(energy)
-    voices = np.zeros(0, dtype=int)
-    if windows:
-        voices = two_clusters(*_embeddings(ceps, frame_pitch(audio), windows))
+    windows, voices = window_voices(audio)
     spans = np.asarray([(a / 100, b / 100) for a, b in windows], dtype=np.float64).reshape(-1, 2)
     names: dict[int, str] = {}
     out: list[SpeakerSegment] = []
