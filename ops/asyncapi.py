@@ -122,6 +122,25 @@ def error_type_schema() -> dict[str, Any]:
     }
 
 
+def seal_headers_schema() -> dict[str, Any]:
+    """x-payload-encryption and x-payload-key-id (worker/payload_crypto.py)."""
+    return {
+        c.HEADER_PAYLOAD_ENCRYPTION: _header(
+            "string",
+            "Present when the body is sealed (SCRIBE_PAYLOAD_KEY_ID): nonce (12 bytes), "
+            "AES-256-GCM ciphertext and tag, with the associated data "
+            "'scribe-payload/1\\n<kind>\\n<key id>\\n<correlation_id>' (kind: 'stage', or an "
+            "event's routing key). The JSON the schema describes is the plaintext.",
+            enum=["aes-256-gcm"],
+        ),
+        c.HEADER_PAYLOAD_KEY_ID: _header(
+            "string",
+            "Id of the key the body is sealed with (an entry of SCRIBE_PAYLOAD_KEYS).",
+            pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$",
+        ),
+    }
+
+
 def stage_headers_schema() -> dict[str, Any]:
     return {
         "type": "object",
@@ -148,6 +167,7 @@ def stage_headers_schema() -> dict[str, Any]:
             c.HEADER_DELAY_TIER_MS: _header(
                 "string", "Delay tier in milliseconds; selects the delay queue (headers exchange)."
             ),
+            **seal_headers_schema(),
         },
     }
 
@@ -180,6 +200,7 @@ def dead_letter_headers_schema() -> dict[str, Any]:
             c.HEADER_JOB_ID: _header("string", "The jobId (also the AMQP correlation_id)."),
             c.HEADER_REPLAYS: _header("integer", "Replays before this failure.", minimum=0),
             c.HEADER_TRACEPARENT: _header("string", "W3C trace context."),
+            **seal_headers_schema(),
         },
     }
 
@@ -198,6 +219,8 @@ def event_headers_schema() -> dict[str, Any]:
                 minLength=55,
                 maxLength=55,
             ),
+            # Only with SCRIBE_ENCRYPT_EVENTS=on; events are in clear by default.
+            **seal_headers_schema(),
         },
     }
 
