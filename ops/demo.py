@@ -33,6 +33,8 @@ AMQP_URL = os.environ.get("SCRIBE_AMQP_URL", c.DEFAULT_AMQP_URL)
 MODES = {
     "local": {"transcriber": "local", "summarizer": "local", "note": "local"},
     "vendors": {"transcriber": "intron", "summarizer": "invox", "note": "invox"},
+    # The "llm" providers against the emulator's OpenAI-compatible endpoint (docs/sandbox.md).
+    "llm": {"transcriber": "invox", "summarizer": "llm", "note": "llm"},
 }
 DEMO_INTRON_KEY = "demo-intron-key"
 DEMO_INVOX_TOKEN = "demo-invox-token"  # noqa: S105 - the emulator's, not a real credential
@@ -180,7 +182,7 @@ async def demo(mode: str, timeout_s: float) -> int:
     tiers = Settings.from_env(env).retry.delay_tiers_ms
     try:
         async with AsyncExitStack() as stack:
-            if mode == "vendors":
+            if mode in ("vendors", "llm"):
                 flags = (
                     "--intron-api-key",
                     DEMO_INTRON_KEY,
@@ -194,6 +196,8 @@ async def demo(mode: str, timeout_s: float) -> int:
                     "SCRIBE_INVOX_BASE_URL": base_url,
                     "SCRIBE_INVOX_ACCESS_TOKEN": DEMO_INVOX_TOKEN,
                     "SCRIBE_URL_ALLOWLIST": "127.0.0.1",
+                    "SCRIBE_LLM_BASE_URL": base_url,
+                    "SCRIBE_LLM_MODEL": "sandbox",
                 }
             await stack.enter_async_context(child(worker_argv(), env, capture_stdout=False))
             events = await run_job(prefix, sample_job(mode), timeout_s)
@@ -209,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "--mode",
         choices=sorted(MODES),
         default="local",
-        help="local: offline models; vendors: Intron + Invox via the emulator",
+        help="local: offline models; vendors: Intron + Invox via the emulator; "
+        "llm: Invox transcript, llm summary and note via the emulator's chat endpoint",
     )
     parser.add_argument("--timeout-s", type=float, default=300.0)
     args = parser.parse_args(argv)
