@@ -4,7 +4,7 @@ speaker labels, false starts and adverbs in the third-person rewrite."""
 
 from __future__ import annotations
 
-from worker.providers.localnlp.cleaning import clean, punctuate, split_sentences
+from worker.providers.localnlp.cleaning import clean, finish, punctuate, split_sentences
 from worker.providers.localnlp.note import build_note
 from worker.providers.localnlp.person import to_third_person
 from worker.providers.localnlp.rules import CC, EXAM, HPI, ROS
@@ -138,3 +138,37 @@ def test_the_reason_a_referral_gives_is_the_chief_complaint() -> None:
         "[patient] i get tired all the time .\n"
     )
     assert note.sections[CC] == ["Long-standing iron deficiency anemia."]
+
+
+def test_spoken_scaffolding_goes() -> None:
+    assert clean("i want to go ahead and prescribe meloxicam , it's kind of sore .") == (
+        "i want to prescribe meloxicam, it's sore."
+    )
+    assert clean("what i'm going to do is refer you to physical therapy .") == (
+        "refer you to physical therapy."
+    )
+    assert clean("what kind of pain is it ? i'll let you know .") == (
+        "what kind of pain is it? i'll let you know."
+    )
+
+
+def test_the_patients_words_are_attributed() -> None:
+    note = build_note(
+        "[doctor] mr. quxley is a 52-year-old male here for knee pain .\n"
+        "[patient] it's been killing me for a couple of days now .\n"
+        "[patient] i have been taking ibuprofen for the pain .\n"
+        "[patient] no trouble at all with my other knee when i go up the stairs or when i play tennis .\n"
+        "[patient] no numbness or tingling in my leg .\n"
+    )
+    assert note.sections[HPI][1:] == [
+        "He reports it's been killing him for a couple of days now.",
+        "He has been taking ibuprofen for the pain.",
+        "He denies trouble at all with his other knee when he goes up the stairs or when he plays tennis.",
+    ]
+    assert note.sections[ROS] == ["Denies numbness or tingling in his leg."]
+
+
+def test_a_leading_no_goes_only_as_an_answer() -> None:
+    assert finish("no numbness or tingling") == "No numbness or tingling."
+    assert finish("no , i have not") == "I have not."
+    assert finish("okay no i have not had surgery") == "I have not had surgery."

@@ -65,8 +65,9 @@ SECTION_HEADERS = {
     "RESULTS",
     "ASSESSMENT AND PLAN",
 }
-# Words the local path adds on its own: ROS verbs, pronouns, digits for spoken numbers, "mg".
-REWRITE_WORDS = {"denies", "endorses", "he", "she", "his", "her", "him", "their", "them"}
+# Words the local path adds on its own: ROS and attribution verbs, pronouns, digits for spoken
+# numbers, "mg".
+REWRITE_WORDS = {"denies", "endorses", "reports", "he", "she", "his", "her", "him", "their", "them"}
 REWRITE_WORDS |= {"the", "patient", "mg", "year", "old"}
 
 
@@ -168,7 +169,8 @@ def test_empty_transcript_gives_an_empty_note() -> None:
 
 def test_cleaning_and_person() -> None:
     # The comma before a filler goes with it (issue 16: no stray commas where "uh" was).
-    assert clean("i , i just feel , uh , tired .") == "i just feel tired."
+    # "just" is spoken scaffolding (issue 16) and goes too.
+    assert clean("i , i just feel , uh , tired .") == "i feel tired."
     assert clean("it does n't help , okay ?") == "it does not help."
     assert to_third_person("i feel bloated and my legs hurt", "i", "male") == (
         "he feels bloated and his legs hurt"

@@ -36,7 +36,10 @@ SAMPLES = REPO / "ops" / "samples"
 # Updated deliberately for issue 16 (prose; was 0487e6b8...): false starts only when cut short
 # or repeated, adverbs in -ly and "hurt" in the third-person rewrite, "see you" an object,
 # unpunctuated turns cut into clauses, swapped doctor/patient labels read by what each says.
-GOLDEN_SHA256 = "c397de176024c557f697283c3729e2445aa088b23d5769713b0aba73cb4bd30e"
+# Updated again (was c397de17...): the patient's statements attributed ("He reports ...",
+# "denies ..."), spoken scaffolding ("go ahead and", "just", "kind of") dropped, a leading
+# "no" kept where it negates ("No numbness", was "Numbness").
+GOLDEN_SHA256 = "8c58306ffc822c1753b7cfecdb0c97062d806bad696f685523ef21da67b7b68d"
 
 
 _EVIDENCE: dict[str, Any] = {"evidence": True, "fields": {"__all__": {"evidence"}}}

@@ -22,6 +22,7 @@ def clean(text: str) -> str:
     out = rules.DANGLING_HYPHEN_RE.sub("", out)
     out = rules.FILLER_RE.sub(" ", out)
     out = rules.PHRASE_FILLER_RE.sub(" ", out)
+    out = rules.SCAFFOLD_RE.sub("", out)
     out = rules.FINAL_ELLIPSIS_RE.sub(".", out)
     out = rules.ELLIPSIS_RE.sub(",", out)
     for _ in range(2):

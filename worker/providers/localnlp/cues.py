@@ -28,7 +28,23 @@ def route(note: Note, s: Sentence, text: str) -> None:
         ):
             _plan(note, text, s)
     elif _history_statement(s, text):
-        note.add(ROS if _denied_symptom(s) else HPI, text)
+        if _denied_symptom(s):
+            denial = rules.DENIAL_LEAD_RE.match(text)
+            note.add(ROS, f"Denies {text[denial.end() :]}" if denial else text)
+        else:
+            note.add(HPI, attributed(note, s, text))
+
+
+def attributed(note: Note, s: Sentence, text: str) -> str:
+    """The patient's statement as reported speech: "He reports ...", "She denies ..."; the
+    clinician's sentences, and the patient's that already have the patient as subject, as
+    they are."""
+    if s.role != "patient" or rules.PATIENT_SUBJECT_RE.match(text):
+        return text
+    denial = rules.DENIAL_LEAD_RE.match(text)
+    if denial:
+        return f"{note.subject} denies {text[denial.end() :]}"
+    return f"{note.subject} reports {text[:1].lower()}{text[1:]}"
 
 
 def chief_complaint(note: Note, sentences: list[Sentence]) -> None:
@@ -93,7 +109,7 @@ def _exam_zone(note: Note, s: Sentence, text: str) -> None:
     elif s.role == "doctor" and rules.EXAM_FINDING.search(s.text):
         note.add(EXAM, text)
     elif s.role == "patient" and rules.SYMPTOM_CUE.search(s.text):
-        note.add(HPI, text)
+        note.add(HPI, attributed(note, s, text))
 
 
 def _history_statement(s: Sentence, text: str) -> bool:

@@ -33,6 +33,8 @@ class Note:
     # set by the note builder before each routing step, and each written sentence's spans.
     sources: tuple[tuple[int, int], ...] = ()
     origin: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict, compare=False)
+    # How the note names the patient as a subject: "He", "She" or "The patient".
+    subject: str = "The patient"
 
     def add(self, section: str, sentence: str) -> None:
         bucket = self.sections[section]

@@ -18,6 +18,8 @@ from worker.providers.localnlp.rules import CC, EXAM, HPI, RESULTS, ROS, SECTION
 from worker.providers.localnlp.spans import locate
 from worker.providers.localnlp.turns import detect_gender, parse_turns, pieces
 
+_SUBJECTS: dict[Gender, str] = {"male": "He", "female": "She", "unknown": "The patient"}
+
 
 def _sentences(turns: list[Turn], deadline: Deadline = NO_DEADLINE) -> list[Sentence]:
     """The first MAX_SENTENCES sentences, cleaned, with their speaker, zone and turn."""
@@ -95,7 +97,7 @@ class _Parsed:
         return text
 
     def note(self) -> Note:
-        note = Note()
+        note = Note(subject=_SUBJECTS[self.gender])
         sentences = self.sentences
         for position, s in enumerate(sentences):
             self.deadline.check()

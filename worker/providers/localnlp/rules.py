@@ -107,6 +107,15 @@ PHRASE_FILLER_RE: Final = re.compile(
     r"like|basically|actually|literally)\s*,\s*",
     re.IGNORECASE,
 )
+# Spoken scaffolding with no content, wherever it stands ("i want to go ahead and order",
+# "it's kind of sore", "what i'm going to do is refer you").
+SCAFFOLD_RE: Final = re.compile(
+    r"\b(?:go ahead and|just|actually|basically|obviously|literally|really|pretty much|"
+    r"(?<!let )(?<!do )(?<!you )you know|i mean|(?<!what )(?<!this )kind of|"
+    r"(?<!what )(?<!this )sort of|what (?:i'm|we're|i am|we are|i'd like to|i want to) "
+    r"(?:going to )?do (?:is|for (?:that|this|you) is))\s+",
+    re.IGNORECASE,
+)
 ASSISTANT_RE: Final = re.compile(
     r"(?:hey|okay|ok)?\s*,?\s*\b(?:dragon|dax)\b\s*,?"
     r"(?:\s*(?:show me|order|finalize|please|go ahead)[^.?!]*)?",
@@ -121,10 +130,13 @@ REPEAT2_RE: Final = re.compile(
     r"\b(\w+\s+\w+)((?:\s*,)?\s+\1\b)+", re.IGNORECASE
 )  # "in the , in the"
 SPACE_RE: Final = re.compile(r"\s+")
+# Words that open a spoken sentence and say nothing; "no" only as an answer ("no, i have
+# not", "no i have not"), never where it negates what follows ("no numbness").
 LEADING_RE: Final = re.compile(
-    r"^(?:(?:okay|alright|all right|so|and|well|yeah|yes|yep|no|nope|now|but|oh|"
+    r"^(?:(?:(?:okay|alright|all right|so|and|well|yeah|yes|yep|now|but|oh|"
     r"great|good|perfect|right|sure|um|uh|then|also|anyway|alrighty|got it|i see|"
-    r"hey|wow|gosh|excellent|awesome|cool|fine)\b\s*[,.]?\s*)+",
+    r"hey|wow|gosh|excellent|awesome|cool|fine)\b|(?:no|nope)\b(?=\s*[,.]|\s+(?:i|i'm|i've|"
+    r"he|she|it|it's|we|they|you|the patient|not|no)\b))\s*[,.]?\s*)+",
     re.IGNORECASE,
 )
 
@@ -396,6 +408,13 @@ ROS_SYMPTOM: Final = re.compile(
     r"trouble \w+|difficulty \w+|problems? \w+|changes? in \w+|symptoms?|urinat\w*)\b",
     re.I,
 )
+
+# The patient's own statement in the history is attributed ("He reports ..."): unless it
+# already has the patient as its subject; a statement opening with "no" is a denial.
+DENIAL_LEAD_RE: Final = re.compile(
+    r"^(?:No|Not any|Never had)\s+(?!(?:he|she|the|it|they|that|this|one)\b)(?=\w)"
+)
+PATIENT_SUBJECT_RE: Final = re.compile(r"^(?:He|She|The patient)\b")
 
 # A results sentence that reports a finding (not a plan to order the test).
 FINDING_REPORTED_RE: Final = re.compile(
