@@ -29,6 +29,7 @@ from aio_pika.exceptions import AMQPError
 from worker import amqp_decoding
 from worker.broker import Outgoing, Publisher, build_message, carried_headers
 from worker.errors import SettingsError
+from worker.payload_crypto import seal_headers
 from worker.settings import Settings
 from worker.topology import Names
 
@@ -93,10 +94,12 @@ def _identity(message: AbstractIncomingMessage) -> str:
 
 
 def _copy(message: AbstractIncomingMessage) -> Outgoing:
+    """The event as it was; a sealed one (SCRIBE_ENCRYPT_EVENTS) keeps its seal headers, its
+    correlation_id and routing key being what its tag is bound to."""
     return build_message(
         message.body,
         correlation_id=message.correlation_id,
-        headers=carried_headers(message.headers),
+        headers={**carried_headers(message.headers), **seal_headers(message.headers)},
         message_id=message.message_id,
         content_type=message.content_type or "application/json",
     )

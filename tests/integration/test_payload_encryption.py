@@ -14,14 +14,18 @@ import logging
 import os
 from pathlib import Path
 
+import aio_pika
 import pytest
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from ops import cli_dlq
 from ops.sandbox import RunningSandbox, SandboxConfig
+from ops.unrouted import count as unrouted_count
+from ops.unrouted import drain
 from schemas.errors import ErrorType
 from tests.harness import (
+    AMQP_URL,
     INTRON_KEY,
     INVOX_TOKEN,
     SAMPLE_TEMPLATE,
@@ -32,10 +36,12 @@ from tests.harness import (
     worker_env,
 )
 from worker import constants as c
+from worker.broker import Publisher, build_message
 from worker.dead_letter_age import DeadLetterAge
 from worker.logs import configure_logging
 from worker.metrics import Metrics
 from worker.payload_crypto import STAGE_PURPOSE, PayloadCipher, PayloadKeys
+from worker.topology import Names
 
 pytestmark = pytest.mark.broker
 
@@ -206,3 +212,48 @@ async def test_scribe_dlq_opens_with_the_key_and_purges_by_age(
     await asyncio.sleep(1.1)
     code, out, _ = await run_dlq(["purge", "--older-than", "1s", "--yes"], tool_env)
     assert (code, out) == (0, "purged=1\n")
+
+
+async def test_sealed_events_open_downstream_even_after_scribe_unrouted(
+    prefix: str, sandbox: RunningSandbox, storage_root: Path, audio_file: Path
+) -> None:
+    env = worker_env(
+        prefix,
+        sandbox.base_url,
+        storage_root,
+        SCRIBE_STAGE_EVENTS="none",
+        SCRIBE_ENCRYPT_EVENTS="on",
+        **KEYS_ENV,
+    )
+    names = Names(prefix)
+    cipher = PayloadCipher(PayloadKeys({"k1": KEY}))  # a downstream consumer holding the key
+    job = make_job(audio_file)
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    async with connection, running_worker(env):
+        channel = await connection.channel()
+        message = build_message(job.to_wire(), correlation_id=str(job.job_id))
+        await Publisher(channel).publish(names.jobs_exchange, "transcribe", message)
+        for _ in range(200):  # job.completed with nobody bound: kept in <prefix>.unrouted-events
+            if await unrouted_count(channel, names):
+                break
+            await asyncio.sleep(0.1)
+        results = await channel.declare_queue(exclusive=True)
+        await results.bind(names.events_exchange, routing_key=c.EVENT_COMPLETED)
+        assert (await drain(channel, names)).moved == 1
+        delivered = None
+        for _ in range(100):
+            delivered = await results.get(fail=False, no_ack=True)
+            if delivered is not None:
+                break
+            await asyncio.sleep(0.05)
+    assert delivered is not None
+    assert MARKER.encode() not in delivered.body
+    opened = cipher.open(
+        delivered.body,
+        delivered.headers,
+        purpose=delivered.routing_key or "",
+        binding=delivered.correlation_id,
+    )
+    event = json.loads(opened)
+    assert event["type"] == c.EVENT_COMPLETED
+    assert MARKER in event["transcript"]["text"]
