@@ -29,6 +29,7 @@ from aio_pika.exceptions import AMQPError
 from ops import index_follow
 from worker.errors import SettingsError
 from worker.jobindex import INDEX_CONNECT_TIMEOUT_S, INDEX_ERRORS, MIGRATIONS, migrate
+from worker.payload_crypto import PayloadCipher
 from worker.settings import Settings
 from worker.topology import Names
 
@@ -104,7 +105,12 @@ async def _follow_until_stopped(
         loop.add_signal_handler(signum, stop.set)
     try:
         return await index_follow.follow(
-            settings.amqp_url.value, Names(settings.prefix), url, until_empty, stop
+            settings.amqp_url.value,
+            Names(settings.prefix),
+            url,
+            until_empty,
+            stop,
+            cipher=PayloadCipher(settings.payload_keys),
         )
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from schemas.base import Stage, WireDatetime, WireInt, WireModel, WireUuid
 from worker.constants import EVENT_COMPLETED, EVENT_FAILED, EVENT_STAGE_PREFIX
 from worker.jobindex import INDEX_ERRORS, IndexEntry, migrate, write_entries
+from worker.payload_crypto import PayloadCipher, PayloadUndecryptable
 from worker.topology import Names, declare_events_exchange
 
 log = structlog.get_logger("scribe.index_follow")
@@ -114,8 +115,10 @@ async def _take(queue: AbstractQueue) -> list[AbstractIncomingMessage]:
     return batch
 
 
-def _entries(batch: Sequence[tuple[str, bytes]]) -> list[IndexEntry | None]:
-    return [entry_of(routing_key, body) for routing_key, body in batch]
+def _entries(
+    cipher: PayloadCipher, batch: Sequence[AbstractIncomingMessage]
+) -> list[IndexEntry | None]:
+    return [entry_of(message.routing_key or "", _clear(cipher, message)) for message in batch]
 
 
 async def _write(database_url: str, entries: list[IndexEntry]) -> None:
@@ -127,15 +130,33 @@ async def _write(database_url: str, entries: list[IndexEntry]) -> None:
         await connection.close()
 
 
+def _clear(cipher: PayloadCipher, message: AbstractIncomingMessage) -> bytes:
+    """The event's body, opened when SCRIBE_ENCRYPT_EVENTS sealed it; one no key here opens is
+    empty (skipped and counted, as any unreadable event)."""
+    try:
+        return cipher.open(
+            message.body,
+            message.headers,
+            purpose=message.routing_key or "",
+            binding=message.correlation_id,
+        )
+    except PayloadUndecryptable:
+        return b""
+
+
 async def follow_once(
-    queue: AbstractQueue, database_url: str, report: FollowReport, retry_pause_s: float
+    queue: AbstractQueue,
+    database_url: str,
+    report: FollowReport,
+    retry_pause_s: float,
+    cipher: PayloadCipher | None = None,
 ) -> int:
     """One batch: taken, written, acked (or handed back on a database failure); its size."""
     batch = await _take(queue)
     if not batch:
         return 0
-    # Parsing a job.completed is CPU work on a large body: off the event loop.
-    read = await asyncio.to_thread(_entries, [(m.routing_key or "", m.body) for m in batch])
+    # Opening and parsing a job.completed is CPU work on a large body: off the event loop.
+    read = await asyncio.to_thread(_entries, cipher or PayloadCipher(None), batch)
     entries = [entry for entry in read if entry is not None]
     try:
         if entries:
@@ -163,7 +184,9 @@ async def follow(
     until_empty: bool,
     stop: asyncio.Event,
     retry_pause_s: float = RETRY_PAUSE_S,
+    cipher: PayloadCipher | None = None,
 ) -> FollowReport:
+    """cipher: the keys that open sealed events (SCRIBE_ENCRYPT_EVENTS)."""
     report = FollowReport()
     connection = await aio_pika.connect_robust(
         amqp_url, client_properties={"connection_name": "scribe-db follow"}
@@ -175,7 +198,7 @@ async def follow(
         streak = 0
         while not stop.is_set():
             failures = report.write_failures
-            taken = await follow_once(queue, database_url, report, retry_pause_s)
+            taken = await follow_once(queue, database_url, report, retry_pause_s, cipher)
             streak = streak + 1 if report.write_failures > failures else 0
             if until_empty and (taken == 0 or streak >= UNTIL_EMPTY_MAX_FAILURES):
                 break

@@ -22,6 +22,7 @@ from schemas.jobs import JobRequest
 from worker.app import WorkerApp
 from worker.broker import Publisher, build_message
 from worker.constants import Stage
+from worker.payload_crypto import PayloadCipher
 from worker.providers.factory import build_registry
 from worker.settings import Settings
 from worker.topology import Names
@@ -125,6 +126,8 @@ class Watcher:
     channel: AbstractChannel
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Opens events sealed under SCRIBE_ENCRYPT_EVENTS (worker/payload_crypto.py).
+    cipher: PayloadCipher = field(default_factory=lambda: PayloadCipher(None))
 
     async def start(self) -> None:
         queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
@@ -134,7 +137,13 @@ class Watcher:
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         async with message.process():
-            body = json.loads(message.body)
+            opened = self.cipher.open(
+                message.body,
+                message.headers,
+                purpose=message.routing_key or "",
+                binding=message.correlation_id,
+            )
+            body = json.loads(opened)
             body["_routingKey"] = message.routing_key
             body["_traceparent"] = (message.headers or {}).get("traceparent")
             self.events.setdefault(str(body.get("jobId")), []).append(body)
@@ -205,11 +214,13 @@ class Watcher:
 
 
 @asynccontextmanager
-async def watching(prefix: str, amqp_url: str = AMQP_URL) -> AsyncIterator[Watcher]:
+async def watching(
+    prefix: str, amqp_url: str = AMQP_URL, cipher: PayloadCipher | None = None
+) -> AsyncIterator[Watcher]:
     connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
         channel = await connection.channel()
-        watcher = Watcher(Names(prefix), connection, channel)
+        watcher = Watcher(Names(prefix), connection, channel, cipher=cipher or PayloadCipher(None))
         await watcher.start()
         yield watcher
 

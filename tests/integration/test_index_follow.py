@@ -6,6 +6,7 @@ to the queue)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ from tests.harness import (
     watching,
     worker_env,
 )
+from worker.payload_crypto import PayloadCipher
+from worker.settings import Settings
 from worker.topology import Names
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -69,10 +72,16 @@ async def _transitions(url: str) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-async def _run(prefix: str, env: dict[str, str], audio_file: Path, storage_root: Path) -> list[str]:
+async def _run(
+    prefix: str,
+    env: dict[str, str],
+    audio_file: Path,
+    storage_root: Path,
+    cipher: PayloadCipher | None = None,
+) -> list[str]:
     good = make_job(audio_file, **INVOX_ALL, template=SAMPLE_TEMPLATE)
     failing = make_job(storage_root / "no-such-recording.wav")
-    async with running_worker(env) as app, watching(prefix) as watcher:
+    async with running_worker(env) as app, watching(prefix, cipher=cipher) as watcher:
         ids = [await watcher.submit(job) for job in (good, failing)]
         for job_id in ids:
             await watcher.outcome(job_id)
@@ -150,3 +159,23 @@ def test_events_it_cannot_read_are_skipped() -> None:
     assert index_follow.entry_of("job.stage.poll", b'{"type": "job.stage"}') is None
     assert index_follow.entry_of("job.other", b"{}") is None
     assert index_follow.entry_of("job.completed", b" " * (index_follow.MAX_EVENT_BYTES + 1)) is None
+
+
+async def test_follow_opens_sealed_events_with_the_keys(
+    prefix: str,
+    follow_queue: Names,
+    sandbox: RunningSandbox,
+    storage_root: Path,
+    audio_file: Path,
+    database_url: str,
+) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    sealing = {"SCRIBE_PAYLOAD_KEYS": f"k1:{key}", "SCRIBE_PAYLOAD_KEY_ID": "k1"}
+    env = worker_env(prefix, sandbox.base_url, storage_root, SCRIBE_ENCRYPT_EVENTS="on", **sealing)
+    cipher = PayloadCipher(Settings.from_env(sealing).payload_keys)
+    good, failing = await _run(prefix, env, audio_file, storage_root, cipher)
+    report = await index_follow.follow(
+        AMQP_URL, follow_queue, database_url, True, asyncio.Event(), 0.05, cipher=cipher
+    )
+    assert (report.written, report.skipped) == (6, 0)
+    assert await _transitions(database_url) == {good: EXPECTED_GOOD, failing: EXPECTED_FAILING}
