@@ -93,6 +93,19 @@ class Publication:
     mandatory: bool = True
 
 
+def _cancelled_here() -> bool:
+    """Whether this task is being cancelled (not a future inside it that aiormq cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _lost_with_connection(exc: Exception) -> bool:
+    """What aiormq fails a pending publish with when its channel or connection closes: a
+    connection error, ChannelInvalidStateError, or (closed without a reason) a bare Exception
+    (its future store's placeholder). A nack or a return is none of these."""
+    return isinstance(exc, ConnectionError | ChannelInvalidStateError) or type(exc) is Exception
+
+
 class Publisher:
     """Publishes with publisher confirms; unroutable mandatory messages raise instead of vanishing.
 
@@ -140,12 +153,19 @@ class Publisher:
             try:
                 await self._publish_once(publications)
                 return
-            except (ConnectionError, ChannelInvalidStateError) as exc:
-                if not self._may_retry() or loop.time() >= deadline:
+            except asyncio.CancelledError as exc:
+                if _cancelled_here() or not self._may_retry():
                     raise
-                log.warning("broker.publish_retried", error=type(exc).__name__)
-                await asyncio.sleep(PUBLISH_RETRY_PAUSE_S)
-                await asyncio.wait_for(self._restored(), max(0.0, deadline - loop.time()))
+                error: BaseException = exc
+            except Exception as exc:
+                if not _lost_with_connection(exc) or not self._may_retry():
+                    raise
+                error = exc
+            if loop.time() >= deadline:
+                raise ChannelInvalidStateError("the publish channel was not restored") from error
+            log.warning("broker.publish_retried", error=type(error).__name__)
+            await asyncio.sleep(PUBLISH_RETRY_PAUSE_S)
+            await asyncio.wait_for(self._restored(), max(0.0, deadline - loop.time()))
 
     def _may_retry(self) -> bool:
         connection = self._connection

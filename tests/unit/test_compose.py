@@ -252,8 +252,12 @@ def test_cluster_workers_read_only_known_variables_and_spread_over_the_nodes(
             k: v for k, v in default_env.items() if k != "SCRIBE_AMQP_URL"
         }, name
         env["SCRIBE_STORAGE_ROOT"] = str(tmp_path)
-        host = urlsplit(Settings.from_env(env).amqp_url.value).hostname
+        settings = Settings.from_env(env)
+        host = urlsplit(settings.amqp_url.value).hostname
         assert host in CLUSTER_NODES, name
+        # Every node, its own first: a worker whose node dies moves to a live one.
+        listed = [urlsplit(url).hostname for url in settings.broker_urls()]
+        assert sorted(listed) == sorted(CLUSTER_NODES), name
         nodes.add(host)
         depends = service["depends_on"]
         for dependency in (*CLUSTER_NODES, "redis", "sandbox"):
