@@ -51,7 +51,7 @@ UNPUNCTUATED = "".join(
 def test_an_unpunctuated_dialogue_gets_history_review_and_exam() -> None:
     note = build_note(UNPUNCTUATED)
     assert any("swollen" in s for s in note.sections[HPI])
-    assert note.sections[ROS] == ["Denies fever or chills."]
+    assert note.sections[ROS] == ["Constitutional: Denies fever or chills."]
     assert any("effusion" in s for s in note.sections[EXAM])
     assert not any("effusion" in s for s in note.sections[HPI])
 
@@ -165,10 +165,36 @@ def test_the_patients_words_are_attributed() -> None:
         "He has been taking ibuprofen for the pain.",
         "He denies trouble at all with his other knee when he goes up the stairs or when he plays tennis.",
     ]
-    assert note.sections[ROS] == ["Denies numbness or tingling in his leg."]
+    assert note.sections[ROS] == [
+        "Musculoskeletal: Reports knee pain.",
+        "Neurological: Denies numbness or tingling in his leg.",
+    ]
 
 
 def test_a_leading_no_goes_only_as_an_answer() -> None:
     assert finish("no numbness or tingling") == "No numbness or tingling."
     assert finish("no , i have not") == "I have not."
     assert finish("okay no i have not had surgery") == "I have not had surgery."
+
+
+def test_the_review_of_systems_is_by_system_with_the_complaint_among_them() -> None:
+    note = build_note(
+        "[doctor] mr. quxley is a 52-year-old male here for right knee pain .\n"
+        "[doctor] any numbness or tingling ?\n"
+        "[patient] no .\n"
+        "[doctor] any fever ?\n"
+        "[patient] no .\n"
+    )
+    assert note.sections[ROS] == [
+        "Musculoskeletal: Reports right knee pain.",
+        "Neurological: Denies numbness or tingling.",
+        "Constitutional: Denies fever.",
+    ]
+    # Every line keeps the evidence of what it came from.
+    assert all(note.origin[line] for line in note.sections[ROS])
+
+
+def test_a_you_before_a_finite_verb_is_a_subject() -> None:
+    assert to_third_person("on your left shoulder exam you have limited motion", "you", "male") == (
+        "on his left shoulder exam he has limited motion"
+    )

@@ -69,6 +69,9 @@ SECTION_HEADERS = {
 # numbers, "mg".
 REWRITE_WORDS = {"denies", "endorses", "reports", "he", "she", "his", "her", "him", "their", "them"}
 REWRITE_WORDS |= {"the", "patient", "mg", "year", "old"}
+# The review of systems by system (issue 16).
+REWRITE_WORDS |= {"musculoskeletal", "neurological", "constitutional", "respiratory"}
+REWRITE_WORDS |= {"cardiovascular"}
 
 
 def job(output_format: str = "SUMMARY") -> JobRequest:

@@ -39,7 +39,10 @@ SAMPLES = REPO / "ops" / "samples"
 # Updated again (was c397de17...): the patient's statements attributed ("He reports ...",
 # "denies ..."), spoken scaffolding ("go ahead and", "just", "kind of") dropped, a leading
 # "no" kept where it negates ("No numbness", was "Numbness").
-GOLDEN_SHA256 = "8c58306ffc822c1753b7cfecdb0c97062d806bad696f685523ef21da67b7b68d"
+# Updated again (was 8c58306f...): the review of systems by system with the presenting
+# complaint ("Musculoskeletal: Reports wrist pain."), "you have" after a phrase a subject,
+# "right knee pain" keeps "right".
+GOLDEN_SHA256 = "86d6c9cb9ed4f9cef2aa0897e6be2fd2b643f35839ecc9f1d23c631338b46874"
 
 
 _EVIDENCE: dict[str, Any] = {"evidence": True, "fields": {"__all__": {"evidence"}}}

@@ -174,3 +174,26 @@ def _ros_verdict(answer: str, topic: str) -> str | None:
     if named and not rules.NEGATION_RE.search(answer):
         return "endorses"
     return None
+
+
+def label_review(note: Note) -> None:
+    """The review of systems by system ("Neurological: Denies numbness."), the presenting
+    complaint among them ("Musculoskeletal: Reports left knee pain."), each line keeping the
+    evidence of the sentence it came from."""
+    lines = list(note.sections[ROS])
+    complaint = note.sections[CC][0] if note.sections[CC] else ""
+    if complaint and _system(complaint):
+        reported = f"Reports {complaint[:1].lower()}{complaint[1:]}"
+        note.origin.setdefault(reported, note.origin.get(complaint, ()))
+        lines.insert(0, reported)
+    labelled: list[str] = []
+    for line in lines:
+        system = _system(line)
+        text = f"{system}: {line}" if system else line
+        note.origin.setdefault(text, note.origin.get(line, ()))
+        labelled.append(text)
+    note.sections[ROS] = labelled
+
+
+def _system(line: str) -> str | None:
+    return next((name for name, words in rules.ROS_SYSTEMS if words.search(line)), None)

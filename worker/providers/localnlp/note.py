@@ -11,7 +11,13 @@ from worker.evidence import SegmentMap
 from worker.providers.local_budget import NO_DEADLINE, Deadline
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.cleaning import clean, finish, split_sentences
-from worker.providers.localnlp.cues import chief_complaint, informative, review_of_systems, route
+from worker.providers.localnlp.cues import (
+    chief_complaint,
+    informative,
+    label_review,
+    review_of_systems,
+    route,
+)
 from worker.providers.localnlp.model import Gender, Note, Sentence, Turn
 from worker.providers.localnlp.person import to_third_person
 from worker.providers.localnlp.rules import CC, EXAM, HPI, RESULTS, ROS, SECTIONS, SOAP_DESCRIPTIONS
@@ -119,6 +125,7 @@ class _Parsed:
                 route(note, s, text)
         if not note.sections[CC]:
             chief_complaint(note, sentences)
+        label_review(note)
         note.sources = ()
         return note
 

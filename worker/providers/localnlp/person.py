@@ -51,8 +51,9 @@ def _sub_subjects(
     obj: str,
 ) -> str:
     """Rewrite a pronoun as a subject only where a subject can stand (sentence or clause start);
-    after a verb or preposition ("sent you", "for you") it is an object. "I" is always a
-    subject ("yeah i did" is "he did"): the object is "me"."""
+    after a verb or preposition ("sent you", "for you") it is an object, unless a finite verb
+    follows ("on exam you have ..."). "I" is always a subject ("yeah i did" is "he did"): the
+    object is "me"."""
     pieces: list[str] = []
     last = 0
     for match in pattern.finditer(sentence):
@@ -62,6 +63,7 @@ def _sub_subjects(
             or not before
             or before[-1] in ",;:.?!"
             or previous.strip(",;") in rules.SUBJECT_CONTEXT
+            or (match.group(2) or "").lower() in rules.FINITE_VERBS
         )
         pieces.append(sentence[last : match.start()])
         if is_subject or match.group(1):

@@ -131,12 +131,14 @@ REPEAT2_RE: Final = re.compile(
 )  # "in the , in the"
 SPACE_RE: Final = re.compile(r"\s+")
 # Words that open a spoken sentence and say nothing; "no" only as an answer ("no, i have
-# not", "no i have not"), never where it negates what follows ("no numbness").
+# not", "no i have not"), never where it negates what follows ("no numbness"); "right",
+# "good" and the like only when a mark follows ("right, so"; "right knee pain" keeps it).
 LEADING_RE: Final = re.compile(
     r"^(?:(?:(?:okay|alright|all right|so|and|well|yeah|yes|yep|now|but|oh|"
-    r"great|good|perfect|right|sure|um|uh|then|also|anyway|alrighty|got it|i see|"
-    r"hey|wow|gosh|excellent|awesome|cool|fine)\b|(?:no|nope)\b(?=\s*[,.]|\s+(?:i|i'm|i've|"
-    r"he|she|it|it's|we|they|you|the patient|not|no)\b))\s*[,.]?\s*)+",
+    r"sure|um|uh|then|also|anyway|alrighty|got it|i see|hey|wow|gosh)\b|"
+    r"(?:great|good|perfect|right|excellent|awesome|cool|fine)\b(?=\s*[,.!])|"
+    r"(?:no|nope)\b(?=\s*[,.]|\s+(?:i|i'm|i've|"
+    r"he|she|it|it's|we|they|you|the patient|not|no)\b))\s*[,.!]?\s*)+",
     re.IGNORECASE,
 )
 
@@ -293,6 +295,13 @@ SUBJECT_CONTEXT: Final = wordset(
 )
 
 
+# A "you" these follow is a subject wherever it stands ("on exam you have ...").
+FINITE_VERBS: Final = wordset(
+    "have had are were can could did do don't didn't will would should need may might must "
+    "got feel felt look seem still also"
+)
+
+
 POSSESSIVE_RES: Final = {
     "i": re.compile(r"\b(my|mine|myself)\b", re.IGNORECASE),
     "you": re.compile(r"\b(your|yours|yourself)\b", re.IGNORECASE),
@@ -415,6 +424,44 @@ DENIAL_LEAD_RE: Final = re.compile(
     r"^(?:No|Not any|Never had)\s+(?!(?:he|she|the|it|they|that|this|one)\b)(?=\w)"
 )
 PATIENT_SUBJECT_RE: Final = re.compile(r"^(?:He|She|The patient)\b")
+
+# The review of systems by body system, as notes write it ("Neurological: Denies numbness."):
+# the first system whose words a line has (specific before general: chest pain is
+# cardiovascular, other pain musculoskeletal). Only the system names most notes use.
+ROS_SYSTEMS: Final = (
+    (
+        "Cardiovascular",
+        re.compile(r"\b(?:chest pain|palpitations?|swelling in \w+ (?:legs|ankles|feet))\b", re.I),
+    ),
+    (
+        "Respiratory",
+        re.compile(r"\b(?:cough\w*|short(?:ness)? of breath|wheez\w*|breathing)\b", re.I),
+    ),
+    (
+        "Constitutional",
+        re.compile(
+            r"\b(?:fevers?|chills|fatigue\w*|tired\w*|weight (?:loss|gain)|night sweats|sweats|"
+            r"appetite)\b",
+            re.I,
+        ),
+    ),
+    (
+        "Neurological",
+        re.compile(
+            r"\b(?:numb\w*|tingl\w*|headaches?|dizz\w*|lightheaded\w*|seizures?|weakness)\b", re.I
+        ),
+    ),
+    (
+        "Musculoskeletal",
+        re.compile(
+            r"\b(?:joint|back|neck|knee|shoulder|hip|ankle|wrist|elbow|foot|feet|hand|finger|toe|"
+            r"arm|leg|muscle)s?\b.*\b(?:pain|ache|swelling|stiffness|injury|sprain)\b|"
+            r"\b(?:pain|ache|swelling|stiffness|injury|sprain)\b.*\b(?:joint|back|neck|knee|"
+            r"shoulder|hip|ankle|wrist|elbow|foot|feet|hand|finger|toe|arm|leg|muscle)s?\b",
+            re.I,
+        ),
+    ),
+)
 
 # A results sentence that reports a finding (not a plan to order the test).
 FINDING_REPORTED_RE: Final = re.compile(
