@@ -198,3 +198,18 @@ def test_a_you_before_a_finite_verb_is_a_subject() -> None:
     assert to_third_person("on your left shoulder exam you have limited motion", "you", "male") == (
         "on his left shoulder exam he has limited motion"
     )
+
+
+def test_exam_findings_are_by_system() -> None:
+    note = build_note(
+        "[doctor] let's do a quick physical exam .\n"
+        "[doctor] on exam , your lungs have crackles in the right lower lobe .\n"
+        "[doctor] your abdomen has some tenderness to palpation in the right lower quadrant .\n"
+        "[doctor] there is tenderness over the medial joint line of your left knee .\n"
+    )
+    assert note.sections[EXAM] == [
+        "Respiratory: On exam, their lungs have crackles in the right lower lobe.",
+        "Abdomen: Their abdomen has some tenderness to palpation in the right lower quadrant.",
+        "Musculoskeletal: There is tenderness over the medial joint line of their left knee.",
+    ]
+    assert all(note.origin[line] for line in note.sections[EXAM])

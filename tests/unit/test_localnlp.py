@@ -41,8 +41,8 @@ SAMPLES = REPO / "ops" / "samples"
 # "no" kept where it negates ("No numbness", was "Numbness").
 # Updated again (was 8c58306f...): the review of systems by system with the presenting
 # complaint ("Musculoskeletal: Reports wrist pain."), "you have" after a phrase a subject,
-# "right knee pain" keeps "right".
-GOLDEN_SHA256 = "86d6c9cb9ed4f9cef2aa0897e6be2fd2b643f35839ecc9f1d23c631338b46874"
+# "right knee pain" keeps "right". Again (was 86d6c9cb...): exam findings by system.
+GOLDEN_SHA256 = "e05401a1eac6f70e6833526b3e5d69b6caf4bbe652793e732452fd191d001c4d"
 
 
 _EVIDENCE: dict[str, Any] = {"evidence": True, "fields": {"__all__": {"evidence"}}}

@@ -3,6 +3,8 @@ review of systems from a question and its answer."""
 
 from __future__ import annotations
 
+import re
+
 from worker.providers.localnlp import rules
 from worker.providers.localnlp.cleaning import content_words, finish
 from worker.providers.localnlp.model import Gender, Note, Sentence
@@ -186,13 +188,22 @@ def label_review(note: Note) -> None:
         reported = f"Reports {complaint[:1].lower()}{complaint[1:]}"
         note.origin.setdefault(reported, note.origin.get(complaint, ()))
         lines.insert(0, reported)
-    labelled: list[str] = []
+    note.sections[ROS] = _labelled(note, lines, rules.ROS_SYSTEMS)
+    note.sections[EXAM] = _labelled(note, note.sections[EXAM], rules.EXAM_SYSTEMS)
+
+
+def _labelled(
+    note: Note, lines: list[str], systems: tuple[tuple[str, re.Pattern[str]], ...]
+) -> list[str]:
+    """Each line with the first system whose words it has in front ("Respiratory: ..."), its
+    evidence that of the line."""
+    out: list[str] = []
     for line in lines:
-        system = _system(line)
+        system = next((name for name, words in systems if words.search(line)), None)
         text = f"{system}: {line}" if system else line
         note.origin.setdefault(text, note.origin.get(line, ()))
-        labelled.append(text)
-    note.sections[ROS] = labelled
+        out.append(text)
+    return out
 
 
 def _system(line: str) -> str | None:

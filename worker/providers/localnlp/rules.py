@@ -463,6 +463,28 @@ ROS_SYSTEMS: Final = (
     ),
 )
 
+# Exam findings by system, the same way ("Respiratory: Crackles in the right lower lobe.").
+EXAM_SYSTEMS: Final = (
+    (
+        "Cardiovascular",
+        re.compile(r"\b(?:heart|murmurs?|gallops?|rubs?|pulses?|rhythm|carotid)\b", re.I),
+    ),
+    ("Respiratory", re.compile(r"\b(?:lungs?|crackles|rales|wheez\w*|breath sounds)\b", re.I)),
+    ("Abdomen", re.compile(r"\b(?:abdomen|abdominal|bowel sounds)\b", re.I)),
+    (
+        "Neurological",
+        re.compile(r"\b(?:neuro\w*|sensation|reflexes|cranial nerves|gait)\b", re.I),
+    ),
+    (
+        "Musculoskeletal",
+        re.compile(
+            r"\b(?:range of motion|joint|spine|lumbar|knee|shoulder|hip|ankle|wrist|elbow|"
+            r"tenderness|strength|straight leg raise)\b",
+            re.I,
+        ),
+    ),
+)
+
 # A results sentence that reports a finding (not a plan to order the test).
 FINDING_REPORTED_RE: Final = re.compile(
     r"\b(?:showed|shows|came back|revealed|demonstrat\w*|results?)\b", re.I
