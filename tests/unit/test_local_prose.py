@@ -213,3 +213,11 @@ def test_exam_findings_are_by_system() -> None:
         "Musculoskeletal: There is tenderness over the medial joint line of their left knee.",
     ]
     assert all(note.origin[line] for line in note.sections[EXAM])
+
+
+def test_the_chief_complaint_is_found_after_an_early_look() -> None:
+    note = build_note(
+        "[doctor] let me take a look at your knee . so i see you're coming in for some right knee pain .\n"
+        "[patient] yes , it has been hurting for a week .\n"
+    )
+    assert note.sections[CC] == ["Right knee pain."]

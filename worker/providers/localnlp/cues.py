@@ -50,10 +50,11 @@ def attributed(note: Note, s: Sentence, text: str) -> str:
 
 
 def chief_complaint(note: Note, sentences: list[Sentence]) -> None:
-    """Without an introduction naming it: the reason the clinician gives for the visit in the
-    history, else the first symptom the patient names ("right knee pain")."""
+    """Without an introduction naming it: the reason the clinician gives for the visit before
+    the plan (an early "let me take a look" does not end the search), else the first symptom
+    the patient names ("right knee pain")."""
     history = [
-        s for s in sentences[: rules.CC_SEARCH_SENTENCES] if s.zone == "history" and not s.question
+        s for s in sentences[: rules.CC_SEARCH_SENTENCES] if s.zone != "plan" and not s.question
     ]
     for s in history:
         reason = rules.REASON_RE.search(s.text) if s.role == "doctor" else None
