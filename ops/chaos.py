@@ -41,7 +41,7 @@ from aiormq.exceptions import DeliveryError
 from redis.exceptions import RedisError
 
 from ops.procs import delete_prefix, sandbox_process, stop, worker_argv
-from ops.rabbit_node import private_node
+from ops.rabbit_node import free_port, private_node
 from ops.wav import write_wav
 from schemas.jobs import JobRequest
 from worker import constants as c
@@ -243,7 +243,7 @@ SUBMIT_NACK_RETRY_S = 60.0
 async def submit_all(connection: AbstractRobustConnection, names: Names, jobs: list[JobRequest],
                      ledger: Ledger) -> None:  # fmt: skip
     """Each job published and confirmed; a nacked one (a quorum queue without a leader, its
-    node just killed) is published again a second later, as any publisher must."""
+    node just killed) is published again a second later on a new channel."""
     publisher = await Publisher.open(connection)
     for job in jobs:
         deadline = time.monotonic() + SUBMIT_NACK_RETRY_S
@@ -257,6 +257,10 @@ async def submit_all(connection: AbstractRobustConnection, names: Names, jobs: l
                     raise
                 ledger.nacked_submissions += 1
                 await asyncio.sleep(1.0)
+                # On RabbitMQ 3.10 a channel whose quorum queue lost its leader kept nacking
+                # for over a minute: the next try gets a channel of its own.
+                await publisher.close()
+                publisher = await Publisher.open(connection)
         ledger.submitted.add(str(job.job_id))
     await publisher.close()
 
@@ -293,6 +297,7 @@ class Workers:
         self._count = count
         self.processes: list[asyncio.subprocess.Process] = []
         self._born: list[float] = []  # time.monotonic() each slot's process was started
+        self._ports: dict[int, int] = {}  # slot -> the HTTP port of its /readyz
 
     async def start(self) -> None:
         for index in range(self._count):
@@ -304,19 +309,23 @@ class Workers:
         self._born[index] = time.monotonic()
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        self._ports[index] = free_port()
+        env = {**self._envs[index % len(self._envs)], "SCRIBE_HTTP_PORT": str(self._ports[index])}
         return await asyncio.create_subprocess_exec(
             *worker_argv(),
-            env={**os.environ, **self._envs[index % len(self._envs)]},
+            env={**os.environ, **env},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
 
     async def kill_one(self, rng: random.Random, ledger: Ledger, min_age_s: float = 0.0) -> bool:
-        """SIGKILL a random worker started at least min_age_s ago (on a loaded machine a worker
-        takes tens of seconds to start: killing younger ones would only ever kill starters);
-        False if none is that old."""
+        """SIGKILL a random worker; with min_age_s, only one started that long ago and ready
+        (on a loaded machine a worker takes tens of seconds to start: a kill every few seconds
+        would only ever kill starters). False if there is none."""
         now = time.monotonic()
         old = [i for i, born in enumerate(self._born) if now - born >= min_age_s]
+        if min_age_s > 0:
+            old = [i for i in old if await self.ready(i)]
         if not old:
             return False
         index = rng.choice(old)
@@ -327,6 +336,18 @@ class Workers:
         await victim.wait()
         await self._replace(index)
         return True
+
+    async def ready(self, index: int) -> bool:
+        """The slot's worker answers /readyz with 200 (connected, every consumer attached)."""
+        url = f"http://127.0.0.1:{self._ports[index]}/readyz"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(url) as response,
+            ):
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     async def revive(self) -> int:
         """Restart workers that exited by themselves (a supervisor's job); returns how many."""
@@ -732,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-min-age-s",
         type=float,
         default=0.0,
-        help="kill only workers started at least this long ago (a loaded machine's start-up)",
+        help="kill only workers started at least this long ago and ready (/readyz 200): on a "
+        "loaded machine start-up takes tens of seconds",
     )
     parser.add_argument(
         "--cluster",
