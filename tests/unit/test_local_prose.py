@@ -221,3 +221,14 @@ def test_the_chief_complaint_is_found_after_an_early_look() -> None:
         "[patient] yes , it has been hurting for a week .\n"
     )
     assert note.sections[CC] == ["Right knee pain."]
+
+
+def test_dictation_commands_naming_a_study_are_left_out() -> None:
+    note = build_note(
+        "[doctor] on exam , your lungs have some crackles at the bases .\n"
+        "[doctor] okay , show me the chest x-ray .\n"
+        "[doctor] the chest x-ray shows some mild radiation pneumonitis in both lungs .\n"
+    )
+    written = [line for lines in note.sections.values() for line in lines]
+    assert not any("show me" in line.lower() for line in written)
+    assert any("pneumonitis" in line for line in written)

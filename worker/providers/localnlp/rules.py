@@ -96,7 +96,8 @@ ANNOUNCEMENT_RE: Final = re.compile(
 MAX_ANNOUNCEMENT_WORDS: Final = 12
 # Words to the dictation system or the record, not about the patient: the sentence is left out.
 DICTATION_RE: Final = re.compile(
-    r"\b(?:show me (?:the |my )?(?:vital|vitals|results|x-?ray|labs?|\w+ (?:results|report))|"
+    r"\b(?:show me (?:the |my |his |her |their )?(?:\w+ )?(?:vital|vitals|results|x-?rays?|"
+    r"labs?|report|images?|scans?|echo\w*|ekg|mri|ct|ultrasound)|"
     r"end of (?:dictation|note|recording)|next patient is|dictating on|date of birth|"
     r"medical record number|mrn|finalize (?:the )?note|sign (?:the )?note|"
     r"(?:use|using) (?:the |my )?(?:normal )?(?:new patient )?\w* ?(?:exam )?template)\b",
