@@ -51,7 +51,7 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 600
 ANSWER_TIMEOUT_S = 900
-MAX_ANSWER_TOKENS = 160
+MAX_ANSWER_TOKENS = 96
 TURNS = (
     "Good morning, what brings you in today?",
     "My right knee has been hurting for three weeks, worse on the stairs.",
@@ -83,6 +83,11 @@ def real_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         str(MAX_ANSWER_TOKENS),
         "--ctx-tokens",
         "4096",
+        # One thread: llama.cpp's threads spin while they wait for each other, and on a busy
+        # 2-core machine two of them took 2.6 times as long as one (ops.llm_server, 932-token
+        # prompt, 160-token answer: 193 s against 75 s at load 18).
+        "--threads",
+        "1",
     ]
     server = subprocess.Popen(
         command,
