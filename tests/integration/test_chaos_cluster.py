@@ -78,4 +78,5 @@ async def test_a_cluster_chaos_run_loses_and_duplicates_nothing() -> None:
     assert "chaos: paid transcription submissions per job {1: " in text, text
     assert "chaos: drained: every queue of the prefix empty" in text, text
     assert "chaos: clean-up ok, nothing left" in text, text
-    assert node_dirs() == before, "the run's cluster left node directories behind"
+    # Another run's cluster may come and go meanwhile: only new directories count.
+    assert not node_dirs() - before, "the run's cluster left node directories behind"
