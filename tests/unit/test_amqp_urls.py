@@ -47,9 +47,7 @@ def test_several_urls_keep_their_order_and_spaces_around_commas_are_ignored() ->
         pytest.param(",".join([NODE_A] * 17), "at most 16", id="too-many"),
     ],
 )
-def test_a_bad_list_fails_naming_the_variable_without_the_password(
-    value: str, words: str
-) -> None:
+def test_a_bad_list_fails_naming_the_variable_without_the_password(value: str, words: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"SCRIBE_AMQP_URL": value})
     assert caught.value.variable == "SCRIBE_AMQP_URL"
