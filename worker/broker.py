@@ -120,6 +120,8 @@ class Publisher:
         self._channel = channel
         # Set (by open()): a publish lost with its connection is retried once it is restored.
         self._connection = connection
+        # A channel this publisher closed is not coming back: a publish on it fails at once.
+        self._closed = False
 
     @classmethod
     async def open(cls, connection: AbstractRobustConnection) -> Publisher:
@@ -169,7 +171,7 @@ class Publisher:
 
     def _may_retry(self) -> bool:
         connection = self._connection
-        return connection is not None and not connection.is_closed
+        return connection is not None and not connection.is_closed and not self._closed
 
     async def _restored(self) -> None:
         if isinstance(self._channel, AbstractRobustChannel):
@@ -209,6 +211,7 @@ class Publisher:
                 raise result
 
     async def close(self) -> None:
+        self._closed = True
         if not self._channel.is_closed:
             await self._channel.close()
 
