@@ -171,10 +171,12 @@ class WorkerApp:
         for stage in settings.stages:
             await self._consume(stage, stages.handler(stage), delivery)
         await self._consume_broker_dead_letters(delivery)
-        age = DeadLetterAge(self._connection, self.names.dead_letter_queue, self.metrics)
-        self._dead_letter_age = (age, asyncio.create_task(age.run(), name="dead-letter-age"))
         self._callbacks = self._callback_receiver(delivery, signer)
         await self._start_http()
+        # Started last: a start that fails (the HTTP port taken) leaves no channel half-opened
+        # by the sampler for stop() to cancel (aiormq would log the cancelled Channel.Open).
+        age = DeadLetterAge(self._connection, self.names.dead_letter_queue, self.metrics)
+        self._dead_letter_age = (age, asyncio.create_task(age.run(), name="dead-letter-age"))
         log.info("worker.started", stages=list(settings.stages), prefix=settings.prefix)
 
     async def _chunked_transcription(
