@@ -8,7 +8,6 @@ import asyncio
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -29,6 +28,7 @@ from tests.harness import (
     worker_env,
     write_wav,
 )
+from tests.tls_certs import make_ca, make_leaf
 from worker.startup import EXIT_BROKER_REFUSED
 
 pytestmark = [
@@ -38,44 +38,16 @@ pytestmark = [
     pytest.mark.timeout(240),
 ]
 
-EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def _ca(directory: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", *EC_KEY, "-days", "2", "-subj", f"/CN={name}",
-        "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.pem"),
-    )  # fmt: skip
-
-
-def _leaf(directory: Path, ca: str, name: str, extensions: str) -> None:
-    """A certificate for `name`, signed by the CA `ca`."""
-    (directory / f"{name}.ext").write_text(extensions + "\n")
-    _openssl(
-        "req", *EC_KEY, "-subj", f"/CN={name}",
-        "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.csr"),
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-days", "2", "-in", str(directory / f"{name}.csr"),
-        "-CA", str(directory / f"{ca}.pem"), "-CAkey", str(directory / f"{ca}.key"),
-        "-CAcreateserial", "-extfile", str(directory / f"{name}.ext"),
-        "-out", str(directory / f"{name}.pem"),
-    )  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def certs() -> Iterator[Path]:
     """CA, server (localhost, 127.0.0.1), client and an unrelated CA; readable by rabbitmq."""
     directory = Path(tempfile.mkdtemp(prefix="scribe-tls-"))
     try:
-        _ca(directory, "ca")
-        _ca(directory, "other-ca")
-        _leaf(directory, "ca", "server", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-        _leaf(directory, "ca", "client", "extendedKeyUsage=clientAuth")
+        make_ca(directory, "ca")
+        make_ca(directory, "other-ca")
+        make_leaf(directory, "ca", "server", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+        make_leaf(directory, "ca", "client", "extendedKeyUsage=clientAuth")
         owner = pwd.getpwnam(BROKER_USER)
         for path in (directory, *directory.iterdir()):
             os.chown(path, owner.pw_uid, owner.pw_gid)
