@@ -131,6 +131,7 @@ def seal_headers_schema() -> dict[str, Any]:
             "AES-256-GCM ciphertext and tag, with the associated data "
             "'scribe-payload/1\\n<kind>\\n<key id>\\n<correlation_id>' (kind: 'stage', or an "
             "event's routing key). The JSON the schema describes is the plaintext.",
+            title="PayloadEncryption",
             enum=["aes-256-gcm"],
         ),
         c.HEADER_PAYLOAD_KEY_ID: _header(
