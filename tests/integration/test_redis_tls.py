@@ -162,7 +162,9 @@ async def test_a_client_certificate_from_the_url_is_presented(certs: Path) -> No
     in SCRIBE_REDIS_URL) is let in with ssl_certfile/ssl_keyfile and refused without."""
     async with _redis_server(certs, auth_clients="yes") as port:
         assert await _refusal(_url(certs, port, "ca", client=True)) is None
-        assert "certificate required" in (await _refusal(_url(certs, port, "ca")) or "")
+        # Refused without one. The words vary: with TLS 1.3 the server's alert ("certificate
+        # required") can lose the race with its closing the socket (a reset, a closed stream).
+        assert await _refusal(_url(certs, port, "ca")) is not None
 
 
 async def test_a_wrong_ca_or_host_name_is_refused(tls_redis: int, certs: Path) -> None:
